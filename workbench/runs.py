@@ -1,0 +1,282 @@
+"""The run store: every run's parameters, metrics over steps, artifacts and final results.
+
+One SQLite database in WAL mode under the workbench home, so two notebooks can write at once and
+a dashboard can poll while they do: WAL lets readers proceed while a writer commits. The API is
+the one users know from experiment trackers:
+
+    run = start_run("echoatt", "n=6 similarity", params={"lr": 3e-4})
+    run.log({"loss": 2.1}, step=10)
+    run.log_artifact("similarity.npy", array)
+    run.finish(summary={"ppl": 21.3})
+
+A run whose process dies never says so itself. A daemon thread beats the run's heart every few
+seconds; readers show a "running" run as "interrupted" once its process is gone (same host) or
+its heart has not beaten for `STALE_AFTER_S`. Every metric committed before the crash stays.
+"""
+
+from __future__ import annotations
+
+import atexit
+import io
+import json
+import os
+import platform
+import socket
+import sqlite3
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .paths import home
+
+HEARTBEAT_S = 2.0
+STALE_AFTER_S = 15.0
+ACTIVE = "running"
+TERMINAL = ("finished", "failed", "interrupted")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL, name TEXT NOT NULL, sweep TEXT,
+    status TEXT NOT NULL, params TEXT NOT NULL, summary TEXT NOT NULL DEFAULT '{}', error TEXT,
+    git_commit TEXT, device TEXT, versions TEXT, host TEXT, pid INTEGER,
+    started_at REAL NOT NULL, heartbeat_at REAL NOT NULL, ended_at REAL
+);
+CREATE TABLE IF NOT EXISTS metrics (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id INTEGER NOT NULL, step INTEGER NOT NULL, key TEXT NOT NULL, value REAL, time REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS metrics_run ON metrics (run_id, key, step);
+CREATE TABLE IF NOT EXISTS artifacts (
+    run_id INTEGER NOT NULL, name TEXT NOT NULL, path TEXT NOT NULL, created_at REAL NOT NULL,
+    PRIMARY KEY (run_id, name)
+);
+"""
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    connection = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
+    connection.execute("PRAGMA busy_timeout=60000")
+    return connection
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, default=lambda o: o.item() if hasattr(o, "item") else str(o))
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _environment() -> tuple[str, dict]:
+    import torch
+    import transformers
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)"
+    versions = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__}
+    return device, versions
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunStore:
+    """A handle on one run database (default: `runs.db` in the workbench home)."""
+
+    def __init__(self, path: str | Path | None = None):
+        self.path = Path(path) if path else home() / "runs.db"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = _connect(self.path)
+        self.db.executescript(SCHEMA)
+
+    @property
+    def artifact_dir(self) -> Path:
+        return self.path.parent / "artifacts"
+
+    def start_run(self, kind: str, name: str, params: dict | None = None, sweep: str | None = None) -> Run:
+        now = time.time()
+        device, versions = _environment()
+        cursor = self.db.execute(
+            "INSERT INTO runs (kind, name, sweep, status, params, git_commit, device, versions, host, pid, started_at, heartbeat_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (kind, name, sweep or os.environ.get("WORKBENCH_SWEEP"), ACTIVE, _json(params or {}), _git_commit(), device,
+             _json(versions), socket.gethostname(), os.getpid(), now, now),
+        )
+        return Run(self, cursor.lastrowid)
+
+    # -- reading ---------------------------------------------------------------------------
+    def runs(self, kind: str | None = None, sweep: str | None = None) -> pd.DataFrame:
+        """All runs, newest first, with `status` resolved (dead "running" runs read "interrupted")."""
+        query, args = "SELECT * FROM runs WHERE 1=1", []
+        if kind:
+            query, args = query + " AND kind = ?", [*args, kind]
+        if sweep:
+            query, args = query + " AND sweep = ?", [*args, sweep]
+        frame = pd.read_sql_query(query + " ORDER BY id DESC", self.db, params=args)
+        frame["status"] = [self._resolve_status(row) for row in frame.itertuples()]
+        for column in ("params", "summary", "versions"):
+            frame[column] = frame[column].map(lambda text: json.loads(text) if text else {})
+        frame["duration_s"] = frame["ended_at"].fillna(frame["heartbeat_at"]) - frame["started_at"]
+        return frame
+
+    def run(self, run_id: int) -> dict:
+        frame = self.runs()
+        rows = frame[frame["id"] == run_id]
+        if rows.empty:
+            raise KeyError(f"no run {run_id} in {self.path}")
+        return rows.iloc[0].to_dict()
+
+    def _resolve_status(self, row) -> str:
+        if row.status != ACTIVE:
+            return row.status
+        if row.host == socket.gethostname() and not _pid_alive(int(row.pid)):
+            return "interrupted"
+        return "interrupted" if time.time() - row.heartbeat_at > STALE_AFTER_S else ACTIVE
+
+    def metrics(self, run_ids: list[int] | None = None, keys: list[str] | None = None, after_id: int = 0) -> pd.DataFrame:
+        """Metric rows (id, run_id, step, key, value, time) in logging order.
+
+        `after_id` returns only rows logged since a previous read: what a live view polls for.
+        """
+        query, args = "SELECT * FROM metrics WHERE id > ?", [after_id]
+        if run_ids is not None:
+            query += f" AND run_id IN ({','.join('?' * len(run_ids))})"
+            args += list(run_ids)
+        if keys is not None:
+            query += f" AND key IN ({','.join('?' * len(keys))})"
+            args += list(keys)
+        return pd.read_sql_query(query + " ORDER BY id", self.db, params=args)
+
+    def history(self, run_id: int) -> pd.DataFrame:
+        """One run's metrics as a table: one row per step, one column per metric."""
+        rows = self.metrics([run_id])
+        if rows.empty:
+            return pd.DataFrame()
+        return rows.pivot_table(index="step", columns="key", values="value", aggfunc="last").reset_index()
+
+    def artifacts(self, run_id: int) -> dict[str, Path]:
+        rows = self.db.execute("SELECT name, path FROM artifacts WHERE run_id = ?", (run_id,)).fetchall()
+        return {name: Path(path) for name, path in rows}
+
+    def load_artifact(self, run_id: int, name: str) -> Any:
+        """An artifact read back by its suffix: .npy → array, .json → object, else bytes."""
+        path = self.artifacts(run_id)[name]
+        if path.suffix == ".npy":
+            return np.load(path)
+        if path.suffix == ".json":
+            return json.loads(path.read_text())
+        return path.read_bytes()
+
+
+class Run:
+    """A run being written. Use as a context manager, or call `finish` yourself."""
+
+    def __init__(self, store: RunStore, run_id: int):
+        self.store, self.id = store, run_id
+        self._done = threading.Event()
+        self._heart = threading.Thread(target=self._beat, name=f"run-{run_id}-heartbeat", daemon=True)
+        self._heart.start()
+        atexit.register(self._at_exit)
+
+    def _beat(self) -> None:
+        connection = _connect(self.store.path)
+        while not self._done.wait(HEARTBEAT_S):
+            connection.execute("UPDATE runs SET heartbeat_at = ? WHERE id = ? AND status = ?", (time.time(), self.id, ACTIVE))
+        connection.close()
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        now = time.time()
+        rows = [(self.id, int(step), key, float(value), now) for key, value in metrics.items()]
+        db = self.store.db
+        db.execute("BEGIN IMMEDIATE")  # one transaction (one fsync) for all of a step's metrics
+        db.executemany("INSERT INTO metrics (run_id, step, key, value, time) VALUES (?, ?, ?, ?, ?)", rows)
+        db.execute("COMMIT")
+
+    def log_artifact(self, name: str, value: Any) -> Path:
+        """Keep a file with the run: a path to copy, an array (.npy), an object (.json), text or bytes."""
+        folder = self.store.artifact_dir / str(self.id)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / name
+        if isinstance(value, (str, Path)) and Path(value).is_file():
+            data = Path(value).read_bytes()
+        elif isinstance(value, np.ndarray):
+            buffer = io.BytesIO()
+            np.save(buffer, value)
+            data = buffer.getvalue()
+        elif name.endswith(".json"):
+            data = _json(value).encode()
+        else:
+            data = value.encode() if isinstance(value, str) else bytes(value)
+        tmp = path.with_name(f".{name}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+        self.store.db.execute(
+            "INSERT OR REPLACE INTO artifacts (run_id, name, path, created_at) VALUES (?, ?, ?, ?)", (self.id, name, str(path), time.time())
+        )
+        return path
+
+    def update_summary(self, **results: Any) -> None:
+        """Merge final results into the run's summary (readable while it still runs)."""
+        (text,) = self.store.db.execute("SELECT summary FROM runs WHERE id = ?", (self.id,)).fetchone()
+        self.store.db.execute("UPDATE runs SET summary = ? WHERE id = ?", (_json({**json.loads(text), **results}), self.id))
+
+    def finish(self, status: str = "finished", summary: dict | None = None, error: str | None = None) -> None:
+        if status not in TERMINAL:
+            raise ValueError(f"status must be one of {TERMINAL}")
+        if summary:
+            self.update_summary(**summary)
+        self._done.set()
+        self.store.db.execute(
+            "UPDATE runs SET status = ?, error = ?, ended_at = ? WHERE id = ? AND status = ?", (status, error, time.time(), self.id, ACTIVE)
+        )
+
+    def _at_exit(self) -> None:
+        """The process ends with this run still open: it did not finish, so it was interrupted."""
+        if not self._done.is_set():
+            self.finish("interrupted")
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if kind is None:
+            self.finish("finished")
+        elif issubclass(kind, KeyboardInterrupt):
+            self.finish("interrupted", error="KeyboardInterrupt")
+        else:
+            self.finish("failed", error=f"{kind.__name__}: {error}")
+
+
+_default_store: RunStore | None = None
+
+
+def store() -> RunStore:
+    """The store under the current workbench home (reopened if $WORKBENCH_HOME changed)."""
+    global _default_store
+    if _default_store is None or _default_store.path != home() / "runs.db":
+        _default_store = RunStore()
+    return _default_store
+
+
+def start_run(kind: str, name: str, params: dict | None = None, sweep: str | None = None) -> Run:
+    return store().start_run(kind, name, params, sweep)
