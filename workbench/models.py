@@ -210,3 +210,20 @@ def tiny_llama(
 def count_parameters(model: torch.nn.Module) -> int:
     """Unique parameters (tied embeddings counted once)."""
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+@torch.no_grad()
+def chat(model: PreTrainedModel, tokenizer, question: str, max_new_tokens: int = 48) -> str:
+    """Greedy answer to one user message, through the model's chat template and KV cache."""
+    if tokenizer.chat_template:
+        prompt = tokenizer.apply_chat_template(
+            [{"role": "user", "content": question}], add_generation_prompt=True, return_dict=True, return_tensors="pt"
+        )["input_ids"]
+    else:
+        prompt = tokenizer(question, return_tensors="pt")["input_ids"]
+    prompt = prompt.to(next(model.parameters()).device)
+    output = model.generate(
+        prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=max_new_tokens, do_sample=False,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return tokenizer.decode(output[0, prompt.shape[1] :], skip_special_tokens=True).strip()
