@@ -1,0 +1,228 @@
+"""EchoAtt's student: layers that reuse the attention probabilities of an earlier, similar layer.
+
+"Attend, Copy, then Adjust" (Rajabzadeh, Jafari et al., arXiv 2409.14595). Consecutive layers whose
+attention maps are similar form a *sharing group* [h, f1, f2, ...]. The group head h computes its
+attention probabilities as usual,
+
+    A_h = softmax(Q_h K_hᵀ / √d + M)                              [B, H, T_q, T_k]
+
+and every follower f reuses them with its own values and output projection,
+
+    o_f = W_O^f · (A_h · V_f)
+
+so a follower owns no W_Q and no W_K: those are removed (the "about 4% fewer parameters" of the
+paper), together with the Q/K projections, RoPE and the QKᵀ + softmax of that layer (the speed-up).
+Everything else (V, O, MLP, norms, embeddings) is inherited from the teacher.
+
+How it plugs into transformers: only the `self_attn` module of group layers is replaced.
+- `EchoAttentionHead` wraps the teacher layer's projections and computes *explicit* probabilities
+  (the eager path: a fused kernel never materialises A_h, and the followers need it), then
+  publishes them on an `AttentionBus`.
+- `EchoAttentionFollower` holds only v_proj and o_proj and reads A_h from the bus.
+Layers outside any group keep the teacher's attention module and kernel (e.g. fused SDPA).
+
+KV cache: a follower needs no keys, so it caches only V. It stores a zero-width key tensor
+[B, H_kv, T, 0] beside its values in the transformers cache (no memory, and the cache stays a
+normal `DynamicCache`), which is what makes cached greedy generation work unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
+
+from ..errors import WorkbenchError
+
+
+class AttentionBus:
+    """Carries each group head's probabilities A_h to the group's followers within one forward pass.
+
+    A plain object, not a module: it holds activations, never parameters. The last follower of a
+    group drops the tensor, so no [B, H, T, T] map outlives the forward pass (autograd keeps what
+    the backward pass needs by itself).
+    """
+
+    def __init__(self) -> None:
+        self.probabilities: dict[int, torch.Tensor] = {}
+
+    def publish(self, head: int, probabilities: torch.Tensor) -> None:
+        self.probabilities[head] = probabilities
+
+    def read(self, head: int, release: bool) -> torch.Tensor:
+        if head not in self.probabilities:
+            raise RuntimeError(f"layer {head}'s attention was not computed before its followers ran")
+        return self.probabilities.pop(head) if release else self.probabilities[head]
+
+
+def _cache_argument(kwargs: dict):
+    """The KV cache, whichever name this transformers version passes it under."""
+    cache = kwargs.pop("cache", None)
+    past = kwargs.pop("past_key_values", None)
+    return cache if cache is not None else past
+
+
+def _additive_mask(attention_mask: torch.Tensor | None, q_len: int, k_len: int, like: torch.Tensor) -> torch.Tensor:
+    """The mask M as an additive [.., T_q, T_k] tensor, from any form transformers hands us.
+
+    Fused-kernel models pass None (pure causal: the kernel's is_causal flag) or a boolean mask
+    (True = attend); eager models pass an additive float mask. Queries are the last T_q of T_k
+    positions (a KV cache holds the first T_k − T_q).
+    """
+    if attention_mask is None:
+        query = torch.arange(q_len, device=like.device)[:, None] + (k_len - q_len)
+        allowed = torch.arange(k_len, device=like.device)[None, :] <= query
+    elif attention_mask.dtype == torch.bool:
+        allowed = attention_mask[..., :k_len]
+    else:
+        return attention_mask[..., :k_len].to(like.dtype)
+    return torch.zeros(allowed.shape, dtype=like.dtype, device=like.device).masked_fill(~allowed, torch.finfo(like.dtype).min)
+
+
+class EchoAttentionHead(nn.Module):
+    """The first layer of a sharing group: ordinary attention that also publishes A_h.
+
+    Same weights and same result as the teacher's attention, computed on the explicit (eager)
+    path so that the probabilities exist as a tensor.
+    """
+
+    def __init__(self, teacher_attention: nn.Module, bus: AttentionBus):
+        super().__init__()
+        self.layer_idx = teacher_attention.layer_idx
+        self.head_dim = teacher_attention.head_dim
+        self.num_key_value_groups = teacher_attention.num_key_value_groups
+        self.scaling = teacher_attention.scaling
+        self.q_proj, self.k_proj = teacher_attention.q_proj, teacher_attention.k_proj
+        self.v_proj, self.o_proj = teacher_attention.v_proj, teacher_attention.o_proj
+        self.bus = bus
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,  # [B, T, d]
+        position_embeddings: tuple[torch.Tensor, torch.Tensor],
+        attention_mask: torch.Tensor | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, None]:
+        cache = _cache_argument(kwargs)
+        batch, q_len, _ = hidden_states.shape
+        shape = (batch, q_len, -1, self.head_dim)
+        query = self.q_proj(hidden_states).view(shape).transpose(1, 2)  # [B, H, T, D]
+        key = self.k_proj(hidden_states).view(shape).transpose(1, 2)  # [B, H_kv, T, D]
+        value = self.v_proj(hidden_states).view(shape).transpose(1, 2)  # [B, H_kv, T, D]
+        cos, sin = position_embeddings
+        query, key = apply_rotary_pos_emb(query, key, cos, sin)
+        if cache is not None:
+            key, value = cache.update(key, value, self.layer_idx)  # [B, H_kv, T_k, D]
+
+        key, value = repeat_kv(key, self.num_key_value_groups), repeat_kv(value, self.num_key_value_groups)
+        scores = query @ key.transpose(2, 3) * self.scaling  # [B, H, T, T_k]
+        scores = scores + _additive_mask(attention_mask, q_len, key.shape[-2], scores)
+        probabilities = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)  # A_h
+        self.bus.publish(self.layer_idx, probabilities)
+
+        output = (probabilities @ value).transpose(1, 2).reshape(batch, q_len, -1)  # [B, T, H·D]
+        return self.o_proj(output), None
+
+
+class EchoAttentionFollower(nn.Module):
+    """A later layer of a sharing group: o_f = W_O^f · (A_h · V_f); no W_Q, no W_K.
+
+    `release` is set on the group's last follower, which drops A_h from the bus after use.
+    """
+
+    def __init__(self, teacher_attention: nn.Module, bus: AttentionBus, head: int, release: bool):
+        super().__init__()
+        self.layer_idx = teacher_attention.layer_idx
+        self.head_dim = teacher_attention.head_dim
+        self.num_key_value_groups = teacher_attention.num_key_value_groups
+        self.v_proj, self.o_proj = teacher_attention.v_proj, teacher_attention.o_proj
+        self.bus, self.head, self.release = bus, head, release
+
+    def forward(self, hidden_states: torch.Tensor, position_embeddings=None, attention_mask=None, **kwargs) -> tuple[torch.Tensor, None]:
+        cache = _cache_argument(kwargs)
+        batch, q_len, _ = hidden_states.shape
+        value = self.v_proj(hidden_states).view(batch, q_len, -1, self.head_dim).transpose(1, 2)  # [B, H_kv, T, D]
+        if cache is not None:
+            no_keys = value.new_empty(*value.shape[:-1], 0)  # [B, H_kv, T, 0]: only V is cached
+            _, value = cache.update(no_keys, value, self.layer_idx)  # [B, H_kv, T_k, D]
+        probabilities = self.bus.read(self.head, self.release)  # [B, H, T, T_k]
+        output = probabilities @ repeat_kv(value, self.num_key_value_groups)  # [B, H, T, D]
+        return self.o_proj(output.transpose(1, 2).reshape(batch, q_len, -1)), None
+
+    def extra_repr(self) -> str:
+        return f"reuses the attention of layer {self.head}"
+
+
+def check_groups(groups: Sequence[Sequence[int]], n_layers: int, max_block: int = 3) -> list[list[int]]:
+    """Validate sharing groups: consecutive, disjoint layer indices inside the model.
+
+    A group longer than `max_block` is allowed but warned about: errors compound along a chain
+    (papers.md §1.4: blocks of 6 reusing one head multiply zero-shot perplexity by ~80).
+    """
+    checked, seen = [], set()
+    for group in groups:
+        group = [int(i) for i in group]
+        if not group:
+            raise WorkbenchError("an empty sharing group: each group lists consecutive layers, e.g. [[4, 5], [10, 11, 12]]")
+        if any(not 0 <= i < n_layers for i in group):
+            raise WorkbenchError(f"sharing group {group} names a layer outside 0..{n_layers - 1}: this model has {n_layers} layers")
+        if group != list(range(group[0], group[0] + len(group))):
+            raise WorkbenchError(f"sharing group {group} is not a run of consecutive layers: write it as [h, h+1, ...]")
+        if seen & set(group):
+            raise WorkbenchError(f"sharing group {group} overlaps another group: each layer belongs to at most one group")
+        seen |= set(group)
+        if len(group) > max_block:
+            warnings.warn(f"sharing group {group} is longer than {max_block} layers: long chains hurt quality badly", stacklevel=2)
+        checked.append(group)
+    return checked
+
+
+def followers(groups: Sequence[Sequence[int]]) -> list[int]:
+    """The layers that reuse attention (lose W_Q and W_K): all but the first of each group."""
+    return sorted(i for group in groups for i in group[1:])
+
+
+def build_student(teacher: nn.Module, groups: Sequence[Sequence[int]], max_block: int = 3) -> nn.Module:
+    """A deep copy of a LLaMA-family `teacher` whose group followers reuse their head's attention.
+
+    `groups`: e.g. [[4, 5], [10, 11, 12]]: layer 4 computes attention that layer 5 reuses;
+    layer 10's is reused by 11 and 12. Groups of one layer change nothing. The teacher is left
+    untouched; the student's `echoatt_groups` attribute records the groups.
+    """
+    layers = teacher.model.layers
+    groups = check_groups(groups, len(layers), max_block)
+    student = copy.deepcopy(teacher)
+    bus = AttentionBus()
+    for group in groups:
+        if len(group) == 1:
+            continue
+        head, *rest = group
+        attention = student.model.layers[head].self_attn
+        student.model.layers[head].self_attn = EchoAttentionHead(attention, bus)
+        for i, layer in enumerate(rest):
+            attention = student.model.layers[layer].self_attn
+            student.model.layers[layer].self_attn = EchoAttentionFollower(attention, bus, head, release=i == len(rest) - 1)
+    student.echoatt_groups = groups
+    return student
+
+
+def removed_parameters(teacher: nn.Module, groups: Sequence[Sequence[int]]) -> int:
+    """|W_Q| + |W_K| (and their biases) summed over the followers: what sharing removes."""
+    total = 0
+    for layer in followers(groups):
+        attention = teacher.model.layers[layer].self_attn
+        total += sum(p.numel() for p in (*attention.q_proj.parameters(), *attention.k_proj.parameters()))
+    return total
+
+
+def attention_kernel(model: nn.Module) -> str:
+    """Which attention path each layer takes, in words (for the speed tables)."""
+    base = model.config._attn_implementation
+    groups = getattr(model, "echoatt_groups", None)
+    if not groups or not followers(groups):
+        return base
+    return f"{base} (unshared layers) + explicit probabilities (sharing groups)"
