@@ -6,6 +6,7 @@ Bad input ends in one line that says what is wrong and how to fix it, never a tr
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from .errors import WorkbenchError
@@ -37,6 +38,41 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .notebook import parse_value
+    from .sweep import grid, load_points, run_sweep
+
+    axes = {}
+    for key, *values in args.parameter or []:
+        if not values:
+            raise WorkbenchError(f"-p {key} has no values: write -p {key} VALUE [VALUE ...]")
+        axes[key] = [parse_value(value) for value in values]
+    if axes and args.points:
+        raise WorkbenchError("give the grid with -p or the points with --points, not both")
+    points = load_points(args.points) if args.points else grid(axes)
+    gpus = args.gpus.split(",") if args.gpus else None
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C stops the sweep cleanly, even from a background job
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # and so does `kill`
+    print(f"sweep over {len(points)} points, {args.parallel} at a time ({args.backend}); watch it: python -m workbench dashboard")
+    result = run_sweep(args.notebook, points, parallel=args.parallel, profile=args.profile, backend=args.backend, gpus=gpus)
+    for outcome in result.outcomes:
+        params = " ".join(f"{k}={v}" for k, v in points[outcome["index"]].items())
+        error = f"  {outcome['error']}" if outcome["error"] else ""
+        print(f"  point {outcome['index']:>3} run {outcome['run_id']:>5} {outcome['status']:<11} {float(outcome['seconds']):7.1f} s  {params}{error}")
+    counts = result.counts()
+    print(f"sweep {result.sweep}: {counts['finished']} finished, {counts['failed']} failed, {counts['interrupted']} interrupted, "
+          f"{len(points) - len(result.outcomes)} not started, in {result.seconds:.1f} s")
+    if result.interrupted:
+        return 130
+    return 1 if counts["failed"] else 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from .dashboard import serve
+
+    return serve(port=args.port, address=args.address, show=args.show)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m workbench", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -51,6 +87,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     listing = commands.add_parser("list", help="show the notebooks and their parameters")
     listing.set_defaults(handler=cmd_list)
+
+    sweep = commands.add_parser("sweep", help="run a notebook over a grid of parameters, N points at a time, each a run")
+    sweep.add_argument("notebook", help="path, or a bundled notebook's name")
+    sweep.add_argument("-p", "--parameter", nargs="+", action="append", metavar="KEY VALUE",
+                       help="a swept parameter and its values: -p lr 1e-3 3e-4 (repeat for a grid)")
+    sweep.add_argument("--points", default=None, help="a JSON file with a list of parameter objects, instead of -p")
+    sweep.add_argument("--parallel", type=int, default=1, help="points run at once (default 1)")
+    sweep.add_argument("--profile", default="smoke", choices=["smoke", "full"])
+    sweep.add_argument("--backend", default="local", choices=["local", "ray"],
+                       help="local processes, or a Ray cluster ($RAY_ADDRESS, else single-machine Ray; pip install 'workbench[ray]')")
+    sweep.add_argument("--gpus", default=None, help="local backend: GPU ids to hand out, one per running point (0,1,2,3)")
+    sweep.set_defaults(handler=cmd_sweep)
+
+    dashboard = commands.add_parser("dashboard", help="serve the live comparison dashboard of the run store (Panel)")
+    dashboard.add_argument("--port", type=int, default=0, help="default: 5006 if free, else any free port")
+    dashboard.add_argument("--address", default="127.0.0.1", help="interface to bind (default: this machine only)")
+    dashboard.add_argument("--show", action="store_true", help="open it in the browser")
+    dashboard.set_defaults(handler=cmd_dashboard)
     return parser
 
 
