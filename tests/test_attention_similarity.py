@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from workbench.attention.analysis import SimilarityResult, analyze, similar_block
-from workbench.attention.capture import attention_maps
 from workbench.attention.similarity import METRICS, SimilarityAccumulator, naive_similarity
 from workbench.errors import WorkbenchError
 
@@ -179,13 +178,3 @@ def test_similar_block_on_a_constructed_matrix():
     block = similar_block(matrix, threshold=0.8)
     assert (block["first"], block["last"]) == (2, 5)
     assert block["inside"] == pytest.approx(0.9) and block["outside"] == pytest.approx(0.2)
-
-
-def test_default_model_grouped_query_maps(default_model):
-    model, tokenizer = default_model
-    ids = tokenizer("The quick brown fox jumps over the lazy dog.", return_tensors="pt")["input_ids"]
-    maps = attention_maps(model, ids, layers=[0, 29])
-    assert model.config._attn_implementation == "sdpa"
-    assert maps[0].shape == (1, 9, ids.shape[1], ids.shape[1])  # one map per query head (9 over 3 KV heads)
-    assert torch.allclose(maps[29].sum(-1), torch.ones(1, 9, ids.shape[1]), atol=1e-5)
-    assert torch.all(maps[29].triu(1) == 0)

@@ -136,7 +136,7 @@ class SimilarityResult:
 
 def _token_batches(tokenizer, texts_or_blocks, seq_len: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     """[N, T] token ids and the [N, T] mask (None when every text fills T)."""
-    if isinstance(texts_or_blocks, torch.Tensor):
+    if isinstance(texts_or_blocks, torch.Tensor):  # the tokenizer may be None: only labels need it
         if texts_or_blocks.ndim != 2:
             raise WorkbenchError(f"token blocks must be [N, T], got shape {tuple(texts_or_blocks.shape)}")
         return texts_or_blocks.long(), None
@@ -225,7 +225,7 @@ def analyze(
             if metric in accumulator.cross_sum:
                 tables["cross_head"][key] = accumulator.cross_sum[metric] / n_texts
     first_ids = ids[0] if mask is None else ids[0][mask[0].bool()]
-    tokens = [tokenizer.decode([i]) for i in first_ids.tolist()]
+    tokens = [tokenizer.decode([i]) if tokenizer is not None else str(i) for i in first_ids.tolist()]
     maps = {layer: value[:, : len(tokens), : len(tokens)] for layer, value in sorted(maps.items())}
     return SimilarityResult(
         model_name=str(getattr(model, "name_or_path", type(model).__name__)), n_layers=n_layers, n_heads=n_heads, n_texts=n_texts,
