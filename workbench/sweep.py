@@ -223,9 +223,7 @@ def run_sweep(
 
     def done(outcome: dict) -> None:
         result.outcomes.append(outcome)
-        counts = result.counts()
-        sweep_run.log({"finished": counts["finished"], "failed": counts["failed"]}, step=len(result.outcomes))
-        bar.set_postfix(failed=counts["failed"])
+        bar.set_postfix(failed=result.counts()["failed"])
         bar.update(1)
 
     try:
