@@ -123,7 +123,8 @@ def test_dashboard_shows_runs_and_curves_grow_live(dashboard):
             page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
             # a writer that dies without finishing reads "interrupted"
             writer.kill()
-            page.locator(".tabulator-row", has_text="live-probe").filter(has_text="interrupted").first.wait_for(timeout=15_000)
+            writer.wait()  # reaped: a zombie would still count as alive
+            page.locator(".tabulator-row", has_text="live-probe").filter(has_text="interrupted").first.wait_for(timeout=20_000)
             browser.close()
     finally:
         writer.kill()
