@@ -171,8 +171,9 @@ def sweep_points(runs: pd.DataFrame, sweep: str) -> pd.DataFrame:
 
 
 def sweep_figure(points: pd.DataFrame, metric: str, title: str = "") -> go.Figure:
-    """A final metric against each swept parameter (one panel per parameter); hover shows the whole point."""
+    """A final metric against each swept parameter (one panel per parameter that varies); hover shows the whole point."""
     axes = [c for c in points.columns if c.startswith("param ")]
+    axes = [c for c in axes if points[c].astype(str).nunique() > 1] or axes
     figure = make_subplots(rows=1, cols=max(len(axes), 1), shared_yaxes=True, subplot_titles=[a.removeprefix("param ") for a in axes])
     done = points.dropna(subset=[metric]) if metric in points else points.iloc[0:0]
     hover = done[axes].astype(str).apply(lambda r: "<br>".join(f"{a.removeprefix('param ')}={v}" for a, v in r.items()), axis=1) if axes else None
