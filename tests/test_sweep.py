@@ -47,6 +47,12 @@ def test_bad_parameter_is_refused_before_anything_runs(tmp_path, monkeypatch):
     assert not (tmp_path / "runs.db").exists() or RunStore(tmp_path / "runs.db").runs().empty
 
 
+def test_command_line_refuses_a_sweep_without_points(tmp_path):
+    process = sweep_cli(tmp_path, "--parallel", "2")
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 2 and err.count("\n") == 1 and "give the grid with -p" in err, err
+
+
 def test_grid_of_four_two_in_parallel_one_fails(tmp_path):
     points = tmp_path / "points.json"
     points.write_text(json.dumps([{"x": 0.0}, {"x": 1.0}, {"x": 2.0, "fail": True}, {"x": 3.0}]))

@@ -47,8 +47,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         if not values:
             raise WorkbenchError(f"-p {key} has no values: write -p {key} VALUE [VALUE ...]")
         axes[key] = [parse_value(value) for value in values]
-    if axes and args.points:
-        raise WorkbenchError("give the grid with -p or the points with --points, not both")
+    if bool(axes) == bool(args.points):
+        raise WorkbenchError("give the grid with -p NAME VALUE [VALUE ...] (repeatable) or a file of points with --points FILE, one of the two")
     points = load_points(args.points) if args.points else grid(axes)
     gpus = args.gpus.split(",") if args.gpus else None
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C stops the sweep cleanly, even from a background job
