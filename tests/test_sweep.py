@@ -111,6 +111,25 @@ def test_ctrl_c_keeps_finished_points_and_marks_running_ones_interrupted(tmp_pat
     assert len(logged) >= 4  # nothing a stopped point logged is lost
 
 
+def test_a_point_whose_process_dies_fails_and_the_sweep_goes_on(tmp_path):
+    points = tmp_path / "points.json"
+    points.write_text(json.dumps([{"x": 1.0, "steps": 600, "delay": 0.05}, {"x": 3.0}]))
+    process = sweep_cli(tmp_path, "--points", str(points))
+    store_path = tmp_path / "runs.db"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # the first point's notebook is logging: kill its point process
+        if store_path.exists() and len(RunStore(store_path).metrics()) >= 2:
+            break
+        time.sleep(0.5)
+    point = RunStore(store_path).runs(kind="sweep_point").iloc[0]
+    os.kill(int(point["pid"]), signal.SIGKILL)
+    out, err = process.communicate(timeout=180)
+    assert "1 finished, 1 failed" in out, (out, err)
+    frame = RunStore(store_path).runs(kind="sweep_point").sort_values("id")
+    assert list(frame["status"]) == ["failed", "finished"]
+    assert frame.iloc[0]["error"].startswith("the point's process died: exit code -9"), frame.iloc[0]["error"]
+
+
 def test_ray_backend_single_machine(tmp_path, monkeypatch):
     pytest.importorskip("ray", reason="Ray is an optional extra (pip install 'workbench[ray]'); the ray backend is not tested here")
     monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path))

@@ -260,17 +260,25 @@ def _mark_interrupted(store: RunStore, sweep_id: str, sweep_run_id: int) -> None
     )
 
 
-def _outcome_from_store(store: RunStore, spec: dict, reason: str) -> dict:
-    """A point's outcome as its process left it; a process that died before recording one failed for `reason`."""
+def _outcome_from_store(store: RunStore, spec: dict, reason: str, status: str = "failed") -> dict:
+    """A point's outcome as its process left it, once that process is gone.
+
+    A point whose process died without closing its run (killed, out of memory) or before opening
+    one gets `status` ("failed"; "interrupted" when the sweep was stopped) with `reason` as its error.
+    """
     tag = point_tag(spec["sweep"], spec["index"])
     rows = store.runs(kind="sweep_point", sweep=tag)
-    if not rows.empty:
-        row = rows.iloc[0]
-        return {"index": spec["index"], "run_id": int(row["id"]), "status": row["status"], "error": row["error"], "seconds": row["duration_s"]}
-    run = store.start_run("sweep_point", point_name(Path(spec["notebook"]).stem, spec["params"]), spec["params"], sweep=tag)
-    error = f"the point's process ended before it recorded anything: {reason}"
-    run.finish("failed", error=error)
-    return {"index": spec["index"], "run_id": run.id, "status": "failed", "error": error, "seconds": 0.0}
+    if rows.empty:
+        run = store.start_run("sweep_point", point_name(Path(spec["notebook"]).stem, spec["params"]), spec["params"], sweep=tag)
+        run.finish(status, error=f"the point's process ended before it recorded anything: {reason}")
+        rows = store.runs(kind="sweep_point", sweep=tag)
+    row = rows.iloc[0]
+    (stored,) = store.db.execute("SELECT status FROM runs WHERE id = ?", (int(row["id"]),)).fetchone()
+    if stored == ACTIVE:  # its process is gone, so the run will never be closed by it
+        error = f"the point's process died: {reason}"
+        store.db.execute("UPDATE runs SET status = ?, error = ?, ended_at = ? WHERE id = ?", (status, error, time.time(), int(row["id"])))
+        row = store.runs(kind="sweep_point", sweep=tag).iloc[0]
+    return {"index": spec["index"], "run_id": int(row["id"]), "status": row["status"], "error": row["error"], "seconds": row["duration_s"]}
 
 
 def _run_local(specs: list[dict], parallel: int, gpus: list[str] | None, store: RunStore, done) -> None:
@@ -299,7 +307,7 @@ def _run_local(specs: list[dict], parallel: int, gpus: list[str] | None, store: 
     except KeyboardInterrupt:
         _stop(running)
         for process, (spec, _, log) in running.items():
-            done(_outcome_from_store(store, spec, _exit_reason(process, log)))
+            done(_outcome_from_store(store, spec, _exit_reason(process, log), status="interrupted"))
         raise
 
 
@@ -366,7 +374,7 @@ def _run_ray(specs: list[dict], parallel: int, store: RunStore, done) -> None:
             try:
                 done(ray.get(ref, timeout=5))
             except Exception:
-                done(_outcome_from_store(store, spec, "the Ray task was cancelled"))
+                done(_outcome_from_store(store, spec, "the Ray task was cancelled", status="interrupted"))
         raise
     finally:
         if started:
