@@ -73,6 +73,19 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return serve(port=args.port, address=args.address, show=args.show)
 
 
+def cmd_launch(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from .launch import command
+
+    argv = args.experiment
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    if not argv:
+        raise WorkbenchError("name an experiment: python -m workbench launch --nproc N pretrain [--size 47m --steps 500 ...]")
+    return subprocess.call(command(args.nproc, argv))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m workbench", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -105,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--address", default="127.0.0.1", help="interface to bind (default: this machine only)")
     dashboard.add_argument("--show", action="store_true", help="open it in the browser")
     dashboard.set_defaults(handler=cmd_dashboard)
+    launch = commands.add_parser("launch", help="train on N GPUs (or CPU processes) with torchrun, logged from rank 0",
+                                 description="python -m workbench launch --nproc 2 pretrain --size 47m --steps 500")
+    launch.add_argument("--nproc", type=int, default=1, help="processes, one per GPU (default 1)")
+    launch.add_argument("experiment", nargs=argparse.REMAINDER, help="pretrain [options]: see torchrun -m workbench.launch pretrain -h")
+    launch.set_defaults(handler=cmd_launch)
     return parser
 
 

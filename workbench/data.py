@@ -143,18 +143,23 @@ def blocks(tokens: torch.Tensor, block_len: int) -> torch.Tensor:
 
 
 def batches(
-    tokens: torch.Tensor, batch_size: int, block_len: int, device: str | torch.device = "cpu", seed: int = 0
+    tokens: torch.Tensor, batch_size: int, block_len: int, device: str | torch.device = "cpu", seed: int = 0,
+    rank: int = 0, world_size: int = 1,
 ) -> Iterator[torch.Tensor]:
     """Endless batches [batch_size, block_len] of randomly chosen packed blocks.
 
     All blocks move to the device once, and indices are drawn there, so a training step never
-    waits on a host-to-device copy.
+    waits on a host-to-device copy. With several ranks (DDP), every rank draws the same global
+    batch of `batch_size * world_size` blocks and keeps its own slice: the ranks' shards are
+    disjoint and together are exactly what one process with the global batch would see.
     """
+    if not 0 <= rank < world_size:
+        raise WorkbenchError(f"rank must be in 0..world_size-1 ({world_size - 1}), got {rank}")
     data = blocks(tokens, block_len).to(device)
     generator = torch.Generator(device=data.device).manual_seed(seed)
     while True:
-        index = torch.randint(len(data), (batch_size,), device=data.device, generator=generator)
-        yield data[index]
+        index = torch.randint(len(data), (batch_size * world_size,), device=data.device, generator=generator)
+        yield data[index[rank * batch_size : (rank + 1) * batch_size]]
 
 
 @torch.no_grad()

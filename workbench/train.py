@@ -1,11 +1,21 @@
-"""The training loop every experiment shares.
+"""The training loop every experiment shares, and what makes it fast on a GPU.
 
-Plain and readable on purpose: one function, `train`, that any experiment drives with its own
-loss (distillation, masked diffusion) and optimizer (GaLore). What it does per step:
-gradient accumulation over micro-batches, bf16 autocast on a GPU, gradient clipping, a cosine
-schedule with linear warm-up, and no host-device synchronisation except every `log_every` steps,
-when the running loss is read and written to the run store. Evaluation runs every `eval_every`
-steps. A Ctrl-C saves a checkpoint and marks the run interrupted, so nothing trained is lost.
+One function, `train`, that any experiment drives with its own loss (distillation, masked
+diffusion) and optimizer (GaLore). Per step: gradient accumulation over micro-batches, bf16
+autocast on a GPU, gradient clipping, a cosine schedule with linear warm-up. A Ctrl-C saves a
+checkpoint and marks the run interrupted, so nothing trained is lost.
+
+Where the time goes, and what the loop does about it (benchmarks/train_speed.py measures it):
+- No host-device synchronisation inside a step: the running loss stays on the device and is read
+  every `log_every` steps; batches are drawn on the device (`workbench.data.batches`).
+- `torch.compile` of the model's body (`TrainConfig.compile`): fuses RMSNorm, RoPE, SwiGLU and
+  the residual adds into a few kernels and removes Python launch overhead. Attention stays
+  `scaled_dot_product_attention` with a causal flag and no mask, so it runs the flash kernel.
+- `causal_lm_loss` never materialises float32 logits over the 49k vocabulary:
+  `linear_cross_entropy` computes logits, loss and their gradients chunk by chunk.
+- Fused AdamW (one kernel for all parameters) and `zero_grad(set_to_none=True)`.
+- Several GPUs: run the same code under `torchrun`; `train` wraps the step in DDP (see
+  `workbench.distributed`), syncs gradients only at the last micro-step and logs from rank 0.
 """
 
 from __future__ import annotations
@@ -13,21 +23,31 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm.auto import tqdm
 
+from . import distributed
+from .errors import WorkbenchError
 from .runs import Run
 
 LossFn = Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]
 EvalFn = Callable[[torch.nn.Module], dict[str, float]]
+STRATEGIES = ("ddp",)
 
 
 @dataclass
 class TrainConfig:
+    """`compile`: None compiles on a GPU when the loss is `causal_lm_loss` and the model is a stock
+    transformers model (known to be compile-safe); True/False force it. A custom loss that registers
+    forward hooks inside the body must leave it off: a compiled body does not see hooks added later.
+    `strategy`: how several processes share the work under torchrun; only "ddp" exists."""
+
     steps: int = 100
     lr: float = 3e-4
     warmup_steps: int = 10
@@ -40,14 +60,124 @@ class TrainConfig:
     eval_every: int | None = None
     bf16: bool = True
     checkpoint: bool = True
+    compile: bool | None = None
+    strategy: str = "ddp"
+
+    def __post_init__(self) -> None:
+        if self.strategy == "fsdp":
+            raise WorkbenchError("FSDP is not supported by the workbench loop; use DDP (strategy='ddp'), which fits models of this size")
+        if self.strategy not in STRATEGIES:
+            raise WorkbenchError(f"unknown strategy {self.strategy!r}: use 'ddp'")
+        if self.steps < 1 or self.grad_accum < 1 or self.log_every < 1:
+            raise WorkbenchError(f"steps, grad_accum and log_every must be >= 1, got {self.steps}, {self.grad_accum}, {self.log_every}")
+
+
+# -- the loss ----------------------------------------------------------------------------------
+def _softmax_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, scale: torch.Tensor, ignore_index: int, with_grad: bool):
+    """One chunk: summed loss and, if asked, ∂(scale·loss)/∂logits = scale·(softmax(z) − onehot(y)).
+
+    logits [n, V] in the matmul dtype; the arithmetic is float32, the returned gradient is in the
+    logits' dtype, ready for the next matmul. Compiled on a GPU, this is two passes over the logits.
+    """
+    z = logits.float()  # [n, V]
+    lse = torch.logsumexp(z, dim=-1)  # [n]
+    valid = targets != ignore_index
+    safe = torch.where(valid, targets, 0)[:, None]  # [n, 1]
+    loss_sum = torch.where(valid, lse - z.gather(1, safe).squeeze(1), 0.0).sum()
+    if not with_grad:
+        return loss_sum, None
+    probs = torch.exp(z - lse[:, None])
+    probs = probs.scatter_add(1, safe, torch.full_like(lse[:, None], -1.0))
+    return loss_sum, (probs * (scale * valid)[:, None]).to(logits.dtype)
+
+
+_compiled_chunk: Callable | None = None
+
+
+def _chunk_kernel(device: torch.device) -> Callable:
+    global _compiled_chunk
+    if device.type != "cuda":
+        return _softmax_cross_entropy
+    if _compiled_chunk is None:
+        _compiled_chunk = torch.compile(_softmax_cross_entropy, dynamic=False)
+    return _compiled_chunk
+
+
+class LinearCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of logits z = h Wᵀ, with z computed a chunk of tokens at a time.
+
+    The forward pass computes the gradients too: for a chunk, ∂L/∂z = (softmax(z) − onehot(y))/N,
+    ∂L/∂h = (∂L/∂z) W and ∂L/∂W += (∂L/∂z)ᵀ h. So no logits are kept for the backward pass, which
+    only scales the stored gradients; peak memory is one chunk of logits, not [N, V] in float32.
+    The matmuls run in the autocast dtype (bf16 on a GPU), as `nn.Linear` would under autocast.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_tokens: int, ignore_index: int):
+        device = hidden.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
+        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        scale = 1.0 / (targets != ignore_index).sum().clamp(min=1).float()  # a device tensor: no sync
+        w = weight.to(dtype)  # [V, d]
+        grad_h = torch.empty_like(hidden) if need_h else None  # [N, d]
+        grad_w = torch.zeros_like(weight, dtype=torch.float32) if need_w else None  # [V, d]
+        kernel = _chunk_kernel(hidden.device)
+        total = torch.zeros((), device=hidden.device, dtype=torch.float32)
+        for start in range(0, len(targets), chunk_tokens):
+            h = hidden[start : start + chunk_tokens].to(dtype)  # [n, d]
+            loss_sum, grad_z = kernel(h @ w.T, targets[start : start + chunk_tokens], scale, ignore_index, need_h or need_w)
+            total += loss_sum
+            if need_h:
+                grad_h[start : start + chunk_tokens] = grad_z @ w
+            if need_w:
+                grad_w += (grad_z.T @ h).float()
+        ctx.save_for_backward(grad_h, grad_w)
+        ctx.weight_dtype = weight.dtype
+        return total * scale
+
+    @staticmethod
+    def backward(ctx, grad_loss: torch.Tensor):
+        grad_h, grad_w = ctx.saved_tensors
+        grad_h = grad_h * grad_loss.to(grad_h.dtype) if grad_h is not None else None
+        grad_w = (grad_w * grad_loss).to(ctx.weight_dtype) if grad_w is not None else None
+        return grad_h, grad_w, None, None, None
+
+
+def linear_cross_entropy(
+    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_tokens: int = 8192, ignore_index: int = -100
+) -> torch.Tensor:
+    """mean_i CE(h_i Wᵀ, y_i) over targets ≠ ignore_index; hidden [N, d], weight [V, d], targets [N]."""
+    return LinearCrossEntropy.apply(hidden, weight, targets, chunk_tokens, ignore_index)
+
+
+FUSED_HEAD_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")  # logits = lm_head(model(x)), nothing else
+
+
+def _plain_head(model: nn.Module) -> nn.Linear | None:
+    """The output layer, when the model's logits are exactly `lm_head(body(x))` (no soft-capping or scale)."""
+    config = getattr(model, "config", None)
+    head = getattr(model, "lm_head", None)
+    if getattr(config, "model_type", None) not in FUSED_HEAD_MODEL_TYPES or not isinstance(getattr(model, "model", None), nn.Module):
+        return None
+    return head if type(head) is nn.Linear and head.bias is None else None
 
 
 def causal_lm_loss(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
-    """Next-token cross-entropy: the autoregressive pretraining objective."""
-    logits = model(input_ids=batch[:, :-1]).logits
-    return F.cross_entropy(logits.flatten(0, 1).float(), batch[:, 1:].flatten())
+    """Next-token cross-entropy: the autoregressive pretraining objective. batch [B, T+1].
+
+    For LLaMA-family models the body's hidden states go to `linear_cross_entropy`, so the [B·T, V]
+    logits never exist in float32; any other model goes through its logits.
+    """
+    inputs, targets = batch[:, :-1], batch[:, 1:]
+    head = _plain_head(model)
+    if head is None:
+        logits = model(input_ids=inputs).logits
+        return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+    hidden = model.model(input_ids=inputs, use_cache=False).last_hidden_state  # [B, T, d]
+    return linear_cross_entropy(hidden.flatten(0, 1), head.weight, targets.flatten())
 
 
+# -- schedule, optimizer, compile ----------------------------------------------------------------
 def cosine_schedule(config: TrainConfig) -> Callable[[int], float]:
     """Learning-rate factor: linear warm-up to 1, then cosine decay to `min_lr_ratio`."""
 
@@ -61,9 +191,48 @@ def cosine_schedule(config: TrainConfig) -> Callable[[int], float]:
 
 
 def default_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; fused (one kernel for every parameter) when the parameters are on a GPU."""
     params = [p for p in model.parameters() if p.requires_grad]
     fused = all(p.is_cuda for p in params)
     return torch.optim.AdamW(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay, fused=fused)
+
+
+def _stock_model(model: nn.Module) -> bool:
+    return all(type(m).__module__.startswith(("transformers.", "torch.nn.")) for m in model.modules())
+
+
+def should_compile(model: nn.Module, config: TrainConfig, loss_fn: LossFn, device: torch.device) -> bool:
+    if config.compile is not None:
+        return config.compile
+    return device.type == "cuda" and loss_fn is causal_lm_loss and _stock_model(model)
+
+
+class _Compiled:
+    """Compiles the model's body in place (`nn.Module.compile`) for training, and undoes it after.
+
+    In place, so that a loss calling `model.model(...)` or `model(...)` gets the compiled body and
+    parameter names stay as they were. Evaluation runs eager (`paused`): other shapes and no_grad
+    would each cost a recompilation, and the model is handed back uncompiled.
+    """
+
+    def __init__(self, model: nn.Module, enabled: bool):
+        body = getattr(model, "model", None)
+        self.target = body if isinstance(body, nn.Module) else model
+        self.impl = None
+        if enabled:
+            self.target.compile(dynamic=False)
+            self.impl = self.target._compiled_call_impl
+
+    @contextmanager
+    def paused(self):
+        self.target._compiled_call_impl = None
+        try:
+            yield
+        finally:
+            self.target._compiled_call_impl = self.impl
+
+    def undo(self) -> None:
+        self.target._compiled_call_impl = None
 
 
 def save_checkpoint(model: torch.nn.Module, folder: Path) -> Path:
@@ -75,6 +244,12 @@ def save_checkpoint(model: torch.nn.Module, folder: Path) -> Path:
     return folder
 
 
+def _checkpoint(model: nn.Module, run: Run | None, config: TrainConfig) -> None:
+    if run is not None and config.checkpoint:
+        run.update_summary(checkpoint=str(save_checkpoint(model, run.store.artifact_dir / str(run.id) / "checkpoint")))
+
+
+# -- the loop ----------------------------------------------------------------------------------
 def train(
     model: torch.nn.Module,
     batches: Iterator[torch.Tensor],
@@ -87,30 +262,41 @@ def train(
 ) -> dict[str, float]:
     """Train `model` for `config.steps` optimizer steps; return the final metrics.
 
-    `batches` yields token tensors already on the model's device; `loss_fn(model, batch)` returns
-    a scalar loss; `evaluate(model)` returns metrics to log (e.g. held-out perplexity).
+    `batches` yields token tensors already on the model's device (under torchrun: this rank's
+    share of each global batch, e.g. `data.batches(..., rank=, world_size=)`); `loss_fn(model,
+    batch)` returns a scalar loss; `evaluate(model)` returns metrics to log (held-out perplexity).
+    Under torchrun only rank 0 logs, evaluates and checkpoints (give `run` there, None elsewhere);
+    `train_loss` and `tokens_per_s` are over all ranks.
     """
     device = next(model.parameters()).device
+    world = distributed.world()
     optimizer = optimizer or default_optimizer(model, config)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_schedule(config))
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=config.bf16 and device.type == "cuda")
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if config.bf16 and device.type == "cuda" else nullcontext()
+    compiled = _Compiled(model, should_compile(model, config, loss_fn, device))
+    ddp = distributed.wrap(model, loss_fn) if world.size > 1 else None
+    run = run if world.is_main else None
     if run is not None:
-        run.update_summary(train_config=asdict(config))
+        run.update_summary(train_config=asdict(config), world_size=world.size, compiled=compiled.impl is not None)
+
+    def micro_step(batch: torch.Tensor, sync: bool) -> torch.Tensor:
+        with ddp.no_sync() if ddp is not None and not sync else nullcontext():
+            with autocast:
+                loss = (ddp(batch) if ddp is not None else loss_fn(model, batch)) / config.grad_accum
+            loss.backward()
+        return loss.detach()
 
     model.train()
     running_loss = torch.zeros((), device=device)
     window_steps, window_tokens, window_start = 0, 0, time.perf_counter()
     metrics: dict[str, float] = {}
-    bar = tqdm(range(config.steps), desc="training", disable=not progress)
+    bar = tqdm(range(config.steps), desc="training", disable=not (progress and world.is_main))
     try:
         for step in bar:
-            for _ in range(config.grad_accum):
+            for micro in range(config.grad_accum):
                 batch = next(batches)
-                with autocast:
-                    loss = loss_fn(model, batch) / config.grad_accum
-                loss.backward()
-                running_loss += loss.detach()
-                window_tokens += batch.numel()
+                running_loss += micro_step(batch, sync=micro == config.grad_accum - 1)
+                window_tokens += batch.numel() * world.size
             if config.clip_norm:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
             optimizer.step()
@@ -120,34 +306,31 @@ def train(
 
             last = step + 1 == config.steps
             if (step + 1) % config.log_every == 0 or last:
-                train_loss = running_loss.item() / window_steps  # the one host-device sync per window
+                train_loss = distributed.mean_over_ranks(running_loss).item() / window_steps  # the one sync per window
                 elapsed = time.perf_counter() - window_start
-                metrics = {
-                    "train_loss": train_loss,
-                    "lr": schedule.get_last_lr()[0],
-                    "tokens_per_s": window_tokens / max(elapsed, 1e-9),
-                }
+                metrics = {"train_loss": train_loss, "lr": schedule.get_last_lr()[0], "tokens_per_s": window_tokens / max(elapsed, 1e-9)}
                 running_loss.zero_()
                 window_steps, window_tokens, window_start = 0, 0, time.perf_counter()
-                bar.set_postfix(loss=f"{metrics['train_loss']:.3f}")
+                bar.set_postfix(loss=f"{train_loss:.3f}")
                 if run is not None:
                     run.log(metrics, step + 1)
-            if evaluate is not None and ((config.eval_every and (step + 1) % config.eval_every == 0) or last):
+            if evaluate is not None and world.is_main and ((config.eval_every and (step + 1) % config.eval_every == 0) or last):
                 model.eval()
-                eval_metrics = evaluate(model)
+                with compiled.paused():
+                    eval_metrics = evaluate(model)
                 model.train()
                 metrics.update(eval_metrics)
                 if run is not None:
                     run.log(eval_metrics, step + 1)
                 window_start = time.perf_counter()  # evaluation time is not training throughput
     except KeyboardInterrupt:
-        if run is not None and config.checkpoint:
-            run.update_summary(checkpoint=str(save_checkpoint(model, run.store.artifact_dir / str(run.id) / "checkpoint")))
+        compiled.undo()
+        _checkpoint(model, run, config)
         if run is not None:
             run.finish("interrupted", error="KeyboardInterrupt")
         raise
     finally:
+        compiled.undo()
         model.eval()
-    if run is not None and config.checkpoint:
-        run.update_summary(checkpoint=str(save_checkpoint(model, run.store.artifact_dir / str(run.id) / "checkpoint")))
+    _checkpoint(model, run, config)
     return metrics

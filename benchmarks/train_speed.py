@@ -1,0 +1,272 @@
+"""Training speed: a plain transformers loop against the workbench loop, side by side.
+
+    python benchmarks/train_speed.py                # GPU: LLaMAs of 47M and 112M parameters, ~4 min on one H200
+    python benchmarks/train_speed.py --smoke        # CPU: a tiny LLaMA, seconds (what the test runs)
+    python benchmarks/train_speed.py --sizes 47m --steps 300 --corpus path/to/text.txt
+
+Both arms train the same model (same initial weights), on the same batches, with the same
+optimizer settings, schedule and clipping, in the same process. They alternate in segments of
+`--segment` steps (plain, workbench, plain, ...), so clock or thermal drift hits both alike; the
+first segment of each arm (cuBLAS and torch.compile warm-up) is not timed.
+
+- plain: what a plain transformers loop does: eager forward to the logits, float32
+  cross-entropy over them (as transformers' ForCausalLMLoss does), bf16 autocast, fused AdamW,
+  gradient clipping, `loss.item()` every step.
+- workbench: `workbench.train.train` with its defaults on a GPU: compiled body, chunked
+  linear+cross-entropy (no float32 logits), flash SDPA, fused AdamW, loss read every 10 steps.
+
+Reported per arm: tokens/s, step time, the step's peak memory above what was allocated before it
+(activations, gradients, temporaries; weights and optimizer states of both arms are resident
+throughout), MFU = 6·N·tokens/s / 989e12 (N = parameters, tied embeddings once; 989 TFLOP/s =
+H200 dense bf16 peak), also with the attention term, (6·N + 12·L·d·T)·tokens/s, and the loss
+curves' agreement over the run (10-step window means). The table is printed last; with $OUT set,
+the numbers go to $OUT/train_speed.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from workbench.data import batches, load_corpus, tokenize, train_val_split
+from workbench.launch import MODEL_SIZES
+from workbench.models import count_parameters, tiny_llama
+from workbench.runs import RunStore
+from workbench.train import TrainConfig, cosine_schedule, default_optimizer, train
+
+PEAK_FLOPS = 989e12  # H200 SXM dense bf16, vendor datasheet
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Clock:
+    """Per-arm segment timer: wall time between device syncs, and the peak memory above the start."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.segments, self.open = device, {"plain": [], "workbench": []}, None
+
+    def start(self, arm: str) -> None:
+        sync(self.device)
+        base = 0
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            base = torch.cuda.memory_allocated(self.device)
+        self.open = (arm, time.perf_counter(), base)
+
+    def stop(self, steps: int) -> None:
+        if self.open is None:
+            return
+        sync(self.device)
+        arm, began, base = self.open
+        peak = torch.cuda.max_memory_allocated(self.device) - base if self.device.type == "cuda" else 0
+        self.segments[arm].append({"seconds": time.perf_counter() - began, "steps": steps, "peak_bytes": peak})
+        self.open = None
+
+
+class PlainLoop:
+    """The baseline: a plain transformers training loop, stepped `n` steps at a time."""
+
+    def __init__(self, model: torch.nn.Module, stream, config: TrainConfig):
+        self.model, self.stream, self.config = model.train(), stream, config
+        self.device = next(model.parameters()).device
+        self.optimizer = default_optimizer(model, config)
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, cosine_schedule(config))
+        self.losses: list[float] = []
+
+    def steps(self, n: int) -> None:
+        for _ in range(n):
+            batch = next(self.stream)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+                logits = self.model(input_ids=batch[:, :-1]).logits  # [B, T, V]
+                loss = F.cross_entropy(logits.flatten(0, 1).float(), batch[:, 1:].flatten())
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.schedule.step()
+            self.losses.append(loss.item())
+
+
+def kernel_names(device: torch.device, step) -> list[str]:
+    """Names of the GPU kernels one call of `step()` launches (empty on a CPU)."""
+    if device.type != "cuda":
+        step()
+        return []
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profile:
+        step()
+        sync(device)
+    return [e.name for e in profile.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+
+
+def attention_kernels(names: list[str]) -> list[str]:
+    return sorted({n[:60] for n in names if any(k in n.lower() for k in ("flash", "fmha", "attention", "sdpa", "cudnn"))})
+
+
+def alternate(fast_stream, plain: PlainLoop, clock: Clock, steps: int, segment: int, profiles: dict):
+    """The workbench loop's batches; before each of its segments, the plain loop runs one segment.
+
+    The last step of each arm's first (warm-up) segment runs under the profiler, so the kernels
+    it launches are recorded without touching a timed segment.
+    """
+    for step in range(steps):
+        if step % segment == 0:
+            clock.stop(segment)  # closes the workbench segment that just ended
+            clock.start("plain")
+            if step == 0:
+                plain.steps(segment - 1)
+                profiles["plain"] = kernel_names(clock.device, lambda: plain.steps(1))
+            else:
+                plain.steps(segment)
+            clock.stop(segment)
+            clock.start("workbench")
+        if step == segment - 1:
+            profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) if clock.device.type == "cuda" else None
+            if profiler is not None:
+                profiler.__enter__()
+            yield next(fast_stream)
+            if profiler is not None:
+                sync(clock.device)
+                profiler.__exit__(None, None, None)
+                profiles["workbench"] = [e.name for e in profiler.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+            continue
+        yield next(fast_stream)
+
+
+def bench_size(size: str, tokens: torch.Tensor, args, device: torch.device, store: RunStore) -> dict:
+    spec = dict(MODEL_SIZES[size])
+    model, _ = tiny_llama(**spec, max_len=args.block_len, seed=args.seed)
+    model.to(device)
+    plain_model = copy.deepcopy(model)
+    n_params = count_parameters(model)
+    config = TrainConfig(steps=args.steps, lr=args.lr, warmup_steps=args.warmup, log_every=args.window, checkpoint=False)
+    stream = lambda: batches(tokens, args.batch_size, args.block_len + 1, device, seed=args.seed)  # noqa: E731
+    plain = PlainLoop(plain_model, stream(), config)
+    clock, profiles = Clock(device), {}
+    run = store.start_run("benchmark", f"train_speed {size}", {"size": size, **spec})
+    wall = time.perf_counter()
+    train(model, alternate(stream(), plain, clock, args.steps, args.segment, profiles), config, run=run, progress=False)
+    clock.stop(args.steps % args.segment or args.segment)
+    wall = time.perf_counter() - wall
+    run.finish()
+
+    history = store.history(run.id)
+    fast_windows = history["train_loss"].to_numpy()
+    plain_losses = np.array(plain.losses[: args.steps])
+    per_window = plain_losses[: len(fast_windows) * args.window].reshape(-1, args.window)
+    plain_windows, noise = per_window.mean(1), per_window.std(1, ddof=1) / np.sqrt(args.window)
+    diff = fast_windows - plain_windows
+
+    tokens_per_step = args.batch_size * args.block_len
+    flops_6n = 6 * n_params
+    flops_attn = flops_6n + 12 * spec["n_layers"] * spec["d_model"] * args.block_len
+    result = {"size": size, "params": n_params, **spec, "batch": args.batch_size, "seq": args.block_len, "steps": args.steps,
+              "segment": args.segment, "wall_s": wall, "arms": {}}
+    for arm, segments in clock.segments.items():
+        timed = segments[1:] or segments  # the first segment is warm-up (compile, cuBLAS)
+        seconds, steps = sum(s["seconds"] for s in timed), sum(s["steps"] for s in timed)
+        tok_s = steps * tokens_per_step / seconds
+        result["arms"][arm] = {
+            "tokens_per_s": tok_s, "step_ms": 1000 * seconds / steps, "timed_steps": steps,
+            "warmup_s": segments[0]["seconds"], "peak_step_mem_gb": max(s["peak_bytes"] for s in segments) / 1e9,
+            "mfu_6n": flops_6n * tok_s / PEAK_FLOPS if device.type == "cuda" else None,
+            "mfu_6n_attn": flops_attn * tok_s / PEAK_FLOPS if device.type == "cuda" else None,
+            "kernels_per_step": len(profiles.get(arm, [])) or None, "attention_kernels": attention_kernels(profiles.get(arm, [])),
+        }
+    result["speedup"] = result["arms"]["workbench"]["tokens_per_s"] / result["arms"]["plain"]["tokens_per_s"]
+    result["loss"] = {
+        "window": args.window, "plain": plain_windows.tolist(), "workbench": fast_windows.tolist(),
+        "max_abs_diff": float(np.abs(diff).max()), "final_diff": float(diff[-1]), "final_plain": float(plain_windows[-1]),
+        "windows_within_3se": int((np.abs(diff) <= 3 * noise).sum()), "windows": len(diff),
+    }
+    del model, plain_model, plain
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return result
+
+
+def table(results: list[dict], device: torch.device) -> str:
+    lines = [f"{'size':>5} {'params':>7} {'arm':>9} {'tokens/s':>10} {'step ms':>8} {'step mem GB':>11} {'MFU 6N':>7} "
+             f"{'MFU +attn':>9} {'kernels':>7} {'speed-up':>8}"]
+    for r in results:
+        for arm in ("plain", "workbench"):
+            a = r["arms"][arm]
+            mfu = f"{a['mfu_6n']:7.1%} {a['mfu_6n_attn']:9.1%}" if a["mfu_6n"] is not None else f"{'-':>7} {'-':>9}"
+            ratio = f"{r['speedup']:7.2f}x" if arm == "workbench" else ""
+            lines.append(f"{r['size']:>5} {r['params'] / 1e6:6.1f}M {arm:>9} {a['tokens_per_s']:10.0f} {a['step_ms']:8.1f} "
+                         f"{a['peak_step_mem_gb']:11.2f} {mfu} {a['kernels_per_step'] or '-':>7} {ratio:>8}")
+    lines.append("")
+    lines.append(f"loss curves ({results[0]['loss']['window']}-step window means, same batches): ")
+    for r in results:
+        loss = r["loss"]
+        lines.append(f"  {r['size']}: final plain {loss['final_plain']:.3f}, workbench - plain {loss['final_diff']:+.4f} "
+                     f"(max |diff| {loss['max_abs_diff']:.4f}); {loss['windows_within_3se']}/{loss['windows']} windows within "
+                     f"3 standard errors of the plain loop's step-to-step noise")
+    for r in results:
+        for arm in ("plain", "workbench"):
+            names = r["arms"][arm]["attention_kernels"]
+            if names:
+                lines.append(f"  {r['size']} {arm} attention kernels: {', '.join(names)}")
+    if device.type == "cuda":
+        lines.append(f"device: {torch.cuda.get_device_name(device)}; MFU against {PEAK_FLOPS / 1e12:.0f} TFLOP/s dense bf16")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny CPU configuration (seconds)")
+    parser.add_argument("--sizes", nargs="+", default=None, choices=sorted(MODEL_SIZES))
+    parser.add_argument("--steps", type=int, default=None, help="steps per arm (default 200; smoke 8)")
+    parser.add_argument("--segment", type=int, default=None, help="steps per alternation segment (default 25; smoke 4)")
+    parser.add_argument("--batch-size", type=int, default=None, help="default 32; smoke 4")
+    parser.add_argument("--block-len", type=int, default=None, help="tokens per sequence (default 512; smoke 64)")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--corpus", default="python-docs", help="'python-docs' (embedded) or a text file")
+    args = parser.parse_args(argv)
+    smoke = args.smoke
+    args.sizes = args.sizes or (["tiny"] if smoke else ["47m", "112m"])
+    args.steps = args.steps or (8 if smoke else 200)
+    args.segment = args.segment or (4 if smoke else 25)
+    args.batch_size = args.batch_size or (4 if smoke else 32)
+    args.block_len = args.block_len or (64 if smoke else 512)
+    args.warmup = min(args.warmup, args.steps // 2)
+    args.window = 4 if smoke else 10  # loss-curve window = the workbench loop's log_every
+
+    device = torch.device("cuda" if torch.cuda.is_available() and not smoke else "cpu")
+    torch.set_float32_matmul_precision("high")
+    from workbench.models import load_tokenizer
+
+    start = time.perf_counter()
+    tokens, _ = train_val_split(tokenize(load_corpus(args.corpus), load_tokenizer()))
+    print(f"corpus {args.corpus}: {len(tokens):,} training tokens ({time.perf_counter() - start:.1f} s); device {device}; "
+          f"torch {torch.__version__}; {args.steps} steps per arm, alternating every {args.segment}", flush=True)
+    results = []
+    with tempfile.TemporaryDirectory() as folder:
+        store = RunStore(Path(folder) / "runs.db")
+        for size in args.sizes:
+            results.append(bench_size(size, tokens, args, device, store))
+            r = results[-1]
+            print(f"{size}: {r['speedup']:.2f}x in {r['wall_s']:.0f} s (workbench warm-up incl. compile "
+                  f"{r['arms']['workbench']['warmup_s']:.0f} s)", flush=True)
+    if os.environ.get("OUT"):
+        Path(os.environ["OUT"], "train_speed.json").write_text(json.dumps({"device": str(device), "torch": torch.__version__,
+                                                                            "results": results}, indent=1))
+    print(table(results, device))
+    return results
+
+
+if __name__ == "__main__":
+    main()
