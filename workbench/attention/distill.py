@@ -120,11 +120,11 @@ class DistillationLoss:
         inputs, targets = batch[:, :-1], batch[:, 1:]
 
         with _LayerOutputs(student) if gamma else nullcontext() as student_layers:
-            student_hidden = student.model(input_ids=inputs).last_hidden_state  # [B, T, d]
+            student_hidden = student.model(input_ids=inputs, use_cache=False).last_hidden_state  # [B, T, d]
         teacher_hidden, hidden_term = None, student_hidden.new_zeros((), dtype=torch.float32)
         if self.teacher is not None and (beta or gamma):
             with torch.no_grad(), _LayerOutputs(self.teacher) if gamma else nullcontext() as teacher_layers:
-                teacher_hidden = self.teacher.model(input_ids=inputs).last_hidden_state
+                teacher_hidden = self.teacher.model(input_ids=inputs, use_cache=False).last_hidden_state
             if gamma:
                 hidden_term = torch.stack([
                     (s.float() - t.float()).pow(2).mean() / t.float().pow(2).mean()

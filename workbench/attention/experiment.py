@@ -438,11 +438,12 @@ def _run_arm(arm: Arm, experiment: EchoAttExperiment, profile: EchoAttProfile, r
     if arm.kind == "similarity":  # the all-eager student too: eager teacher vs eager student
         speeds.append({**base, "arm": f"{arm.name} (eager)", **_speed_row(model, experiment, profile, "eager")})
 
+    log_every = min(10, profile.steps)
     if arm.kind == "continued":
-        loss = DistillationLoss(None, DistillConfig(alpha=1.0, beta=0.0, chunk_tokens=profile.distill.chunk_tokens), run=run)
+        loss = DistillationLoss(None, DistillConfig(alpha=1.0, beta=0.0, chunk_tokens=profile.distill.chunk_tokens), run=run, log_every=log_every)
     else:
         distill = replace(profile.distill, stage1_steps=int(profile.stage1_fraction * profile.steps))
-        loss = DistillationLoss(experiment.teacher_kd, distill, run=run)
+        loss = DistillationLoss(experiment.teacher_kd, distill, run=run, log_every=log_every)
 
     def evaluate(model) -> dict[str, float]:
         metrics = {"val_ppl": held_out_ppl(model, experiment.val_tokens, profile, profile.curve_windows)}
@@ -451,7 +452,7 @@ def _run_arm(arm: Arm, experiment: EchoAttExperiment, profile: EchoAttProfile, r
         return metrics
 
     config = TrainConfig(
-        steps=profile.steps, lr=profile.lr, warmup_steps=profile.warmup_steps, log_every=min(10, profile.steps),
+        steps=profile.steps, lr=profile.lr, warmup_steps=profile.warmup_steps, log_every=log_every,
         eval_every=profile.eval_every, checkpoint=False,
     )
     stream = batches(experiment.train_tokens, profile.batch_size, profile.block_len + 1, experiment.device, seed=profile.seed)
@@ -499,7 +500,8 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
 
 def results_markdown(table: pd.DataFrame, profile: EchoAttProfile, device: str) -> str:
     """A results section: setup line, the table, and the generated conclusion."""
-    shown = display_table(table).fillna("")
+    shown = display_table(table).astype(object)
+    shown = shown.where(shown.notna(), "")
     header = "| " + " | ".join(shown.columns) + " |\n|" + "---|" * len(shown.columns)
     lines = ["| " + " | ".join(str(v) for v in row) + " |" for row in shown.itertuples(index=False)]
     setup = (
