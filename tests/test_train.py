@@ -1,0 +1,105 @@
+"""The training loop's fast paths give the plain loop's numbers: loss, gradients, training."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from workbench import data
+from workbench.errors import WorkbenchError
+from workbench.models import tiny_llama
+from workbench.train import TrainConfig, causal_lm_loss, linear_cross_entropy, train
+
+REPO = Path(__file__).resolve().parent.parent
+
+VOCAB = 128
+
+
+def llama(seed: int = 0, n_layers: int = 2):
+    return tiny_llama(n_layers=n_layers, d_model=32, n_heads=4, n_kv_heads=2, vocab_size=VOCAB, seed=seed)[0]
+
+
+def stream(seed: int = 0, batch_size: int = 8, block_len: int = 33):
+    tokens = torch.arange(4000) % 61 * 2 % VOCAB  # a learnable periodic text
+    return data.batches(tokens, batch_size, block_len, seed=seed)
+
+
+@pytest.mark.parametrize("chunk", [7, 50, 10_000])
+def test_linear_cross_entropy_equals_full_logits_with_gradients(chunk):
+    generator = torch.Generator().manual_seed(0)
+    hidden = torch.randn(50, 16, generator=generator, requires_grad=True)
+    weight = torch.randn(300, 16, generator=generator, requires_grad=True)
+    targets = torch.randint(0, 300, (50,), generator=generator)
+    targets[[3, 9]] = -100  # ignored positions
+    expected = F.cross_entropy(hidden @ weight.T, targets)
+    expected_grads = torch.autograd.grad(3 * expected, (hidden, weight))
+    loss = linear_cross_entropy(hidden, weight, targets, chunk_tokens=chunk)
+    grads = torch.autograd.grad(3 * loss, (hidden, weight))
+    assert torch.allclose(loss, expected, atol=1e-5)
+    for got, want in zip(grads, expected_grads, strict=True):
+        assert torch.allclose(got, want, atol=1e-5)
+    with torch.no_grad():
+        assert torch.allclose(linear_cross_entropy(hidden, weight, targets, chunk_tokens=chunk), expected, atol=1e-5)
+
+
+def test_causal_lm_loss_never_builds_the_logits_and_matches_them():
+    model, batch = llama(), next(stream())
+    logits_loss = F.cross_entropy(model(input_ids=batch[:, :-1]).logits.flatten(0, 1), batch[:, 1:].flatten())
+    want = torch.autograd.grad(logits_loss, model.model.embed_tokens.weight)[0]
+    calls = []
+    handle = model.lm_head.register_forward_hook(lambda *args: calls.append(1))
+    loss = causal_lm_loss(model, batch)
+    handle.remove()
+    got = torch.autograd.grad(loss, model.model.embed_tokens.weight)[0]  # tied: head and embedding gradients
+    assert not calls  # the fast path used the head's weight, never its [B, T, V] forward
+    assert torch.allclose(loss, logits_loss, atol=1e-5) and torch.allclose(got, want, atol=1e-5)
+
+
+def test_training_lowers_the_loss_and_logs_every_window(store):
+    model = llama()
+    with store.start_run("test", "train") as run:
+        metrics = train(model, stream(), TrainConfig(steps=40, lr=1e-2, warmup_steps=4, log_every=10, checkpoint=False), run=run,
+                        progress=False)
+    history = store.history(run.id)
+    assert list(history["step"]) == [10, 20, 30, 40]
+    assert history["train_loss"].iloc[-1] < 0.5 * history["train_loss"].iloc[0]
+    assert metrics["tokens_per_s"] > 0 and not model.training
+
+
+def test_compiled_body_trains_like_eager_and_is_undone_afterwards():
+    losses = {}
+    for compile in (False, True):
+        model = llama(n_layers=1)
+        config = TrainConfig(steps=2, lr=1e-2, warmup_steps=1, log_every=2, checkpoint=False, compile=compile)
+        losses[compile] = train(model, stream(batch_size=2, block_len=17), config, progress=False)["train_loss"]
+        assert model.model._compiled_call_impl is None  # handed back eager: generation won't recompile
+    assert losses[True] == pytest.approx(losses[False], abs=1e-4)
+
+
+def test_fsdp_is_refused_in_one_line():
+    with pytest.raises(WorkbenchError, match="FSDP is not supported by the workbench loop; use DDP"):
+        TrainConfig(strategy="fsdp")
+    with pytest.raises(WorkbenchError, match="unknown strategy"):
+        TrainConfig(strategy="zero3")
+
+
+def test_rank_shards_of_a_batch_are_the_global_batch():
+    tokens = torch.arange(10_000)
+    whole = next(data.batches(tokens, 6, 17, seed=3))
+    shards = [next(data.batches(tokens, 3, 17, seed=3, rank=r, world_size=2)) for r in (0, 1)]
+    assert torch.equal(torch.cat(shards), whole)
+    with pytest.raises(WorkbenchError):
+        next(data.batches(tokens, 3, 17, rank=2, world_size=2))
+
+
+def test_speed_benchmark_runs_side_by_side_on_cpu(tmp_path, monkeypatch):
+    monkeypatch.setenv("OUT", str(tmp_path))
+    spec = importlib.util.spec_from_file_location("train_speed", REPO / "benchmarks" / "train_speed.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    (result,) = bench.main(["--smoke", "--steps", "8", "--segment", "4"])
+    assert set(result["arms"]) == {"plain", "workbench"} and result["arms"]["workbench"]["timed_steps"] == 4
+    assert result["speedup"] > 0 and result["loss"]["max_abs_diff"] < 1e-3  # same batches, same math on a CPU
+    assert (tmp_path / "train_speed.json").is_file()
