@@ -178,22 +178,24 @@ def perplexity(
     disjoint windows); each window scores only tokens no earlier window scored, so every token is
     predicted once, with at least `context_len - stride` tokens of context after the first window.
     """
+    from .train import sequence_nll
+
     stride = stride or context_len
     if not 0 < stride <= context_len:
         raise WorkbenchError(f"stride must be in 1..context_len ({context_len}), got {stride}")
     device = next(model.parameters()).device
     starts = list(range(0, max(1, len(tokens) - context_len + 1), stride))[:max_windows]
-    total_nll, total_count = 0.0, 0
+    total_nll = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device: one sync at the end
+    total_count = 0
     for i in tqdm(range(0, len(starts), batch_size), desc="perplexity", leave=False, disable=not progress):
         chunk = starts[i : i + batch_size]
         inputs = torch.stack([tokens[s : s + context_len] for s in chunk]).to(device)
-        logits = model(input_ids=inputs).logits[:, :-1].float()
-        nll = F.cross_entropy(logits.transpose(1, 2), inputs[:, 1:], reduction="none")
         # First window scores everything; later ones only their last `stride` targets.
-        mask = torch.zeros_like(nll, dtype=torch.bool)
+        targets = inputs[:, 1:].clone()
         for row, start in enumerate(chunk):
-            mask[row, 0 if start == 0 else max(0, context_len - 1 - stride) :] = True
-        total_nll += nll[mask].sum().item()
-        total_count += int(mask.sum())
-    mean_nll = total_nll / total_count
+            first = 0 if start == 0 else max(0, context_len - 1 - stride)
+            targets[row, :first] = -100
+            total_count += context_len - 1 - first
+        total_nll += sequence_nll(model, inputs[:, :-1], targets).double()
+    mean_nll = total_nll.item() / total_count
     return {"ppl": float(np.exp(mean_nll)), "nll": mean_nll, "n_tokens": total_count, "context_len": context_len, "stride": stride}

@@ -177,6 +177,21 @@ def causal_lm_loss(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
     return linear_cross_entropy(hidden.flatten(0, 1), head.weight, targets.flatten())
 
 
+def sequence_nll(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Summed NLL of `targets` [B, T] (-100: not scored) given `inputs` [B, T], as a device tensor.
+
+    For evaluation: batched, no float32 logits for LLaMA-family models, and no host sync, so a
+    caller can sum over batches and read the total once.
+    """
+    flat = targets.flatten()
+    head = _plain_head(model)
+    if head is None:
+        logits = model(input_ids=inputs).logits
+        return F.cross_entropy(logits.flatten(0, 1).float(), flat, ignore_index=-100, reduction="sum")
+    hidden = model.model(input_ids=inputs, use_cache=False).last_hidden_state  # [B, T, d]
+    return linear_cross_entropy(hidden.flatten(0, 1), head.weight, flat) * (flat != -100).sum()
+
+
 # -- schedule, optimizer, compile ----------------------------------------------------------------
 def cosine_schedule(config: TrainConfig) -> Callable[[int], float]:
     """Learning-rate factor: linear warm-up to 1, then cosine decay to `min_lr_ratio`."""
