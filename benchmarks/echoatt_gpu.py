@@ -22,9 +22,9 @@ from workbench.attention.experiment import display_table, results_markdown, run_
 
 
 def replace_section(path: Path, section: str) -> None:
-    """Put `section` (starting "### EchoAtt") into `path`, replacing an earlier EchoAtt section."""
-    text = path.read_text() if path.is_file() else "# Results\n"
-    pattern = re.compile(r"### EchoAtt \(.*?(?=\n#{1,3} |\Z)", re.S)
+    """Put `section` (starting "## EchoAtt") into `path`, replacing an earlier EchoAtt section."""
+    text = path.read_text() if path.is_file() else "# Measured results\n"
+    pattern = re.compile(r"## EchoAtt .*?(?=\n## |\Z)", re.S)
     text = pattern.sub(lambda _: section.rstrip("\n") + "\n", text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
     path.write_text(text)
 

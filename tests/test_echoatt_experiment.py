@@ -1,5 +1,7 @@
 """The EchoAtt experiment: how arms choose their layers, and the smoke profile end to end."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -65,6 +67,11 @@ def test_smoke_experiment_end_to_end():
     assert similarity.shape == (8, 8)
     arms = experiment.choose_arms()
     assert [a.kind for a in arms] == ["teacher", "continued", "similarity", "random", "last"]
+    smoke = experiment.profile
+    experiment.profile = replace(smoke, train_budget_s=1e-3)
+    with pytest.warns(UserWarning, match="exceed train_budget_s"):
+        assert experiment.fit_steps_to_budget(arms).steps == smoke.eval_every < smoke.steps
+    experiment.profile = smoke
     live = LiveCurves()
     result = experiment.adjust(callback=live)
     table = result.table

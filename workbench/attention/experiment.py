@@ -21,6 +21,7 @@ import copy
 import gc
 import random
 import statistics
+import warnings
 import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager, nullcontext
@@ -81,6 +82,7 @@ class EchoAttProfile:
     train_speed_steps: int = 5
     seed: int = 0
     cpu_threads: int | None = None  # torch threads on a CPU while the experiment runs (None: unchanged)
+    train_budget_s: float | None = None  # lower `steps` (for all arms alike) if training would take longer
 
 
 PROFILES = {
@@ -92,7 +94,7 @@ PROFILES = {
         train_speed_steps=1, cpu_threads=1,  # tiny ops gain nothing from threads, and lose a lot on a busy machine
     ),
     # One H200, ~5 minutes (estimate): SmolLM2-135M teacher, 11 trained arms × 200 steps × 16×512 tokens.
-    "full": EchoAttProfile(name="full"),
+    "full": EchoAttProfile(name="full", train_budget_s=270),
 }
 
 
@@ -215,7 +217,8 @@ def _timed(fn: Callable[[], object], device: torch.device, repeats: int) -> floa
 
 @torch.no_grad()
 def inference_speed(model, profile: EchoAttProfile, pad_token_id: int) -> dict[str, float]:
-    """Prefill tokens/s (batch × prefill_len, no cache) and decode tokens/s (greedy, KV cache)."""
+    """Prefill tokens/s (batch × prefill_len, no cache), decode tokens/s (greedy, KV cache), and the
+    KV cache's size after the prefill."""
     device, vocab = next(model.parameters()).device, model.config.vocab_size
     generator = torch.Generator().manual_seed(0)
     prompt = torch.randint(vocab, (profile.prefill_batch, profile.prefill_len), generator=generator).to(device)
@@ -229,15 +232,28 @@ def inference_speed(model, profile: EchoAttProfile, pad_token_id: int) -> dict[s
         )
 
     decode_s = _timed(decode, device, profile.speed_repeats)
-    return {"prefill_tok_s": prompt.numel() / prefill_s, "decode_tok_s": profile.decode_batch * n / decode_s}
+    return {"prefill_tok_s": prompt.numel() / prefill_s, "decode_tok_s": profile.decode_batch * n / decode_s, "kv_cache_mb": kv_cache_mb(model, prompt)}
 
 
-def train_step_time(model, profile: EchoAttProfile) -> float:
-    """Seconds per optimizer step (forward, backward, AdamW) of next-token training on a copy."""
+@torch.no_grad()
+def kv_cache_mb(model, prompt: torch.Tensor) -> float:
+    """Megabytes the KV cache holds after a prefill of `prompt` (followers hold values only)."""
+    output = model(input_ids=prompt, use_cache=True)
+    cache = getattr(output, "cache", None) or output.past_key_values  # the name changed in transformers 5.2x
+    tensors = [t for layer in cache.layers for t in (layer.keys, layer.values)]
+    return sum(t.numel() * t.element_size() for t in tensors) / 2**20
+
+
+def train_step_time(model, profile: EchoAttProfile, loss_fn: DistillationLoss | None = None) -> float:
+    """Seconds per optimizer step (forward, backward, AdamW) on a copy of `model`.
+
+    Default loss: next-token cross-entropy (the same for every model, so the times compare the
+    architectures); pass a `DistillationLoss` to time a distillation step, teacher included.
+    """
     clone = copy.deepcopy(model).float().train().requires_grad_(True)
     device = next(clone.parameters()).device
     optimizer = torch.optim.AdamW(clone.parameters(), lr=1e-6, fused=device.type == "cuda")
-    loss_fn = DistillationLoss(None, DistillConfig(alpha=1.0, beta=0.0, chunk_tokens=profile.distill.chunk_tokens))
+    loss_fn = loss_fn or DistillationLoss(None, DistillConfig(alpha=1.0, beta=0.0, chunk_tokens=profile.distill.chunk_tokens))
     batch = torch.randint(clone.config.vocab_size, (profile.batch_size, profile.block_len + 1), generator=torch.Generator().manual_seed(0)).to(device)
 
     def step():
@@ -368,8 +384,9 @@ class EchoAttExperiment:
             return self._adjust(callback)
 
     def _adjust(self, callback: Callback | None) -> ExperimentResult:
-        profile, arms = self.profile, self.arms or self.choose_arms()
+        arms = self.arms or self.choose_arms()
         self.warm_up()
+        self.profile = profile = self.fit_steps_to_budget(arms)
         sweep = f"echoatt-{profile.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         teacher_params = count_parameters(self.teacher)
         rows, run_ids = [], {}
@@ -391,6 +408,25 @@ class EchoAttExperiment:
             run.update_summary(device=self.device_name, conclusion=conclusion(table))
             run_ids["table"] = run.id
         return ExperimentResult(profile, table, self.similarity, sweep, run_ids, self.device_name)
+
+    def fit_steps_to_budget(self, arms: list[Arm]) -> EchoAttProfile:
+        """The profile with `steps` lowered, for every arm alike, if the trained arms would not fit in
+        `profile.train_budget_s` at the measured speed of one distillation step (hidden-state matching
+        included, the costlier stage)."""
+        profile = self.profile
+        trained = [arm for arm in arms if arm.kind != "teacher"]
+        if not profile.train_budget_s or not trained:
+            return profile
+        student = build_student(self.teacher, next((a.groups for a in trained if a.groups), []), profile.max_block)
+        seconds = train_step_time(student, profile, DistillationLoss(self.teacher_kd, profile.distill))
+        del student
+        affordable = int(profile.train_budget_s / (len(trained) * seconds * 1.1))  # 10% for evaluations
+        if affordable >= profile.steps:
+            return profile
+        steps = max(affordable, profile.eval_every)
+        warnings.warn(f"{len(trained)} arms × {profile.steps} steps at {seconds:.3f} s/step exceed train_budget_s={profile.train_budget_s:.0f}: "
+                      f"training {steps} steps per arm instead", stacklevel=2)
+        return replace(profile, steps=steps)
 
     def warm_up(self) -> None:
         """On a GPU, one untimed pass of every speed measurement, so that one-off costs (CUDA context,
@@ -486,7 +522,7 @@ def _with_ratios(table: pd.DataFrame) -> pd.DataFrame:
 TABLE_COLUMNS = {
     "arm": "arm", "followers": "shared layers", "params": "params", "params_change_pct": "Δparams %",
     "zero_shot_ppl": "ppl zero-shot", "ppl": "ppl after training", "prefill_tok_s": "prefill tok/s", "decode_tok_s": "decode tok/s",
-    "train_step_s": "train s/step", "prefill_vs_teacher": "prefill ×", "decode_vs_teacher": "decode ×", "train_vs_teacher": "train ×",
+    "train_step_s": "train s/step", "kv_cache_mb": "KV cache MB", "prefill_vs_teacher": "prefill ×", "decode_vs_teacher": "decode ×", "train_vs_teacher": "train ×",
     "kernel": "attention kernel",
 }
 
@@ -495,7 +531,7 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
     """The table with readable column names and rounded numbers."""
     shown = table[[c for c in TABLE_COLUMNS if c in table]].rename(columns=TABLE_COLUMNS)
     return shown.round({"Δparams %": 2, "ppl zero-shot": 2, "ppl after training": 2, "prefill tok/s": 0, "decode tok/s": 0,
-                        "train s/step": 4, "prefill ×": 3, "decode ×": 3, "train ×": 3})
+                        "train s/step": 4, "KV cache MB": 1, "prefill ×": 3, "decode ×": 3, "train ×": 3})
 
 
 def results_markdown(table: pd.DataFrame, profile: EchoAttProfile, device: str) -> str:
@@ -507,12 +543,12 @@ def results_markdown(table: pd.DataFrame, profile: EchoAttProfile, device: str) 
     setup = (
         f"Device: {device}. Teacher: {profile.teacher}; {profile.steps} steps × {profile.batch_size}×{profile.block_len} tokens per trained arm "
         f"({profile.corpus} train split); perplexity on the held-out split in {profile.eval_context}-token windows; blocks of ≤{profile.max_block} "
-        f"layers; layers chosen by {profile.metric} similarity{' without the sink column' if profile.drop_sink else ''} (per head, averaged). Speeds: prefill {profile.prefill_batch}×{profile.prefill_len} tokens, decode "
+        f"layers; layers chosen by {profile.metric} similarity{' without the sink column' if profile.drop_sink else ''} (per head, averaged). Speeds: prefill {profile.prefill_batch}×{profile.prefill_len} tokens (KV cache size after it), decode "
         f"{profile.decode_batch}×{profile.decode_tokens} tokens with KV cache, in {'bf16' if device != 'cpu' else 'fp32'}; training step = "
         f"forward+backward+AdamW on {profile.batch_size}×{profile.block_len} tokens. × columns: ratio to the teacher with the same kernel "
         "for its unshared layers (>1 = faster)."
     )
-    return "\n".join([f"### EchoAtt ({profile.name} profile)", "", setup, "", header, *lines, "", conclusion(table)]) + "\n"
+    return "\n".join([f"## EchoAtt (issue 4), {profile.name} profile", "", setup, "", header, *lines, "", conclusion(table)]) + "\n"
 
 
 def conclusion(table: pd.DataFrame) -> str:
@@ -551,7 +587,10 @@ def conclusion(table: pd.DataFrame) -> str:
     speed = f"prefill ×{top['prefill_vs_teacher']:.3f}, decode ×{top['decode_vs_teacher']:.3f} against the fused-attention (sdpa) teacher"
     if not eager.empty:
         speed += f"; ×{eager.iloc[0]['prefill_vs_teacher']:.3f} and ×{eager.iloc[0]['decode_vs_teacher']:.3f} eager against eager"
-    lines.append(f"- Claim \"+15% inference speed\" ({top['arm']}): {speed} — {verdict(min(top['prefill_vs_teacher'], top['decode_vs_teacher']) >= 1.15)} against the fused teacher.")
+    lines.append(
+        f"- Claim \"+15% inference speed\" ({top['arm']}): {speed} — {verdict(min(top['prefill_vs_teacher'], top['decode_vs_teacher']) >= 1.15)} "
+        f"against the fused teacher. Its KV cache is {100 * (top['kv_cache_mb'] / teacher['kv_cache_mb'] - 1):+.1f}% (followers cache values only)."
+    )
     train_eager = f", ×{eager.iloc[0]['train_vs_teacher']:.3f} eager against eager" if not eager.empty else ""
     lines.append(
         f"- Claim \"+25% training speed\": training step ×{top['train_vs_teacher']:.3f} against the sdpa teacher{train_eager} — "
