@@ -100,14 +100,37 @@ class PlainLoop:
 
 
 def kernel_names(device: torch.device, step) -> list[str]:
-    """Names of the GPU kernels one call of `step()` launches (empty on a CPU)."""
-    if device.type != "cuda":
-        step()
-        return []
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profile:
-        step()
-        sync(device)
-    return [e.name for e in profile.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    """Names of the GPU kernels one call of `step()` launches (empty on a CPU or without a profiler)."""
+    profiler = Profiler(device)
+    step()
+    return profiler.stop()
+
+
+class Profiler:
+    """torch.profiler over GPU kernels, started now; `stop()` returns the kernel names. Optional:
+    where the profiler cannot start, it records nothing and the benchmark goes on."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.profile = device, None
+        if device.type == "cuda":
+            sync(device)  # earlier kernels are not this step's
+            try:
+                self.profile = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA])
+                self.profile.__enter__()
+            except Exception as error:  # noqa: BLE001 - profiling is a nice-to-have here
+                print(f"(no kernel profile: {error})")
+                self.profile = None
+
+    def stop(self) -> list[str]:
+        if self.profile is None:
+            return []
+        sync(self.device)
+        try:
+            self.profile.__exit__(None, None, None)
+            return [e.name for e in self.profile.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+        except Exception as error:  # noqa: BLE001
+            print(f"(no kernel profile: {error})")
+            return []
 
 
 def attention_kernels(names: list[str]) -> list[str]:
@@ -132,14 +155,9 @@ def alternate(fast_stream, plain: PlainLoop, clock: Clock, steps: int, segment: 
             clock.stop(segment)
             clock.start("workbench")
         if step == segment - 1:
-            profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) if clock.device.type == "cuda" else None
-            if profiler is not None:
-                profiler.__enter__()
+            profiler = Profiler(clock.device)
             yield next(fast_stream)
-            if profiler is not None:
-                sync(clock.device)
-                profiler.__exit__(None, None, None)
-                profiles["workbench"] = [e.name for e in profiler.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+            profiles["workbench"] = profiler.stop()
             continue
         yield next(fast_stream)
 

@@ -68,14 +68,29 @@ def test_training_lowers_the_loss_and_logs_every_window(store):
     assert metrics["tokens_per_s"] > 0 and not model.training
 
 
-def test_compiled_body_trains_like_eager_and_is_undone_afterwards():
+def test_compiled_blocks_train_like_eager_and_are_undone_afterwards(store):
     losses = {}
     for compile in (False, True):
-        model = llama(n_layers=1)
+        model = llama(n_layers=2)
         config = TrainConfig(steps=2, lr=1e-2, warmup_steps=1, log_every=2, checkpoint=False, compile=compile)
-        losses[compile] = train(model, stream(batch_size=2, block_len=17), config, progress=False)["train_loss"]
-        assert model.model._compiled_call_impl is None  # handed back eager: generation won't recompile
+        with store.start_run("test", f"compile={compile}") as run:
+            losses[compile] = train(model, stream(batch_size=2, block_len=17), config, run=run, progress=False)["train_loss"]
+        assert store.run(run.id)["summary"]["compiled"] is compile
+        assert all(layer._compiled_call_impl is None for layer in model.model.layers)  # handed back eager
     assert losses[True] == pytest.approx(losses[False], abs=1e-4)
+
+
+def test_attention_gets_no_mask_so_sdpa_can_pick_flash(monkeypatch):
+    seen = []
+    sdpa = F.scaled_dot_product_attention
+
+    def spy(*args, **kwargs):
+        seen.append((kwargs.get("attn_mask"), kwargs.get("is_causal")))
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    causal_lm_loss(llama(), next(stream()))
+    assert seen == [(None, True)] * 2  # a mask would rule the flash kernel out
 
 
 def test_fsdp_is_refused_in_one_line():

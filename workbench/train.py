@@ -8,7 +8,7 @@ checkpoint and marks the run interrupted, so nothing trained is lost.
 Where the time goes, and what the loop does about it (benchmarks/train_speed.py measures it):
 - No host-device synchronisation inside a step: the running loss stays on the device and is read
   every `log_every` steps; batches are drawn on the device (`workbench.data.batches`).
-- `torch.compile` of the model's body (`TrainConfig.compile`): fuses RMSNorm, RoPE, SwiGLU and
+- `torch.compile` of the model's blocks (`TrainConfig.compile`): fuses RMSNorm, RoPE, SwiGLU and
   the residual adds into a few kernels and removes Python launch overhead. Attention stays
   `scaled_dot_product_attention` with a causal flag and no mask, so it runs the flash kernel.
 - `causal_lm_loss` never materialises float32 logits over the 49k vocabulary:
@@ -86,9 +86,9 @@ def _softmax_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, scale: t
     loss_sum = torch.where(valid, lse - z.gather(1, safe).squeeze(1), 0.0).sum()
     if not with_grad:
         return loss_sum, None
-    probs = torch.exp(z - lse[:, None])
-    probs = probs.scatter_add(1, safe, torch.full_like(lse[:, None], -1.0))
-    return loss_sum, (probs * (scale * valid)[:, None]).to(logits.dtype)
+    onehot = torch.arange(z.shape[1], device=z.device)[None, :] == safe  # [n, V], never stored when compiled
+    grad = torch.exp(z - lse[:, None]) - onehot.float()
+    return loss_sum, (grad * (scale * valid)[:, None]).to(logits.dtype)
 
 
 _compiled_chunk: Callable | None = None
@@ -223,31 +223,49 @@ def should_compile(model: nn.Module, config: TrainConfig, loss_fn: LossFn, devic
 
 
 class _Compiled:
-    """Compiles the model's body in place (`nn.Module.compile`) for training, and undoes it after.
+    """Compiles the model's decoder layers in place (`nn.Module.compile`) for training, and undoes it.
 
-    In place, so that a loss calling `model.model(...)` or `model(...)` gets the compiled body and
-    parameter names stay as they were. Evaluation runs eager (`paused`): other shapes and no_grad
-    would each cost a recompilation, and the model is handed back uncompiled.
+    Regional compilation: each transformer block is compiled, and since the blocks share code and
+    shapes they share one graph, so compiling a 12-layer model costs one layer's compile. The
+    embedding, rotary tables and causal-mask logic stay eager; that matters: transformers builds
+    an explicit [T, T] mask when it sees itself traced (torch < 2.14), which would turn flash
+    attention off, while eager it passes no mask and `is_causal=True`, so SDPA runs the flash
+    kernel. In place, so a loss calling `model.model(...)` gets the compiled blocks and parameter
+    names stay as they were. Evaluation runs eager (`paused`): other shapes and no_grad would each
+    cost a recompilation; the model is handed back eager.
     """
 
     def __init__(self, model: nn.Module, enabled: bool):
-        body = getattr(model, "model", None)
-        self.target = body if isinstance(body, nn.Module) else model
-        self.impl = None
+        layers = getattr(getattr(model, "model", None), "layers", None)
+        self.targets = list(layers) if isinstance(layers, nn.ModuleList) else [model]
+        self.impls = []
         if enabled:
-            self.target.compile(dynamic=False)
-            self.impl = self.target._compiled_call_impl
+            for target in self.targets:
+                target.compile(dynamic=False)
+            self.impls = [target._compiled_call_impl for target in self.targets]
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.impls)
+
+    def _set(self, impls) -> None:
+        for target, impl in zip(self.targets, impls, strict=True):
+            target._compiled_call_impl = impl
 
     @contextmanager
     def paused(self):
-        self.target._compiled_call_impl = None
+        if not self.enabled:
+            yield
+            return
+        self._set([None] * len(self.targets))
         try:
             yield
         finally:
-            self.target._compiled_call_impl = self.impl
+            self._set(self.impls)
 
     def undo(self) -> None:
-        self.target._compiled_call_impl = None
+        if self.enabled:
+            self._set([None] * len(self.targets))
 
 
 def save_checkpoint(model: torch.nn.Module, folder: Path) -> Path:
@@ -292,7 +310,7 @@ def train(
     ddp = distributed.wrap(model, loss_fn) if world.size > 1 else None
     run = run if world.is_main else None
     if run is not None:
-        run.update_summary(train_config=asdict(config), world_size=world.size, compiled=compiled.impl is not None)
+        run.update_summary(train_config=asdict(config), world_size=world.size, compiled=compiled.enabled)
 
     def micro_step(batch: torch.Tensor, sync: bool) -> torch.Tensor:
         with ddp.no_sync() if ddp is not None and not sync else nullcontext():
