@@ -37,8 +37,10 @@ from ..errors import WorkbenchError
 from ..models import count_parameters, load_model, resolve_device, tiny_llama
 from ..runs import Run, start_run
 from ..train import TrainConfig, train
+from .analysis import analyze
 from .distill import DistillConfig, DistillationLoss
 from .echoatt import attention_kernel, build_student, followers
+from .sharing import choose_groups
 
 KIND = "echoatt"
 
@@ -93,20 +95,22 @@ PROFILES = {
         curve_windows=2, eval_every=2, prefill_batch=1, prefill_len=64, decode_batch=1, decode_tokens=4, speed_repeats=1,
         train_speed_steps=1, cpu_threads=1,  # tiny ops gain nothing from threads, and lose a lot on a busy machine
     ),
-    # One H200, ~5 minutes (estimate): SmolLM2-135M teacher, 11 trained arms × 200 steps × 16×512 tokens.
-    "full": EchoAttProfile(name="full", train_budget_s=270),
+    # One H200, ~5 minutes (estimate): SmolLM2-135M teacher, 11 trained arms × 200 steps × 16×512 tokens;
+    # if one distillation step is slower than planned, all arms train fewer steps to stay within 4 minutes.
+    "full": EchoAttProfile(name="full", train_budget_s=240),
 }
 
 
 def get_profile(profile: str | EchoAttProfile, **overrides) -> EchoAttProfile:
-    if isinstance(profile, EchoAttProfile):
-        return replace(profile, **overrides)
-    if profile not in PROFILES:
-        raise WorkbenchError(f"unknown profile {profile!r}: use one of {', '.join(PROFILES)}")
-    unknown = set(overrides) - set(asdict(PROFILES[profile]))
+    """A profile by name (or as given) with `overrides` applied; None means "the profile's value"."""
+    if not isinstance(profile, EchoAttProfile):
+        if profile not in PROFILES:
+            raise WorkbenchError(f"unknown profile {profile!r}: use one of {', '.join(PROFILES)}")
+        profile = PROFILES[profile]
+    unknown = set(overrides) - set(asdict(profile))
     if unknown:
         raise WorkbenchError(f"unknown EchoAtt setting(s) {', '.join(sorted(unknown))}: see EchoAttProfile")
-    return replace(PROFILES[profile], **{k: v for k, v in overrides.items() if v is not None})
+    return replace(profile, **{k: v for k, v in overrides.items() if v is not None})
 
 
 # -- choosing layers --------------------------------------------------------------------------
@@ -166,8 +170,6 @@ def last_groups(n_layers: int, n_shared: int, max_block: int, eligible: tuple[in
 
 def similarity_groups(similarity: np.ndarray, n_shared: int, max_block: int, eligible: tuple[int, int] | None) -> list[list[int]]:
     """Followers chosen from the similarity matrix by the analysis' rule (`sharing.choose_groups`)."""
-    from .sharing import choose_groups
-
     layers = eligible_layers(len(similarity), eligible)
     groups = choose_groups(similarity, n_shared=n_shared, max_block=max_block, eligible=layers)
     groups = [list(map(int, g)) for g in groups if len(g) > 1]
@@ -179,8 +181,6 @@ def similarity_groups(similarity: np.ndarray, n_shared: int, max_block: int, eli
 def teacher_similarity(model, tokenizer, tokens: torch.Tensor, profile: EchoAttProfile, progress: bool = True) -> np.ndarray:
     """The teacher's [L, L] attention similarity (`profile.metric`, head-averaged per-head values,
     sink column dropped unless `profile.drop_sink` is False), on blocks of training text."""
-    from .analysis import analyze
-
     texts = blocks(tokens, profile.similarity_len)[: profile.similarity_texts]
     result = analyze(model, tokenizer, texts, metrics=(profile.metric,), drop_sink=profile.drop_sink, seq_len=profile.similarity_len, progress=progress)
     return result.similarity(profile.metric, sink="dropped" if profile.drop_sink else "kept")
