@@ -12,7 +12,7 @@ first segment of each arm (cuBLAS and torch.compile warm-up) is not timed.
 - plain: what a plain transformers loop does: eager forward to the logits, float32
   cross-entropy over them (as transformers' ForCausalLMLoss does), bf16 autocast, fused AdamW,
   gradient clipping, `loss.item()` every step.
-- workbench: `workbench.train.train` with its defaults on a GPU: compiled body, chunked
+- workbench: `workbench.train.train` with its defaults on a GPU: compiled decoder blocks, chunked
   linear+cross-entropy (no float32 logits), flash SDPA, fused AdamW, loss read every 10 steps.
 
 Reported per arm: tokens/s, step time, the step's peak memory above what was allocated before it
@@ -168,7 +168,8 @@ def bench_size(size: str, tokens: torch.Tensor, args, device: torch.device, stor
     model.to(device)
     plain_model = copy.deepcopy(model)
     n_params = count_parameters(model)
-    config = TrainConfig(steps=args.steps, lr=args.lr, warmup_steps=args.warmup, log_every=args.window, checkpoint=False)
+    compile = {"auto": None, "on": True, "off": False}[args.compile]
+    config = TrainConfig(steps=args.steps, lr=args.lr, warmup_steps=args.warmup, log_every=args.window, checkpoint=False, compile=compile)
     stream = lambda: batches(tokens, args.batch_size, args.block_len + 1, device, seed=args.seed)  # noqa: E731
     plain = PlainLoop(plain_model, stream(), config)
     clock, profiles = Clock(device), {}
@@ -241,6 +242,21 @@ def table(results: list[dict], device: torch.device) -> str:
     return "\n".join(lines)
 
 
+def markdown(results: list[dict]) -> str:
+    """The table for docs/results.md."""
+    lines = ["| model | arm | tokens/s | step ms | step memory GB | MFU (6N) | MFU (6N + attention) | speed-up | loss, last window |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        for arm in ("plain", "workbench"):
+            a, loss = r["arms"][arm], r["loss"]
+            mfu = f"{a['mfu_6n']:.1%} | {a['mfu_6n_attn']:.1%}" if a["mfu_6n"] is not None else "- | -"
+            last = loss["final_plain"] + (loss["final_diff"] if arm == "workbench" else 0)
+            ratio = f"**{r['speedup']:.2f}x**" if arm == "workbench" else ""
+            lines.append(f"| {r['params'] / 1e6:.1f}M (d={r['d_model']}, {r['n_layers']} layers) | {arm} | {a['tokens_per_s']:,.0f} | "
+                         f"{a['step_ms']:.1f} | {a['peak_step_mem_gb']:.2f} | {mfu} | {ratio} | {last:.3f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny CPU configuration (seconds)")
@@ -252,6 +268,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--compile", default="auto", choices=["auto", "on", "off"], help="the workbench arm's compile (auto: on a GPU)")
     parser.add_argument("--corpus", default="python-docs", help="'python-docs' (embedded) or a text file")
     args = parser.parse_args(argv)
     smoke = args.smoke
@@ -281,7 +298,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                   f"{r['arms']['workbench']['warmup_s']:.0f} s)", flush=True)
     if os.environ.get("OUT"):
         Path(os.environ["OUT"], "train_speed.json").write_text(json.dumps({"device": str(device), "torch": torch.__version__,
-                                                                            "results": results}, indent=1))
+                                                                            "args": vars(args), "results": results}, indent=1))
+        Path(os.environ["OUT"], "train_speed.md").write_text(markdown(results) + "\n")
     print(table(results, device))
     return results
 
