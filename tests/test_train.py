@@ -43,6 +43,20 @@ def test_linear_cross_entropy_equals_full_logits_with_gradients(chunk):
     with torch.no_grad():
         assert torch.allclose(linear_cross_entropy(hidden, weight, targets, chunk_tokens=chunk), expected, atol=1e-5)
 
+def test_linear_cross_entropy_skips_gradient_work_under_no_grad(monkeypatch):
+    import workbench.train as train_module
+
+    asked = []
+    kernel = train_module._softmax_cross_entropy
+    monkeypatch.setattr(train_module, "_softmax_cross_entropy", lambda *args: asked.append(args[-1]) or kernel(*args))
+    hidden, weight = torch.randn(20, 8, requires_grad=True), torch.randn(50, 8, requires_grad=True)
+    targets = torch.randint(0, 50, (20,))
+    with torch.no_grad():  # evaluation: the loss alone
+        loss = linear_cross_entropy(hidden, weight, targets, chunk_tokens=8)
+    assert asked == [False] * 3 and torch.allclose(loss, F.cross_entropy(hidden @ weight.T, targets), atol=1e-5)
+    linear_cross_entropy(hidden, weight, targets, chunk_tokens=8)
+    assert asked[3:] == [True] * 3
+
 
 def test_causal_lm_loss_never_builds_the_logits_and_matches_them():
     model, batch = llama(), next(stream())

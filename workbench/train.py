@@ -99,7 +99,7 @@ def _chunk_kernel(device: torch.device) -> Callable:
     if device.type != "cuda":
         return _softmax_cross_entropy
     if _compiled_chunk is None:
-        _compiled_chunk = torch.compile(_softmax_cross_entropy, dynamic=False)
+        _compiled_chunk = torch.compile(_softmax_cross_entropy)  # a second chunk shape (evaluation) compiles a dynamic kernel, once
     return _compiled_chunk
 
 
@@ -113,10 +113,11 @@ class LinearCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_tokens: int, ignore_index: int):
+    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_tokens: int, ignore_index: int,
+                grad_enabled: bool):
         device = hidden.device.type
         dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
-        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        need_h, need_w = grad_enabled and ctx.needs_input_grad[0], grad_enabled and ctx.needs_input_grad[1]  # not under no_grad
         scale = 1.0 / (targets != ignore_index).sum().clamp(min=1).float()  # a device tensor: no sync
         w = weight.to(dtype)  # [V, d]
         grad_h = torch.empty_like(hidden) if need_h else None  # [N, d]
@@ -140,14 +141,14 @@ class LinearCrossEntropy(torch.autograd.Function):
         grad_h, grad_w = ctx.saved_tensors
         grad_h = grad_h * grad_loss.to(grad_h.dtype) if grad_h is not None else None
         grad_w = (grad_w * grad_loss).to(ctx.weight_dtype) if grad_w is not None else None
-        return grad_h, grad_w, None, None, None
+        return grad_h, grad_w, None, None, None, None
 
 
 def linear_cross_entropy(
     hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_tokens: int = 8192, ignore_index: int = -100
 ) -> torch.Tensor:
     """mean_i CE(h_i Wᵀ, y_i) over targets ≠ ignore_index; hidden [N, d], weight [V, d], targets [N]."""
-    return LinearCrossEntropy.apply(hidden, weight, targets, chunk_tokens, ignore_index)
+    return LinearCrossEntropy.apply(hidden, weight, targets, chunk_tokens, ignore_index, torch.is_grad_enabled())
 
 
 FUSED_HEAD_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")  # logits = lm_head(model(x)), nothing else
