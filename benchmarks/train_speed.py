@@ -44,6 +44,7 @@ from workbench.runs import RunStore
 from workbench.train import TrainConfig, cosine_schedule, default_optimizer, train
 
 PEAK_FLOPS = 989e12  # H200 SXM dense bf16, vendor datasheet
+EARLIER_PLAIN = {"47m": 506e3, "112m": 283e3}  # tokens/s of a plain loop measured earlier on an H200 (issue 5), for reference
 
 
 def sync(device: torch.device) -> None:
@@ -198,7 +199,7 @@ def bench_size(size: str, tokens: torch.Tensor, args, device: torch.device, stor
         tok_s = steps * tokens_per_step / seconds
         result["arms"][arm] = {
             "tokens_per_s": tok_s, "step_ms": 1000 * seconds / steps, "timed_steps": steps,
-            "warmup_s": segments[0]["seconds"], "peak_step_mem_gb": max(s["peak_bytes"] for s in segments) / 1e9,
+            "warmup_s": segments[0]["seconds"], "peak_step_mem_gb": max(s["peak_bytes"] for s in timed) / 1e9,
             "mfu_6n": flops_6n * tok_s / PEAK_FLOPS if device.type == "cuda" else None,
             "mfu_6n_attn": flops_attn * tok_s / PEAK_FLOPS if device.type == "cuda" else None,
             "kernels_per_step": len(profiles.get(arm, [])) or None, "attention_kernels": attention_kernels(profiles.get(arm, [])),
@@ -225,6 +226,12 @@ def table(results: list[dict], device: torch.device) -> str:
             ratio = f"{r['speedup']:7.2f}x" if arm == "workbench" else ""
             lines.append(f"{r['size']:>5} {r['params'] / 1e6:6.1f}M {arm:>9} {a['tokens_per_s']:10.0f} {a['step_ms']:8.1f} "
                          f"{a['peak_step_mem_gb']:11.2f} {mfu} {a['kernels_per_step'] or '-':>7} {ratio:>8}")
+    for r in results:
+        if r["size"] in EARLIER_PLAIN:
+            earlier = EARLIER_PLAIN[r["size"]]
+            lines.append(f"{r['size']}: the plain loop measured earlier on an H200 ran {earlier:,.0f} tokens/s; this run's plain arm "
+                         f"{r['arms']['plain']['tokens_per_s'] / earlier:.2f}x that, the workbench arm "
+                         f"{r['arms']['workbench']['tokens_per_s'] / earlier:.2f}x that")
     lines.append("")
     lines.append(f"loss curves ({results[0]['loss']['window']}-step window means, same batches): ")
     for r in results:
