@@ -18,6 +18,7 @@ FSDP (sharded parameters) is not supported: the workbench's models fit on one GP
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass
 
@@ -101,12 +102,18 @@ class LossModule(nn.Module):
         return self.loss_fn(self.model, batch)
 
 
+_NO_BUFFER_SYNC = (
+    {"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+    else {"broadcast_buffers": False}  # the name before torch 2.13
+)
+
+
 def wrap(model: nn.Module, loss_fn) -> DistributedDataParallel:
     """DDP around `loss_fn(model, ·)`; parameters are broadcast from rank 0 on construction."""
     device = next(model.parameters()).device
     return DistributedDataParallel(
         LossModule(model, loss_fn),
         device_ids=[device.index] if device.type == "cuda" else None,
-        broadcast_buffers=False,  # LLaMA's buffers (rotary frequencies) are identical everywhere
+        **_NO_BUFFER_SYNC,  # LLaMA's buffers (rotary frequencies) are identical everywhere: no per-step broadcast
         gradient_as_bucket_view=True,
     )

@@ -112,6 +112,8 @@ def pretrain(args: argparse.Namespace) -> dict:
         metrics = train(model, stream, args.config, run=run, evaluate=evaluate)
         if run is not None:
             run.finish("finished", summary=metrics)
+            shown = ", ".join(f"{key} {value:.4g}" for key, value in metrics.items())
+            print(f"run {run.id} finished on {world.size} process(es): {shown} (run store: {run.store.path})")
         return metrics
     except Exception as error:
         if run is not None:
