@@ -31,6 +31,7 @@ import json
 import os
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -227,6 +228,8 @@ def table(results: list[dict], device: torch.device) -> str:
             lines.append(f"{r['size']:>5} {r['params'] / 1e6:6.1f}M {arm:>9} {a['tokens_per_s']:10.0f} {a['step_ms']:8.1f} "
                          f"{a['peak_step_mem_gb']:11.2f} {mfu} {a['kernels_per_step'] or '-':>7} {ratio:>8}")
     for r in results:
+        if "note" in r:
+            lines.append(f"{r['size']}: the workbench arm ran WITHOUT compile: {r['note']}")
         if r["size"] in EARLIER_PLAIN:
             earlier = EARLIER_PLAIN[r["size"]]
             lines.append(f"{r['size']}: the plain loop measured earlier on an H200 ran {earlier:,.0f} tokens/s; this run's plain arm "
@@ -299,7 +302,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
     with tempfile.TemporaryDirectory() as folder:
         store = RunStore(Path(folder) / "runs.db")
         for size in args.sizes:
-            results.append(bench_size(size, tokens, args, device, store))
+            try:
+                results.append(bench_size(size, tokens, args, device, store))
+            except Exception as error:  # noqa: BLE001 - a compile failure should still leave numbers from this GPU job
+                if args.compile == "off":
+                    raise
+                traceback.print_exc()
+                print(f"{size}: the workbench arm failed ({type(error).__name__}); measuring again without compile", flush=True)
+                results.append(bench_size(size, tokens, argparse.Namespace(**{**vars(args), "compile": "off"}), device, store))
+                results[-1]["note"] = f"compile failed: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
             r = results[-1]
             print(f"{size}: {r['speedup']:.2f}x in {r['wall_s']:.0f} s (workbench warm-up incl. compile "
                   f"{r['arms']['workbench']['warmup_s']:.0f} s)", flush=True)
