@@ -86,9 +86,13 @@ def _softmax_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, scale: t
     loss_sum = torch.where(valid, lse - z.gather(1, safe).squeeze(1), 0.0).sum()
     if not with_grad:
         return loss_sum, None
-    onehot = torch.arange(z.shape[1], device=z.device)[None, :] == safe  # [n, V], never stored when compiled
-    grad = torch.exp(z - lse[:, None]) - onehot.float()
-    return loss_sum, (grad * (scale * valid)[:, None]).to(logits.dtype)
+    if torch.compiler.is_compiling():  # one fused pass: the one-hot is an index comparison, never stored
+        onehot = torch.arange(z.shape[1], device=z.device)[None, :] == safe  # [n, V]
+        grad = torch.exp(z - lse[:, None]) - onehot.float()
+        return loss_sum, (grad * (scale * valid)[:, None]).to(logits.dtype)
+    grad = (z - lse[:, None]).exp_()  # eager (CPU): in place, the fewest passes over [n, V]
+    grad.scatter_add_(1, safe, torch.full_like(lse[:, None], -1.0))
+    return loss_sum, grad.mul_((scale * valid)[:, None]).to(logits.dtype)
 
 
 _compiled_chunk: Callable | None = None
