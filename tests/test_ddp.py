@@ -46,8 +46,9 @@ def test_two_gloo_ranks_equal_one_process_with_the_global_batch(tmp_path):
         assert torch.allclose(value, alone["state"][key], atol=2e-5), key
     assert rank0["loss"] == rank1["loss"] == pytest.approx(alone["loss"], rel=1e-5)  # logged loss: the mean over ranks
     assert rank0["threads"] == max(1, (os.cpu_count() or 1) // 2)  # ranks split the cores
-    init, _ = __import__("workbench.models", fromlist=["tiny_llama"]).tiny_llama(
-        n_layers=2, d_model=32, n_heads=4, n_kv_heads=2, vocab_size=128, seed=0)
+    from workbench.models import tiny_llama
+
+    init, _ = tiny_llama(n_layers=2, d_model=32, n_heads=4, n_kv_heads=2, vocab_size=128, seed=0)
     assert not torch.allclose(init.state_dict()["model.layers.0.mlp.up_proj.weight"], alone["state"]["model.layers.0.mlp.up_proj.weight"])
 
 
