@@ -52,7 +52,7 @@ class SimilarityResult:
     per_text: dict[str, np.ndarray]  # [N, L, L] head-averaged, per text
     sink_mass: np.ndarray  # [L] mean probability on the first token (queries ≥ 1)
     maps: dict[int, np.ndarray] = field(default_factory=dict)  # layer → [H, T, T] maps of the first text
-    tokens: list[str] = field(default_factory=list)  # the first text's tokens
+    tokens: list[str] = field(default_factory=list)  # the first text's tokens (as many as the maps show)
     seconds: float = 0.0
 
     @staticmethod
@@ -134,6 +134,21 @@ class SimilarityResult:
         )
 
 
+def text_blocks(tokenizer, corpus: str = "python-docs", n_texts: int = 16, seq_len: int = 256) -> torch.Tensor:
+    """`n_texts` blocks of `seq_len` tokens [N, T], evenly spaced over a corpus (name or text file).
+
+    Evenly spaced rather than the first N, so the texts cover the corpus, not one article.
+    """
+    from .. import data
+
+    tokens = data.tokenize(data.load_corpus(corpus), tokenizer)
+    all_blocks = data.blocks(tokens, seq_len)
+    if len(all_blocks) < n_texts:
+        raise WorkbenchError(f"corpus {corpus!r} has only {len(all_blocks)} blocks of {seq_len} tokens: ask for fewer texts or shorter ones")
+    picks = np.linspace(0, len(all_blocks) - 1, n_texts).round().astype(int)
+    return all_blocks[torch.from_numpy(picks)]
+
+
 def _token_batches(tokenizer, texts_or_blocks, seq_len: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     """[N, T] token ids and the [N, T] mask (None when every text fills T)."""
     if isinstance(texts_or_blocks, torch.Tensor):  # the tokenizer may be None: only labels need it
@@ -164,6 +179,7 @@ def analyze(
     metrics: Sequence[str] = METRICS,
     drop_sink: bool | str = True,
     keep_maps_for: Sequence[int] = (),
+    map_tokens: int | None = None,
     seq_len: int = 256,
     batch_size: int = 4,
     spill: str = "auto",
@@ -173,7 +189,7 @@ def analyze(
 
     `drop_sink`: True (remove the first key column, renormalise), False, or "both" (both variants
     from the same forward passes). `keep_maps_for`: layers whose full maps of the first text are
-    kept for plotting. Strings are truncated to `seq_len` tokens and right-padded; padding never
+    kept for plotting, cropped to the first `map_tokens` tokens (default: all). Strings are truncated to `seq_len` tokens and right-padded; padding never
     counts. Peak memory: one layer's maps for `batch_size` texts (see `similarity`).
     """
     metrics = check_metrics(metrics)
@@ -195,7 +211,7 @@ def analyze(
             accumulator.add_layer(layer, probabilities)
         sink_sum[layer] += float(sink_mass(probabilities).sum())
         if first_batch and layer in keep_maps_for:
-            maps[layer] = probabilities[0].float().cpu().numpy()
+            maps[layer] = probabilities[0, :, :map_tokens, :map_tokens].float().cpu().numpy()  # [H, t, t]
 
     start = time.perf_counter()
     with capture_attention(model, on_layer):
@@ -225,7 +241,7 @@ def analyze(
             if metric in accumulator.cross_sum:
                 tables["cross_head"][key] = accumulator.cross_sum[metric] / n_texts
     first_ids = ids[0] if mask is None else ids[0][mask[0].bool()]
-    tokens = [tokenizer.decode([i]) if tokenizer is not None else str(i) for i in first_ids.tolist()]
+    tokens = [tokenizer.decode([i]) if tokenizer is not None else str(i) for i in first_ids[:map_tokens].tolist()]
     maps = {layer: value[:, : len(tokens), : len(tokens)] for layer, value in sorted(maps.items())}
     return SimilarityResult(
         model_name=str(getattr(model, "name_or_path", type(model).__name__)), n_layers=n_layers, n_heads=n_heads, n_texts=n_texts,
