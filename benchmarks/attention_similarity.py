@@ -44,7 +44,7 @@ def worker(args: argparse.Namespace) -> dict:
     from workbench.models import load_model
 
     device = torch.device(args.device)
-    model, tokenizer = load_model(args.model, device=device)
+    model, tokenizer = load_model(args.model, device=device, dtype="float32")  # same maps on CPU and GPU
     ids = text_blocks(tokenizer, args.corpus, args.texts, args.seq_len)
     metrics = tuple(args.metrics.split(","))
     with torch.no_grad():  # page in the memory-mapped weights now, so the baseline includes them

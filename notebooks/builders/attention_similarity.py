@@ -67,7 +67,7 @@ run = runs.start_run("attention_similarity", f"{model_name} {n_texts}x{seq_len}"
 The model keeps its fast attention kernel; the analysis switches it to eager attention (the only
 backend that returns probabilities) just while it runs. Texts are blocks of `seq_len` tokens spread
 evenly over the corpus."""),
-    code("""model, tokenizer = models.load_model(model_name)
+    code("""model, tokenizer = models.load_model(model_name, dtype="float32")  # float32 maps: bfloat16 would round each probability by ~0.4%
 n_layers, n_heads = model.config.num_hidden_layers, model.config.num_attention_heads
 inputs = texts if texts else text_blocks(tokenizer, corpus, n_texts, seq_len)
 print(f"{model_name}: {n_layers} layers x {n_heads} query heads ({model.config.num_key_value_heads} KV heads); "
