@@ -139,8 +139,6 @@ def test_analyze_matches_output_attentions_and_round_trips(store):
     mean, spread = result.adjacent("jsd", "kept")
     assert mean.shape == (3,) and np.all(mean <= 1) and np.all(spread >= 0)
 
-    from workbench.runs import Run  # noqa: F401  (the store fixture's runs)
-
     run = store.start_run("attention_similarity", "tiny", {})
     result.save(run, groups=[[1, 2]])
     run.finish()

@@ -189,8 +189,9 @@ def analyze(
 
     `drop_sink`: True (remove the first key column, renormalise), False, or "both" (both variants
     from the same forward passes). `keep_maps_for`: layers whose full maps of the first text are
-    kept for plotting, cropped to the first `map_tokens` tokens (default: all). Strings are truncated to `seq_len` tokens and right-padded; padding never
-    counts. Peak memory: one layer's maps for `batch_size` texts (see `similarity`).
+    kept for plotting, cropped to the first `map_tokens` tokens (default: all). Strings are
+    truncated to `seq_len` tokens and right-padded; padding never counts. Peak memory: one layer's
+    maps for `batch_size` texts (see `similarity`).
     """
     metrics = check_metrics(metrics)
     sinks = _variants(drop_sink)

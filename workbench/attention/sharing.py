@@ -67,7 +67,9 @@ def choose_groups(
     first, stop = layers[0], layers[-1] + 1
     if n_shared is not None and not 0 <= n_shared <= (stop - first) * (max_block - 1) // max_block:
         limit = (stop - first) * (max_block - 1) // max_block
-        raise WorkbenchError(f"n_shared={n_shared} is not possible: at most {limit} followers fit in layers {first}..{stop - 1} with max_block={max_block}")
+        raise WorkbenchError(
+            f"n_shared={n_shared} is not possible: at most {limit} followers fit in layers {first}..{stop - 1} with max_block={max_block}"
+        )
 
     if threshold is not None:
         # best[i] = (followers, total S) over layers i..stop-1; lexicographic max
