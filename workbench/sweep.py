@@ -77,9 +77,12 @@ def point_tag(sweep_id: str, index: int) -> str:
     return f"{sweep_id}/{index}"
 
 
-def sweep_group(tag: str | None) -> str | None:
-    """The sweep a run belongs to, from its `sweep` tag (`<sweep id>` or `<sweep id>/<point>`)."""
-    return tag.split("/", 1)[0] if tag else None
+def sweep_group(tag: str | float | None) -> str | None:
+    """The sweep a run belongs to, from its `sweep` tag (`<sweep id>` or `<sweep id>/<point>`).
+
+    Untagged runs read back from pandas as None or NaN: both mean "no sweep".
+    """
+    return tag.split("/", 1)[0] if isinstance(tag, str) and tag else None
 
 
 def point_name(stem: str, params: dict) -> str:
