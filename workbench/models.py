@@ -78,7 +78,8 @@ def _atomic_cache_entry(name: str, write) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         write(tmp)
-        os.replace(tmp, final) if not final.exists() else shutil.rmtree(tmp)
+        if not final.exists():  # another process may have finished the same entry meanwhile
+            os.replace(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final

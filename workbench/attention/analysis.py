@@ -12,7 +12,6 @@ The model runs once per batch; every sink variant and metric is reduced from the
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
