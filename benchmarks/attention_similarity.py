@@ -94,7 +94,9 @@ def measure(path: str, args: argparse.Namespace, texts: int, seq_len: int, batch
     def limit() -> None:  # the naive path may ask for more memory than the machine has: fail it, not the machine
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
 
-    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, preexec_fn=limit if cap else None)
+    python_path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))  # keep the caller's site dirs
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": python_path},
+                          preexec_fn=limit if cap else None)
     if done.returncode != 0:
         return dict(path=path, texts=texts, seq_len=seq_len, error=done.stderr.strip().splitlines()[-1] if done.stderr else "failed")
     result = json.loads(done.stdout.strip().splitlines()[-1])

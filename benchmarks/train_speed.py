@@ -12,8 +12,9 @@ first segment of each arm (cuBLAS and torch.compile warm-up) is not timed.
 - plain: what a plain transformers loop does: eager forward to the logits, float32
   cross-entropy over them (as transformers' ForCausalLMLoss does), bf16 autocast, fused AdamW,
   gradient clipping, `loss.item()` every step.
-- workbench: `workbench.train.train` with its defaults on a GPU: compiled decoder blocks, chunked
-  linear+cross-entropy (no float32 logits), flash SDPA, fused AdamW, loss read every 10 steps.
+- workbench: `workbench.train.train` with its defaults on a GPU: the whole step's loss compiled as
+  one graph (no float32 logits: inductor fuses the upcast into the softmax), flash SDPA, fused
+  AdamW, loss read every 10 steps.
 
 Reported per arm: tokens/s, step time, the step's peak memory above what was allocated before it
 (activations, gradients, temporaries; weights and optimizer states of both arms are resident
@@ -101,8 +102,8 @@ class PlainLoop:
             self.losses.append(loss.item())
 
 
-def kernel_names(device: torch.device, step) -> list[str]:
-    """Names of the GPU kernels one call of `step()` launches (empty on a CPU or without a profiler)."""
+def kernel_names(device: torch.device, step) -> list[tuple[str, float]]:
+    """(name, microseconds) of the GPU kernels one call of `step()` launches (empty on a CPU or without a profiler)."""
     profiler = Profiler(device)
     step()
     return profiler.stop()
@@ -123,20 +124,30 @@ class Profiler:
                 print(f"(no kernel profile: {error})")
                 self.profile = None
 
-    def stop(self) -> list[str]:
+    def stop(self) -> list[tuple[str, float]]:
+        """(kernel name, microseconds) of every kernel launched since the start."""
         if self.profile is None:
             return []
         sync(self.device)
         try:
             self.profile.__exit__(None, None, None)
-            return [e.name for e in self.profile.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+            return [(e.name, e.time_range.elapsed_us()) for e in self.profile.events() if e.device_type == torch.autograd.DeviceType.CUDA]
         except Exception as error:  # noqa: BLE001
             print(f"(no kernel profile: {error})")
             return []
 
 
-def attention_kernels(names: list[str]) -> list[str]:
-    return sorted({n[:60] for n in names if any(k in n.lower() for k in ("flash", "fmha", "attention", "sdpa", "cudnn"))})
+def attention_kernels(kernels: list[tuple[str, float]]) -> list[str]:
+    return sorted({n[:60] for n, _ in kernels if any(k in n.lower() for k in ("flash", "fmha", "attention", "sdpa", "cudnn"))})
+
+
+def top_kernels(kernels: list[tuple[str, float]], n: int = 6) -> list[tuple[str, float]]:
+    """The `n` kernels that take most of a step's GPU time, as (name, share of the kernels' total)."""
+    total: dict[str, float] = {}
+    for name, us in kernels:
+        total[name[:50]] = total.get(name[:50], 0.0) + us
+    busy = sum(total.values()) or 1.0
+    return [(name, us / busy) for name, us in sorted(total.items(), key=lambda item: -item[1])[:n]]
 
 
 def alternate(fast_stream, plain: PlainLoop, clock: Clock, steps: int, segment: int, profiles: dict):
@@ -171,7 +182,8 @@ def bench_size(size: str, tokens: torch.Tensor, args, device: torch.device, stor
     plain_model = copy.deepcopy(model)
     n_params = count_parameters(model)
     compile = {"auto": None, "on": True, "off": False}[args.compile]
-    config = TrainConfig(steps=args.steps, lr=args.lr, warmup_steps=args.warmup, log_every=args.window, checkpoint=False, compile=compile)
+    config = TrainConfig(steps=args.steps, lr=args.lr, warmup_steps=args.warmup, log_every=args.window, checkpoint=False, compile=compile,
+                         compile_mode=args.compile_mode)
     stream = lambda: batches(tokens, args.batch_size, args.block_len + 1, device, seed=args.seed)  # noqa: E731
     plain = PlainLoop(plain_model, stream(), config)
     clock, profiles = Clock(device), {}
@@ -204,6 +216,7 @@ def bench_size(size: str, tokens: torch.Tensor, args, device: torch.device, stor
             "mfu_6n": flops_6n * tok_s / PEAK_FLOPS if device.type == "cuda" else None,
             "mfu_6n_attn": flops_attn * tok_s / PEAK_FLOPS if device.type == "cuda" else None,
             "kernels_per_step": len(profiles.get(arm, [])) or None, "attention_kernels": attention_kernels(profiles.get(arm, [])),
+            "kernel_busy_ms": sum(us for _, us in profiles.get(arm, [])) / 1000 or None, "top_kernels": top_kernels(profiles.get(arm, [])),
         }
     result["speedup"] = result["arms"]["workbench"]["tokens_per_s"] / result["arms"]["plain"]["tokens_per_s"]
     result["loss"] = {
@@ -244,9 +257,12 @@ def table(results: list[dict], device: torch.device) -> str:
                      f"3 standard errors of the plain loop's step-to-step noise")
     for r in results:
         for arm in ("plain", "workbench"):
-            names = r["arms"][arm]["attention_kernels"]
-            if names:
-                lines.append(f"  {r['size']} {arm} attention kernels: {', '.join(names)}")
+            a = r["arms"][arm]
+            if a["attention_kernels"]:
+                lines.append(f"  {r['size']} {arm} attention kernels: {', '.join(a['attention_kernels'])}")
+            if a["kernel_busy_ms"]:
+                top = "; ".join(f"{share:.0%} {name}" for name, share in a["top_kernels"])
+                lines.append(f"  {r['size']} {arm}: GPU busy {a['kernel_busy_ms']:.1f} of {a['step_ms']:.1f} ms per step; {top}")
     if device.type == "cuda":
         lines.append(f"device: {torch.cuda.get_device_name(device)}; MFU against {PEAK_FLOPS / 1e12:.0f} TFLOP/s dense bf16")
     return "\n".join(lines)
@@ -279,6 +295,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--compile", default="auto", choices=["auto", "on", "off"], help="the workbench arm's compile (auto: on a GPU)")
+    parser.add_argument("--compile-mode", default=None, help="torch.compile mode of the workbench arm, e.g. reduce-overhead")
     parser.add_argument("--corpus", default="python-docs", help="'python-docs' (embedded) or a text file")
     args = parser.parse_args(argv)
     smoke = args.smoke

@@ -82,7 +82,7 @@ def test_training_lowers_the_loss_and_logs_every_window(store):
     assert metrics["tokens_per_s"] > 0 and not model.training
 
 
-def test_compiled_blocks_train_like_eager_and_are_undone_afterwards(store):
+def test_compiled_step_trains_like_eager_and_leaves_the_model_eager(store):
     losses = {}
     for compile in (False, True):
         model = llama(n_layers=2)
@@ -90,7 +90,7 @@ def test_compiled_blocks_train_like_eager_and_are_undone_afterwards(store):
         with store.start_run("test", f"compile={compile}") as run:
             losses[compile] = train(model, stream(batch_size=2, block_len=17), config, run=run, progress=False)["train_loss"]
         assert store.run(run.id)["summary"]["compiled"] is compile
-        assert all(layer._compiled_call_impl is None for layer in model.model.layers)  # handed back eager
+        assert all(module._compiled_call_impl is None for module in model.modules())  # only the step was compiled
     assert losses[True] == pytest.approx(losses[False], abs=1e-4)
 
 
@@ -105,6 +105,19 @@ def test_attention_gets_no_mask_so_sdpa_can_pick_flash(monkeypatch):
     monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
     causal_lm_loss(llama(), next(stream()))
     assert seen == [(None, True)] * 2  # a mask would rule the flash kernel out
+
+
+def test_compiled_step_is_one_graph_with_unmasked_causal_attention():
+    graphs = []
+
+    def capture(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return graph_module.forward
+
+    torch.compile(causal_lm_loss, backend=capture)(llama(), next(stream()))
+    assert len(graphs) == 1  # no graph breaks: forward and loss fuse as one
+    attention = [node for node in graphs[0].graph.nodes if node.target is F.scaled_dot_product_attention]
+    assert [(node.kwargs["attn_mask"], node.kwargs["is_causal"]) for node in attention] == [(None, True)] * 2
 
 
 def test_fsdp_is_refused_in_one_line():

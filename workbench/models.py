@@ -17,6 +17,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
 from .errors import WorkbenchError
+from .generate import SampleConfig, sample
 from .paths import cache_dir
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -223,8 +224,5 @@ def chat(model: PreTrainedModel, tokenizer, question: str, max_new_tokens: int =
     else:
         prompt = tokenizer(question, return_tensors="pt")["input_ids"]
     prompt = prompt.to(next(model.parameters()).device)
-    output = model.generate(
-        prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=max_new_tokens, do_sample=False,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    output = sample(model, prompt, SampleConfig(max_new_tokens=max_new_tokens), tokenizer.eos_token_id, tokenizer.pad_token_id or 0)
     return tokenizer.decode(output[0, prompt.shape[1] :], skip_special_tokens=True).strip()

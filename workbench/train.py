@@ -8,11 +8,12 @@ checkpoint and marks the run interrupted, so nothing trained is lost.
 Where the time goes, and what the loop does about it (benchmarks/train_speed.py measures it):
 - No host-device synchronisation inside a step: the running loss stays on the device and is read
   every `log_every` steps; batches are drawn on the device (`workbench.data.batches`).
-- `torch.compile` of the model's blocks (`TrainConfig.compile`): fuses RMSNorm, RoPE, SwiGLU and
-  the residual adds into a few kernels and removes Python launch overhead. Attention stays
-  `scaled_dot_product_attention` with a causal flag and no mask, so it runs the flash kernel.
-- `causal_lm_loss` never materialises float32 logits over the 49k vocabulary:
-  `linear_cross_entropy` computes logits, loss and their gradients chunk by chunk.
+- `torch.compile` of the whole step's loss (`TrainConfig.compile`): forward and backward become one
+  graph, RMSNorm, RoPE, SwiGLU, residual adds and the loss's softmax fuse into few kernels, and
+  Python launch overhead goes. Attention stays `scaled_dot_product_attention` with a causal flag
+  and no mask (`decoder_states`), so it runs the flash kernel.
+- `causal_lm_loss` never materialises float32 logits over the 49k vocabulary: compiled, inductor
+  fuses the upcast into the softmax; eager, `linear_cross_entropy` goes chunk by chunk.
 - Fused AdamW (one kernel for all parameters) and `zero_grad(set_to_none=True)`.
 - Several GPUs: run the same code under `torchrun`; `train` wraps the step in DDP (see
   `workbench.distributed`), syncs gradients only at the last micro-step and logs from rank 0.
@@ -23,7 +24,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -46,6 +47,7 @@ class TrainConfig:
     """`compile`: None compiles on a GPU when the loss is `causal_lm_loss` and the model is a stock
     transformers model (known to be compile-safe); True/False force it. A custom loss that registers
     forward hooks inside the body must leave it off: a compiled body does not see hooks added later.
+    `compile_mode`: torch.compile's mode (None: its default; "reduce-overhead": CUDA graphs too).
     `strategy`: how several processes share the work under torchrun; only "ddp" exists."""
 
     steps: int = 100
@@ -61,6 +63,7 @@ class TrainConfig:
     bf16: bool = True
     checkpoint: bool = True
     compile: bool | None = None
+    compile_mode: str | None = None
     strategy: str = "ddp"
 
     def __post_init__(self) -> None:
@@ -167,19 +170,49 @@ def _plain_head(model: nn.Module) -> nn.Linear | None:
     return head if type(head) is nn.Linear and head.bias is None else None
 
 
+def _full_causal(config) -> bool:
+    """Every layer attends to every earlier token (no sliding window), so a causal flag is the whole mask."""
+    kinds = getattr(config, "layer_types", None) or ["full_attention"]
+    return all(kind == "full_attention" for kind in kinds) and getattr(config, "sliding_window", None) is None
+
+
+def decoder_states(model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
+    """Final hidden states [B, T, d] of a LLaMA-family body over unpadded token blocks [B, T].
+
+    Runs the body's own modules (embedding, rotary tables, decoder layers, final norm) with no
+    attention mask, so scaled-dot-product attention gets `is_causal=True` and its flash kernel,
+    eager or compiled. Through `model.model(...)` transformers builds an explicit [T, T] mask
+    whenever it sees itself compiled (torch < 2.14), and an explicit mask turns flash off.
+    """
+    body = model.model
+    if not _full_causal(model.config):
+        return body(input_ids=input_ids, use_cache=False).last_hidden_state
+    hidden = body.embed_tokens(input_ids)  # [B, T, d]
+    position_ids = torch.arange(input_ids.shape[1], device=input_ids.device)[None]  # [1, T]
+    position_embeddings = body.rotary_emb(hidden, position_ids=position_ids)  # (cos, sin), each [1, T, head_dim]
+    for layer in body.layers[: model.config.num_hidden_layers]:
+        hidden = layer(hidden, attention_mask=None, position_ids=position_ids, position_embeddings=position_embeddings)
+    return body.norm(hidden)
+
+
 def causal_lm_loss(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
     """Next-token cross-entropy: the autoregressive pretraining objective. batch [B, T+1].
 
-    For LLaMA-family models the body's hidden states go to `linear_cross_entropy`, so the [B·T, V]
-    logits never exist in float32; any other model goes through its logits.
+    For LLaMA-family models the [B·T, V] logits never exist in float32. Eager, the body's hidden
+    states go to `linear_cross_entropy` (one chunk of logits at a time). Compiled, the loss is
+    written plainly: inductor fuses the float32 upcast into the softmax's reductions and its
+    gradient, so only bf16 logits are stored, and the whole step is one graph. Any other model
+    goes through its logits.
     """
-    inputs, targets = batch[:, :-1], batch[:, 1:]
+    inputs, targets = batch[:, :-1], batch[:, 1:].flatten()
     head = _plain_head(model)
     if head is None:
         logits = model(input_ids=inputs).logits
-        return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
-    hidden = model.model(input_ids=inputs, use_cache=False).last_hidden_state  # [B, T, d]
-    return linear_cross_entropy(hidden.flatten(0, 1), head.weight, targets.flatten())
+        return F.cross_entropy(logits.flatten(0, 1).float(), targets)
+    hidden = decoder_states(model, inputs).flatten(0, 1)  # [B·T, d]
+    if torch.compiler.is_compiling():
+        return F.cross_entropy(F.linear(hidden, head.weight).float(), targets)
+    return linear_cross_entropy(hidden, head.weight, targets)
 
 
 def sequence_nll(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -193,7 +226,7 @@ def sequence_nll(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Te
     if head is None:
         logits = model(input_ids=inputs).logits
         return F.cross_entropy(logits.flatten(0, 1).float(), flat, ignore_index=-100, reduction="sum")
-    hidden = model.model(input_ids=inputs, use_cache=False).last_hidden_state  # [B, T, d]
+    hidden = decoder_states(model, inputs)  # [B, T, d]
     return linear_cross_entropy(hidden.flatten(0, 1), head.weight, flat) * (flat != -100).sum()
 
 
@@ -227,50 +260,12 @@ def should_compile(model: nn.Module, config: TrainConfig, loss_fn: LossFn, devic
     return device.type == "cuda" and loss_fn is causal_lm_loss and _stock_model(model)
 
 
-class _Compiled:
-    """Compiles the model's decoder layers in place (`nn.Module.compile`) for training, and undoes it.
-
-    Regional compilation: each transformer block is compiled, and since the blocks share code and
-    shapes they share one graph, so compiling a 12-layer model costs one layer's compile. The
-    embedding, rotary tables and causal-mask logic stay eager; that matters: transformers builds
-    an explicit [T, T] mask when it sees itself traced (torch < 2.14), which would turn flash
-    attention off, while eager it passes no mask and `is_causal=True`, so SDPA runs the flash
-    kernel. In place, so a loss calling `model.model(...)` gets the compiled blocks and parameter
-    names stay as they were. Evaluation runs eager (`paused`): other shapes and no_grad would each
-    cost a recompilation; the model is handed back eager.
-    """
-
-    def __init__(self, model: nn.Module, enabled: bool):
-        layers = getattr(getattr(model, "model", None), "layers", None)
-        self.targets = list(layers) if isinstance(layers, nn.ModuleList) else [model]
-        self.impls = []
-        if enabled:
-            for target in self.targets:
-                target.compile(dynamic=False)
-            self.impls = [target._compiled_call_impl for target in self.targets]
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.impls)
-
-    def _set(self, impls) -> None:
-        for target, impl in zip(self.targets, impls, strict=True):
-            target._compiled_call_impl = impl
-
-    @contextmanager
-    def paused(self):
-        if not self.enabled:
-            yield
-            return
-        self._set([None] * len(self.targets))
-        try:
-            yield
-        finally:
-            self._set(self.impls)
-
-    def undo(self) -> None:
-        if self.enabled:
-            self._set([None] * len(self.targets))
+def compiled_loss(loss_fn: LossFn, mode: str | None) -> LossFn:
+    """`loss_fn` compiled whole: forward, loss and (through AOTAutograd) backward become one graph,
+    so inductor fuses RMSNorm, RoPE, SwiGLU, residual adds and the softmax of the loss across layer
+    boundaries and Python launches the kernels once per step. Only the training step is compiled;
+    the model stays eager for evaluation and for the caller. `mode="reduce-overhead"` adds CUDA graphs."""
+    return torch.compile(loss_fn, mode=mode, dynamic=False)
 
 
 def save_checkpoint(model: torch.nn.Module, folder: Path) -> Path:
@@ -311,16 +306,17 @@ def train(
     optimizer = optimizer or default_optimizer(model, config)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_schedule(config))
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if config.bf16 and device.type == "cuda" else nullcontext()
-    compiled = _Compiled(model, should_compile(model, config, loss_fn, device))
-    ddp = distributed.wrap(model, loss_fn) if world.size > 1 else None
+    compile = should_compile(model, config, loss_fn, device)
+    step_loss = compiled_loss(loss_fn, config.compile_mode) if compile else loss_fn
+    ddp = distributed.wrap(model, step_loss) if world.size > 1 else None
     run = run if world.is_main else None
     if run is not None:
-        run.update_summary(train_config=asdict(config), world_size=world.size, compiled=compiled.enabled)
+        run.update_summary(train_config=asdict(config), world_size=world.size, compiled=compile)
 
     def micro_step(batch: torch.Tensor, sync: bool) -> torch.Tensor:
         with ddp.no_sync() if ddp is not None and not sync else nullcontext():
             with autocast:
-                loss = (ddp(batch) if ddp is not None else loss_fn(model, batch)) / config.grad_accum
+                loss = (ddp(batch) if ddp is not None else step_loss(model, batch)) / config.grad_accum
             loss.backward()
         return loss.detach()
 
@@ -354,21 +350,18 @@ def train(
                     run.log(metrics, step + 1)
             if evaluate is not None and world.is_main and ((config.eval_every and (step + 1) % config.eval_every == 0) or last):
                 model.eval()
-                with compiled.paused():
-                    eval_metrics = evaluate(model)
+                eval_metrics = evaluate(model)
                 model.train()
                 metrics.update(eval_metrics)
                 if run is not None:
                     run.log(eval_metrics, step + 1)
                 window_start = time.perf_counter()  # evaluation time is not training throughput
     except KeyboardInterrupt:
-        compiled.undo()
         _checkpoint(model, run, config)
         if run is not None:
             run.finish("interrupted", error="KeyboardInterrupt")
         raise
     finally:
-        compiled.undo()
         model.eval()
     _checkpoint(model, run, config)
     return metrics

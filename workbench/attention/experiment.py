@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from ..data import batches, blocks, load_corpus, perplexity, tokenize, train_val_split
 from ..errors import WorkbenchError
+from ..generate import SampleConfig, sample
 from ..models import count_parameters, load_model, resolve_device, tiny_llama
 from ..runs import Run, start_run
 from ..train import TrainConfig, train
@@ -216,7 +217,7 @@ def _timed(fn: Callable[[], object], device: torch.device, repeats: int) -> floa
 
 
 @torch.no_grad()
-def inference_speed(model, profile: EchoAttProfile, pad_token_id: int) -> dict[str, float]:
+def inference_speed(model, profile: EchoAttProfile) -> dict[str, float]:
     """Prefill tokens/s (batch × prefill_len, no cache), decode tokens/s (greedy, KV cache), and the
     KV cache's size after the prefill."""
     device, vocab = next(model.parameters()).device, model.config.vocab_size
@@ -227,9 +228,7 @@ def inference_speed(model, profile: EchoAttProfile, pad_token_id: int) -> dict[s
     n = profile.decode_tokens
 
     def decode():
-        return model.generate(
-            start, attention_mask=torch.ones_like(start), max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=pad_token_id
-        )
+        return sample(model, start, SampleConfig(max_new_tokens=n))  # no end-of-text: every run decodes n tokens
 
     decode_s = _timed(decode, device, profile.speed_repeats)
     return {"prefill_tok_s": prompt.numel() / prefill_s, "decode_tok_s": profile.decode_batch * n / decode_s, "kv_cache_mb": kv_cache_mb(model, prompt)}
@@ -439,7 +438,7 @@ class EchoAttExperiment:
 
 def _speed_row(model, experiment: EchoAttExperiment, profile: EchoAttProfile, attn: str) -> dict:
     measured = with_attention(model, attn).to(experiment.inference_dtype).eval()
-    speed = inference_speed(measured, profile, experiment.tokenizer.pad_token_id)
+    speed = inference_speed(measured, profile)
     kernel = attention_kernel(measured)
     del measured
     speed["train_step_s"] = train_step_time(with_attention(model, attn), profile)
