@@ -6,7 +6,9 @@
 Both decode the same prompts greedily with the same model and KV cache, alternating, `--repeats`
 times each. Reported per loop: tokens/s, and on a GPU the host-device synchronisations it makes
 (counted with `torch.cuda.set_sync_debug_mode("warn")`, which warns at every synchronising call),
-per generated token. The two outputs must be identical (greedy decoding is deterministic).
+per generated token, and the share of generated tokens equal to `generate`'s (in float32 on a CPU
+all of them; in bf16 a near-tie may flip where the attention kernels differ, and the rest of that
+row follows from the flipped token).
 """
 
 from __future__ import annotations
@@ -75,17 +77,21 @@ def main(argv: list[str] | None = None) -> dict:
         for name, fn in loops.items():
             outputs[name], s = timed(fn, device)
             seconds[name].append(s)
-    same = all(torch.equal(outputs["transformers generate"][:, : o.shape[1]], o) for o in outputs.values())
+    reference = outputs["transformers generate"][:, prompt.shape[1] :]
+    agree = {name: float((o[:, prompt.shape[1] :] == reference).float().mean()) for name, o in outputs.items()}
     syncs = {name: count_syncs(fn, device) for name, fn in loops.items()}
-    rows = {name: {"tokens_per_s": batch * n / statistics.median(s), "syncs": syncs[name]} for name, s in seconds.items()}
+    rows = {name: {"tokens_per_s": batch * n / statistics.median(s), "syncs": syncs[name], "same_tokens": agree[name]}
+            for name, s in seconds.items()}
     base = rows["transformers generate"]["tokens_per_s"]
     print(f"{args.model} on {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
-          f"{model.dtype}, batch {batch}, {n} new tokens, median of {args.repeats}; outputs identical: {same}")
-    print(f"{'loop':<30} {'tokens/s':>10} {'ratio':>6} {'host syncs':>10} {'per token':>9}")
+          f"{model.dtype}, batch {batch}, {n} new tokens, median of {args.repeats}")
+    print(f"{'loop':<30} {'tokens/s':>10} {'ratio':>6} {'host syncs':>10} {'per token':>9} {'same tokens as generate':>23}")
     for name, row in rows.items():
         per = f"{row['syncs'] / n:9.2f}" if row["syncs"] is not None else f"{'-':>9}"
-        print(f"{name:<30} {row['tokens_per_s']:10.0f} {row['tokens_per_s'] / base:5.2f}x {row['syncs'] if row['syncs'] is not None else '-':>10} {per}")
-    return {"rows": rows, "identical": same}
+        syncs = row["syncs"] if row["syncs"] is not None else "-"
+        print(f"{name:<30} {row['tokens_per_s']:10.0f} {row['tokens_per_s'] / base:5.2f}x {syncs:>10} {per} {row['same_tokens']:23.1%}")
+    print("(bf16 greedy decoding: a near-tie between two tokens may resolve differently under different attention kernels)")
+    return rows
 
 
 if __name__ == "__main__":

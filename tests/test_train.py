@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from workbench import data
 from workbench.errors import WorkbenchError
 from workbench.models import tiny_llama
-from workbench.train import TrainConfig, causal_lm_loss, linear_cross_entropy, train
+from workbench.train import TrainConfig, causal_lm_loss, compile_mode, linear_cross_entropy, train
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -118,6 +118,15 @@ def test_compiled_step_is_one_graph_with_unmasked_causal_attention():
     assert len(graphs) == 1  # no graph breaks: forward and loss fuse as one
     attention = [node for node in graphs[0].graph.nodes if node.target is F.scaled_dot_product_attention]
     assert [(node.kwargs["attn_mask"], node.kwargs["is_causal"]) for node in attention] == [(None, True)] * 2
+
+
+def test_cuda_graphs_only_where_each_backward_is_consumed_before_the_next_forward():
+    assert compile_mode(TrainConfig(), world_size=1) == "reduce-overhead"
+    assert compile_mode(TrainConfig(grad_accum=2), world_size=1) == "default"  # a replay would overwrite the first micro-step's grads
+    assert compile_mode(TrainConfig(), world_size=2) == "default"
+    assert compile_mode(TrainConfig(compile_mode="max-autotune"), world_size=2) == "max-autotune"
+    with pytest.raises(WorkbenchError, match="unknown compile_mode 'fast'"):
+        TrainConfig(compile_mode="fast")
 
 
 def test_fsdp_is_refused_in_one_line():

@@ -11,7 +11,8 @@ Where the time goes, and what the loop does about it (benchmarks/train_speed.py 
 - `torch.compile` of the whole step's loss (`TrainConfig.compile`): forward and backward become one
   graph, RMSNorm, RoPE, SwiGLU, residual adds and the loss's softmax fuse into few kernels, and
   Python launch overhead goes. Attention stays `scaled_dot_product_attention` with a causal flag
-  and no mask (`decoder_states`), so it runs the flash kernel.
+  and no mask (`decoder_states`), so it runs the flash kernel. CUDA graphs replay the step with one
+  launch where that is safe (`compile_mode`).
 - `causal_lm_loss` never materialises float32 logits over the 49k vocabulary: compiled, inductor
   fuses the upcast into the softmax; eager, `linear_cross_entropy` goes chunk by chunk.
 - Fused AdamW (one kernel for all parameters) and `zero_grad(set_to_none=True)`.
@@ -40,6 +41,7 @@ from .runs import Run
 LossFn = Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]
 EvalFn = Callable[[torch.nn.Module], dict[str, float]]
 STRATEGIES = ("ddp",)
+COMPILE_MODES = ("auto", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass
@@ -47,7 +49,8 @@ class TrainConfig:
     """`compile`: None compiles on a GPU when the loss is `causal_lm_loss` and the model is a stock
     transformers model (known to be compile-safe); True/False force it. A custom loss that registers
     forward hooks inside the body must leave it off: a compiled body does not see hooks added later.
-    `compile_mode`: torch.compile's mode (None: its default; "reduce-overhead": CUDA graphs too).
+    `compile_mode`: torch.compile's mode ("default", "reduce-overhead": CUDA graphs, "max-autotune");
+    "auto" picks "reduce-overhead" where it is safe (see `compile_mode`), else "default".
     `strategy`: how several processes share the work under torchrun; only "ddp" exists."""
 
     steps: int = 100
@@ -63,7 +66,7 @@ class TrainConfig:
     bf16: bool = True
     checkpoint: bool = True
     compile: bool | None = None
-    compile_mode: str | None = None
+    compile_mode: str = "auto"
     strategy: str = "ddp"
 
     def __post_init__(self) -> None:
@@ -71,6 +74,8 @@ class TrainConfig:
             raise WorkbenchError("FSDP is not supported by the workbench loop; use DDP (strategy='ddp'), which fits models of this size")
         if self.strategy not in STRATEGIES:
             raise WorkbenchError(f"unknown strategy {self.strategy!r}: use 'ddp'")
+        if self.compile_mode not in COMPILE_MODES:
+            raise WorkbenchError(f"unknown compile_mode {self.compile_mode!r}: use one of {', '.join(COMPILE_MODES)}")
         if self.steps < 1 or self.grad_accum < 1 or self.log_every < 1:
             raise WorkbenchError(f"steps, grad_accum and log_every must be >= 1, got {self.steps}, {self.grad_accum}, {self.log_every}")
 
@@ -260,11 +265,22 @@ def should_compile(model: nn.Module, config: TrainConfig, loss_fn: LossFn, devic
     return device.type == "cuda" and loss_fn is causal_lm_loss and _stock_model(model)
 
 
-def compiled_loss(loss_fn: LossFn, mode: str | None) -> LossFn:
+def compile_mode(config: TrainConfig, world_size: int) -> str:
+    """torch.compile's mode for the step. "auto": CUDA graphs (`reduce-overhead`) replay the whole
+    forward and backward with one launch, which matters when the host cannot launch kernels as fast
+    as the GPU runs them (small models). Their outputs, gradients included, live in a pool that the
+    next replay overwrites, so they are safe only when every backward's gradients are consumed by
+    the optimizer before the next forward: one micro-step per step, one process (no DDP hooks)."""
+    if config.compile_mode != "auto":
+        return config.compile_mode
+    return "reduce-overhead" if config.grad_accum == 1 and world_size == 1 else "default"
+
+
+def compiled_loss(loss_fn: LossFn, mode: str) -> LossFn:
     """`loss_fn` compiled whole: forward, loss and (through AOTAutograd) backward become one graph,
     so inductor fuses RMSNorm, RoPE, SwiGLU, residual adds and the softmax of the loss across layer
     boundaries and Python launches the kernels once per step. Only the training step is compiled;
-    the model stays eager for evaluation and for the caller. `mode="reduce-overhead"` adds CUDA graphs."""
+    the model stays eager for evaluation and for the caller."""
     return torch.compile(loss_fn, mode=mode, dynamic=False)
 
 
@@ -307,11 +323,12 @@ def train(
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_schedule(config))
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if config.bf16 and device.type == "cuda" else nullcontext()
     compile = should_compile(model, config, loss_fn, device)
-    step_loss = compiled_loss(loss_fn, config.compile_mode) if compile else loss_fn
+    step_loss = compiled_loss(loss_fn, compile_mode(config, world.size)) if compile else loss_fn
     ddp = distributed.wrap(model, step_loss) if world.size > 1 else None
     run = run if world.is_main else None
     if run is not None:
-        run.update_summary(train_config=asdict(config), world_size=world.size, compiled=compile)
+        run.update_summary(train_config=asdict(config), world_size=world.size, compiled=compile,
+                           compile_mode=compile_mode(config, world.size) if compile else None)
 
     def micro_step(batch: torch.Tensor, sync: bool) -> torch.Tensor:
         with ddp.no_sync() if ddp is not None and not sync else nullcontext():

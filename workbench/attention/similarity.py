@@ -304,7 +304,7 @@ def naive_similarity(
         if metric == "jsd":
             plogp = torch.special.xlogy(cleaned, cleaned).sum((-1, -2)).double()  # [L, B, H]
             n_rows = valid_rows[:, 0].sum(-1).double().clamp_min(1)  # [B]
-            jsd = torch.zeros(L, L, B, H, dtype=torch.float64)
+            jsd = torch.zeros(L, L, B, H, dtype=torch.float64, device=maps.device)
             for layer in range(L):
                 mixture = 0.5 * (cleaned[layer : layer + 1] + cleaned)
                 mlogm = torch.special.xlogy(mixture, mixture).sum((-1, -2)).double()  # [L, B, H]
