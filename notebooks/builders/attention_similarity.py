@@ -53,6 +53,7 @@ import workbench.notebook
 from workbench import models, runs
 from workbench.attention import figures
 from workbench.attention.analysis import analyze, similar_block, text_blocks
+from workbench.attention.explorer import Explorer, View
 from workbench.attention.sharing import choose_groups, sharing_savings
 
 workbench.notebook.setup()
@@ -117,35 +118,7 @@ figures.map_pair(result, first, second, head).show()"""),
 Pick the metric, sink handling, layer pair, head and threshold; the figures update from the stored
 result without running the model again. (In an executed copy of this notebook the static figures
 above are the record.)"""),
-    code("""import ipywidgets as widgets
-
-controls = dict(
-    metric=widgets.Dropdown(options=list(result.metrics), value=metric, description="metric"),
-    sink=widgets.Dropdown(options=list(result.sinks), value=sink, description="sink"),
-    first=widgets.IntSlider(value=layer_pair[0], min=0, max=n_layers - 1, description="layer a"),
-    second=widgets.IntSlider(value=layer_pair[1], min=0, max=n_layers - 1, description="layer b"),
-    head=widgets.Dropdown(options=[("mean", None)] + [(str(h), h) for h in range(n_heads)], value=head, description="head"),
-    threshold=widgets.FloatSlider(value=threshold, min=0.0, max=1.0, step=0.01, description="threshold"),
-)
-
-
-output = widgets.Output()
-
-
-def explore(change=None):
-    values = {name: control.value for name, control in controls.items()}
-    chosen = choose_groups(result.similarity(values["metric"], values["sink"]), threshold=values["threshold"], max_block=max_block)
-    with output:
-        output.clear_output(wait=True)
-        print(f"threshold {values['threshold']:.2f}: groups {chosen}")
-        figures.show_in_widget(figures.similarity_heatmap(result, values["metric"], values["sink"], chosen))
-        figures.show_in_widget(figures.head_pair_heatmap(result, values["metric"], values["sink"], values["first"], values["second"]))
-        figures.show_in_widget(figures.map_pair(result, values["first"], values["second"], values["head"]))
-
-
-for control in controls.values():  # redraw on every change; the static figures above are the starting view
-    control.observe(explore, names="value")
-display(widgets.VBox([widgets.HBox(list(controls.values())[:3]), widgets.HBox(list(controls.values())[3:]), output]))"""),
+    code("""Explorer(result, View(metric, sink, layer_pair[0], layer_pair[1], head, threshold), max_block=max_block)"""),
     md("""## Record the result
 Matrices, kept maps and the chosen groups go to the run store (kind `attention_similarity`): the
 distillation notebook reads `summary["groups"]`, the dashboard shows the run next to others."""),

@@ -64,16 +64,3 @@ def adjacent_curves(result: SimilarityResult, metric: str) -> go.Figure:
     figure.update_layout(title=f"{LABELS[metric]} of each layer ℓ to ℓ+1 (error bars: std over {result.n_texts} texts)",
                          xaxis_title="layer ℓ", yaxis_title=metric, **plots.LAYOUT)
     return figure
-
-
-def show_in_widget(figure: go.Figure) -> None:
-    """Show a figure inside an ipywidgets Output (the notebook's explorer).
-
-    Only plotly's own mimetype, which JupyterLab renders natively: the "notebook" HTML renderer
-    that `workbench.notebook.setup` adds stalls a headless (papermill) kernel inside an Output.
-    """
-    import json
-
-    from IPython.display import display
-
-    display({"application/vnd.plotly.v1+json": json.loads(figure.to_json())}, raw=True)  # plain JSON: no numpy arrays
