@@ -31,6 +31,7 @@ def test_controls_redraw_groups_status_and_figures():
     explorer.controls["threshold"].value = 0.95  # nothing is that similar: no groups, and the status says so at once
     assert explorer.groups() == [] and "0 layers share attention, groups []" in explorer.status.value
     assert len(explorer.plots[0].layout.shapes) == 0  # the displayed heatmap lost its red boxes
+    assert explorer.controls["head"].label == "mean" and explorer.view().head is None
     explorer.controls["head"].value = 1
     assert explorer.plots[2].layout.annotations[0].text == "layer 2, head 1"  # redrawn in place
 

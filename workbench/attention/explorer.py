@@ -19,6 +19,9 @@ from .analysis import SimilarityResult
 from .sharing import choose_groups
 
 
+MEAN = -1  # the head menu's "mean over heads" (a None value would show as no selection at all)
+
+
 @dataclass
 class View:
     """What the explorer shows: one choice per control."""
@@ -27,7 +30,7 @@ class View:
     sink: str
     first: int
     second: int
-    head: int | None
+    head: int | None  # None: the mean over heads
     threshold: float
 
 
@@ -47,8 +50,8 @@ class Explorer:
             "sink": widgets.Dropdown(options=list(result.sinks), value=start.sink, description="sink"),
             "first": widgets.IntSlider(value=start.first, min=0, max=last, description="layer a"),
             "second": widgets.IntSlider(value=start.second, min=0, max=last, description="layer b"),
-            "head": widgets.Dropdown(options=[("mean", None)] + [(str(h), h) for h in range(result.n_heads)], value=start.head,
-                                     description="head"),
+            "head": widgets.Dropdown(options=[("mean", MEAN)] + [(str(h), h) for h in range(result.n_heads)],
+                                     value=MEAN if start.head is None else start.head, description="head"),
             "threshold": widgets.FloatSlider(value=start.threshold, min=0.0, max=1.0, step=0.01, description="threshold"),
         }
         self.status = widgets.HTML()
@@ -60,7 +63,8 @@ class Explorer:
         self.redraw()
 
     def view(self) -> View:
-        return View(**{name: control.value for name, control in self.controls.items()})
+        values = {name: control.value for name, control in self.controls.items()}
+        return View(**{**values, "head": None if values["head"] == MEAN else values["head"]})
 
     def groups(self) -> list[list[int]]:
         view = self.view()
@@ -95,6 +99,8 @@ class Explorer:
                 plot.data = []
                 plot.add_traces(figure.data)
                 plot.layout = figure.layout
+            # A merged relayout never shrinks an array (fewer group boxes, other subplot titles): send those whole.
+            plot.plotly_relayout({name: [item.to_plotly_json() for item in figure.layout[name]] for name in ("shapes", "annotations")})
 
     def _ipython_display_(self) -> None:
         from IPython.display import display
