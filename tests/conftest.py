@@ -1,6 +1,9 @@
 """Shared fixtures: a private workbench home per test session, offline Hub, the default model."""
 
 import os
+import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -38,3 +41,24 @@ def wikitext_path():
     if not path.is_file():
         pytest.skip(f"{path} is not here (tests that need shared data run beside ../shared)")
     return path
+
+
+@pytest.fixture
+def start_server():
+    """`start(command, url, env, what)`: a server process started and polled until `url` answers;
+    returns the process and that first answer's body. A server that exits or stays silent for 90 s
+    fails the test with the end of its output. Stopping it is the caller's (servers stop differently)."""
+
+    def start(command: list[str], url: str, env: dict, what: str) -> tuple[subprocess.Popen, str]:
+        server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                return server, urllib.request.urlopen(url, timeout=5).read().decode()
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    server.kill()
+                    pytest.fail(f"{what} did not start: {server.stdout.read()[-2000:]}")
+                time.sleep(0.5)
+
+    return start

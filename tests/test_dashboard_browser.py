@@ -14,7 +14,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +57,7 @@ TRACES = """
 
 
 @pytest.fixture
-def dashboard(tmp_path):
+def dashboard(tmp_path, start_server):
     """A dashboard server over a fresh store, and the store's path; stopped after the test."""
     from workbench.dashboard import free_port
     from workbench.runs import RunStore
@@ -70,19 +69,8 @@ def dashboard(tmp_path):
         run.log_artifact("similarity.npy", np.eye(6) * 0.5 + 0.5)
     port = free_port(preferred=0)
     env = {**os.environ, "WORKBENCH_HOME": str(tmp_path)}
-    server = subprocess.Popen([sys.executable, "-m", "workbench", "dashboard", "--port", str(port)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}/dashboard_app"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            html = urllib.request.urlopen(url, timeout=5).read().decode()
-            break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                pytest.fail(f"the dashboard did not start: {server.stdout.read()}")
-            time.sleep(0.5)
+    server, html = start_server([sys.executable, "-m", "workbench", "dashboard", "--port", str(port)], url, env, "the dashboard")
     yield url, html, store
     server.send_signal(signal.SIGINT)
     try:

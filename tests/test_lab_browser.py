@@ -9,10 +9,7 @@ Artifact: test-artifacts/lab_explorer.png.
 """
 
 import os
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import nbformat
@@ -43,7 +40,7 @@ PLOTS = """
 
 
 @pytest.fixture
-def lab(tmp_path):
+def lab(tmp_path, start_server):
     """A JupyterLab server over a folder holding the explorer notebook; its notebook URL."""
     from workbench.dashboard import free_port
 
@@ -53,21 +50,11 @@ def lab(tmp_path):
     port = free_port(preferred=0)
     env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces"),
            "WORKBENCH_HOME": str(tmp_path / "home")}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--IdentityProvider.token=", "--allow-root",
-         "--ServerApp.password=", f"--ServerApp.root_dir={tmp_path}", "--LabApp.expose_app_in_browser=True"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    server, _ = start_server(
+        [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--IdentityProvider.token=",
+         "--allow-root", "--ServerApp.password=", f"--ServerApp.root_dir={tmp_path}", "--LabApp.expose_app_in_browser=True"],
+        f"http://127.0.0.1:{port}/api/status", env, "JupyterLab",
     )
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=5)
-            break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                pytest.fail(f"JupyterLab did not start: {server.stdout.read()[-2000:]}")
-            time.sleep(0.5)
     yield f"http://127.0.0.1:{port}/lab/tree/explore.ipynb"
     server.terminate()
     server.wait(timeout=30)

@@ -51,6 +51,11 @@ def next_tokens(logits: torch.Tensor, config: SampleConfig, generator: torch.Gen
     return (probs / race).argmax(dim=-1)
 
 
+def output_cache(output) -> object:
+    """The KV cache a forward pass returned, under this transformers version's name for it."""
+    return getattr(output, "cache", None) or output.past_key_values
+
+
 def _cache_keyword(model: nn.Module) -> str:
     """The KV cache's keyword in this transformers version's forward (`cache`, earlier `past_key_values`)."""
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
@@ -73,7 +78,7 @@ def sample(
     config = config or SampleConfig()
     keyword = _cache_keyword(model)
     output = model(input_ids=prompt, use_cache=True, logits_to_keep=1)
-    cache = getattr(output, "cache", None) or output.past_key_values
+    cache = output_cache(output)
     ended = torch.zeros(prompt.shape[0], dtype=torch.bool, device=prompt.device)  # [B]
     new: list[torch.Tensor] = []
     for step in range(config.max_new_tokens):

@@ -323,12 +323,12 @@ def train(
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_schedule(config))
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if config.bf16 and device.type == "cuda" else nullcontext()
     compile = should_compile(model, config, loss_fn, device)
-    step_loss = compiled_loss(loss_fn, compile_mode(config, world.size)) if compile else loss_fn
+    mode = compile_mode(config, world.size) if compile else None
+    step_loss = compiled_loss(loss_fn, mode) if compile else loss_fn
     ddp = distributed.wrap(model, step_loss) if world.size > 1 else None
     run = run if world.is_main else None
     if run is not None:
-        run.update_summary(train_config=asdict(config), world_size=world.size, compiled=compile,
-                           compile_mode=compile_mode(config, world.size) if compile else None)
+        run.update_summary(train_config=asdict(config), world_size=world.size, compiled=compile, compile_mode=mode)
 
     def micro_step(batch: torch.Tensor, sync: bool) -> torch.Tensor:
         with ddp.no_sync() if ddp is not None and not sync else nullcontext():

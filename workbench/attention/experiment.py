@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from ..data import batches, blocks, load_corpus, perplexity, tokenize, train_val_split
 from ..errors import WorkbenchError
-from ..generate import SampleConfig, sample
+from ..generate import SampleConfig, output_cache, sample
 from ..models import count_parameters, load_model, resolve_device, tiny_llama
 from ..runs import Run, start_run
 from ..train import TrainConfig, train
@@ -238,7 +238,7 @@ def inference_speed(model, profile: EchoAttProfile) -> dict[str, float]:
 def kv_cache_mb(model, prompt: torch.Tensor) -> float:
     """Megabytes the KV cache holds after a prefill of `prompt` (followers hold values only)."""
     output = model(input_ids=prompt, use_cache=True)
-    cache = getattr(output, "cache", None) or output.past_key_values  # the name changed in transformers 5.2x
+    cache = output_cache(output)
     tensors = [t for layer in cache.layers for t in (layer.keys, layer.values)]
     return sum(t.numel() * t.element_size() for t in tensors) / 2**20
 
