@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from workbench.data import batches, load_corpus, tokenize, train_val_split
-from workbench.launch import MODEL_SIZES
+from workbench.models import MODEL_SIZES
 from workbench.models import count_parameters, tiny_llama
 from workbench.runs import RunStore
 from workbench.train import TrainConfig, cosine_schedule, default_optimizer, train

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from workbench import data
+from workbench import data, evaluate
 from workbench.errors import WorkbenchError
 from workbench.models import load_tokenizer, tiny_llama
 
@@ -59,7 +59,7 @@ def test_split_blocks_batches():
 def test_perplexity_matches_direct_cross_entropy():
     model, _ = tiny_llama(n_layers=1, d_model=32, n_heads=2, n_kv_heads=1)
     tokens = torch.randint(0, 49152, (4 * 32,))
-    result = data.perplexity(model, tokens, context_len=32, batch_size=3, progress=False)
+    result = evaluate.perplexity(model, tokens, context_len=32, batch_size=3, progress=False)
     with torch.no_grad():
         windows = tokens.view(4, 32)
         nll = F.cross_entropy(model(windows).logits[:, :-1].flatten(0, 1), windows[:, 1:].flatten())
@@ -70,5 +70,5 @@ def test_perplexity_matches_direct_cross_entropy():
 def test_strided_perplexity_scores_each_token_once():
     model, _ = tiny_llama(n_layers=1, d_model=32, n_heads=2, n_kv_heads=1)
     tokens = torch.randint(0, 49152, (96,))
-    result = data.perplexity(model, tokens, context_len=32, stride=16, progress=False)
+    result = evaluate.perplexity(model, tokens, context_len=32, stride=16, progress=False)
     assert result["n_tokens"] == 95  # windows at 0, 16, ..., 64 cover targets 1..95 once each

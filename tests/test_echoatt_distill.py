@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from workbench.attention.distill import DistillConfig, DistillationLoss
+from workbench.distill import DistillConfig, DistillationLoss
 from workbench.attention.echoatt import build_student
 from workbench.errors import WorkbenchError
 from workbench.models import tiny_llama

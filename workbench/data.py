@@ -1,4 +1,4 @@
-"""Corpora, token streams, batches and perplexity.
+"""Corpora, token streams and batches.
 
 The embedded default corpus, "python-docs", is text that ships with Python itself: the
 documentation topics of `pydoc_data` plus every docstring of the standard library's source
@@ -159,42 +159,3 @@ def batches(
     while True:
         index = torch.randint(len(data), (batch_size * world_size,), device=data.device, generator=generator)
         yield data[index[rank * batch_size : (rank + 1) * batch_size]]
-
-
-@torch.no_grad()
-def perplexity(
-    model: torch.nn.Module,
-    tokens: torch.Tensor,
-    context_len: int = 512,
-    stride: int | None = None,
-    batch_size: int = 4,
-    max_windows: int | None = None,
-    progress: bool = True,
-) -> dict:
-    """Token-level perplexity exp(mean NLL) with a sliding window.
-
-    Windows of `context_len` tokens start every `stride` tokens (default: `context_len`, i.e.
-    disjoint windows); each window scores only tokens no earlier window scored, so every token is
-    predicted once, with at least `context_len - stride` tokens of context after the first window.
-    """
-    from .train import sequence_nll
-
-    stride = stride or context_len
-    if not 0 < stride <= context_len:
-        raise WorkbenchError(f"stride must be in 1..context_len ({context_len}), got {stride}")
-    device = next(model.parameters()).device
-    starts = list(range(0, max(1, len(tokens) - context_len + 1), stride))[:max_windows]
-    total_nll = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device: one sync at the end
-    total_count = 0
-    for i in tqdm(range(0, len(starts), batch_size), desc="perplexity", leave=False, disable=not progress):
-        chunk = starts[i : i + batch_size]
-        inputs = torch.stack([tokens[s : s + context_len] for s in chunk]).to(device)
-        # First window scores everything; later ones only their last `stride` targets.
-        targets = inputs[:, 1:].clone()
-        for row, start in enumerate(chunk):
-            first = 0 if start == 0 else max(0, context_len - 1 - stride)
-            targets[row, :first] = -100
-            total_count += context_len - 1 - first
-        total_nll += sequence_nll(model, inputs[:, :-1], targets).double()
-    mean_nll = total_nll.item() / total_count
-    return {"ppl": float(np.exp(mean_nll)), "nll": mean_nll, "n_tokens": total_count, "context_len": context_len, "stride": stride}

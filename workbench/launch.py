@@ -32,14 +32,9 @@ import torch
 
 from . import distributed
 from .errors import WorkbenchError
+from .models import MODEL_SIZES
 from .paths import home
 
-MODEL_SIZES = {
-    # n_kv_heads: grouped-query attention, 4 query heads per KV head; d_ff ~ 8/3 d (SwiGLU), a multiple of 64
-    "tiny": dict(n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, d_ff=128),  # tests: a second on a CPU
-    "47m": dict(n_layers=8, d_model=512, n_heads=8, n_kv_heads=2, d_ff=1344),  # 46.9M with the 49,152-token tied embedding
-    "112m": dict(n_layers=12, d_model=768, n_heads=12, n_kv_heads=3, d_ff=2048),  # 112.1M
-}
 COMPILE = {"auto": None, "on": True, "off": False}
 
 
@@ -82,7 +77,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 def pretrain(args: argparse.Namespace) -> dict:
-    from .data import batches, load_corpus, perplexity, tokenize, train_val_split
+    from .data import batches, load_corpus, tokenize, train_val_split
+    from .evaluate import perplexity
     from .models import load_model, tiny_llama
     from .runs import start_run
     from .train import train

@@ -171,6 +171,13 @@ def load_model(
     return model.to(device).eval(), tokenizer
 
 
+MODEL_SIZES = {  # LLaMA shapes trained from scratch: `tiny_llama(**MODEL_SIZES[size])`
+    # n_kv_heads: grouped-query attention, 4 query heads per KV head; d_ff ~ 8/3 d (SwiGLU), a multiple of 64
+    "tiny": dict(n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, d_ff=128),  # tests: a second on a CPU
+    "47m": dict(n_layers=8, d_model=512, n_heads=8, n_kv_heads=2, d_ff=1344),  # 46.9M with the 49,152-token tied embedding
+    "112m": dict(n_layers=12, d_model=768, n_heads=12, n_kv_heads=3, d_ff=2048),  # 112.1M
+}
+
 def tiny_llama(
     n_layers: int = 2,
     d_model: int = 64,

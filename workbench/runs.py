@@ -26,6 +26,7 @@ import sqlite3
 import subprocess
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,9 @@ CREATE TABLE IF NOT EXISTS metrics (
     run_id INTEGER NOT NULL, step INTEGER NOT NULL, key TEXT NOT NULL, value REAL, time REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS metrics_run ON metrics (run_id, key, step);
+CREATE TABLE IF NOT EXISTS kinds (
+    name TEXT PRIMARY KEY, headline TEXT NOT NULL, goal TEXT NOT NULL, description TEXT NOT NULL DEFAULT ''
+);
 CREATE TABLE IF NOT EXISTS artifacts (
     run_id INTEGER NOT NULL, name TEXT NOT NULL, path TEXT NOT NULL, created_at REAL NOT NULL,
     PRIMARY KEY (run_id, name)
@@ -100,6 +104,22 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class RunKind:
+    """A kind of run, as the dashboard needs to know it: the summary key that is its headline
+    metric (e.g. "ppl") and whether lower or higher is better. Each idea declares one; the store
+    keeps it beside the runs, so a reader of the store alone can rank and plot them."""
+
+    name: str
+    headline: str
+    goal: str = "min"  # "min": lower is better; "max": higher is better
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.goal not in ("min", "max"):
+            raise ValueError(f"goal must be 'min' or 'max', got {self.goal!r}")
+
+
 class RunStore:
     """A handle on one run database (default: `runs.db` in the workbench home)."""
 
@@ -113,7 +133,14 @@ class RunStore:
     def artifact_dir(self) -> Path:
         return self.path.parent / "artifacts"
 
-    def start_run(self, kind: str, name: str, params: dict | None = None, sweep: str | None = None) -> Run:
+    def start_run(self, kind: str | RunKind, name: str, params: dict | None = None, sweep: str | None = None) -> Run:
+        """A new run of `kind` (a `RunKind` also records the kind's headline metric)."""
+        if isinstance(kind, RunKind):
+            self.db.execute(
+                "INSERT OR REPLACE INTO kinds (name, headline, goal, description) VALUES (?, ?, ?, ?)",
+                (kind.name, kind.headline, kind.goal, kind.description),
+            )
+            kind = kind.name
         now = time.time()
         device, versions = _environment()
         cursor = self.db.execute(
@@ -138,6 +165,11 @@ class RunStore:
             frame[column] = frame[column].map(lambda text: json.loads(text) if text else {})
         frame["duration_s"] = frame["ended_at"].fillna(frame["heartbeat_at"]) - frame["started_at"]
         return frame
+
+    def kinds(self) -> dict[str, RunKind]:
+        """The declared run kinds, by name (kinds never declared are absent)."""
+        rows = self.db.execute("SELECT name, headline, goal, description FROM kinds").fetchall()
+        return {row[0]: RunKind(*row) for row in rows}
 
     def run(self, run_id: int) -> dict:
         frame = self.runs()
@@ -240,6 +272,11 @@ class Run:
         (text,) = self.store.db.execute("SELECT summary FROM runs WHERE id = ?", (self.id,)).fetchone()
         self.store.db.execute("UPDATE runs SET summary = ? WHERE id = ?", (_json({**json.loads(text), **results}), self.id))
 
+    def mark_reference(self) -> None:
+        """Mark this run as its experiment's reference (the teacher, the AdamW baseline): the
+        dashboard compares the other runs of its sweep against it by default."""
+        self.update_summary(reference=True)
+
     def finish(self, status: str = "finished", summary: dict | None = None, error: str | None = None) -> None:
         if status not in TERMINAL:
             raise ValueError(f"status must be one of {TERMINAL}")
@@ -278,5 +315,5 @@ def store() -> RunStore:
     return _default_store
 
 
-def start_run(kind: str, name: str, params: dict | None = None, sweep: str | None = None) -> Run:
+def start_run(kind: str | RunKind, name: str, params: dict | None = None, sweep: str | None = None) -> Run:
     return store().start_run(kind, name, params, sweep)

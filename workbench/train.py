@@ -166,7 +166,7 @@ def linear_cross_entropy(
 FUSED_HEAD_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")  # logits = lm_head(model(x)), nothing else
 
 
-def _plain_head(model: nn.Module) -> nn.Linear | None:
+def plain_head(model: nn.Module) -> nn.Linear | None:
     """The output layer, when the model's logits are exactly `lm_head(body(x))` (no soft-capping or scale)."""
     config = getattr(model, "config", None)
     head = getattr(model, "lm_head", None)
@@ -210,7 +210,7 @@ def causal_lm_loss(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
     goes through its logits.
     """
     inputs, targets = batch[:, :-1], batch[:, 1:].flatten()
-    head = _plain_head(model)
+    head = plain_head(model)
     if head is None:
         logits = model(input_ids=inputs).logits
         return F.cross_entropy(logits.flatten(0, 1).float(), targets)
@@ -218,21 +218,6 @@ def causal_lm_loss(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
     if torch.compiler.is_compiling():
         return F.cross_entropy(F.linear(hidden, head.weight).float(), targets)
     return linear_cross_entropy(hidden, head.weight, targets)
-
-
-def sequence_nll(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Summed NLL of `targets` [B, T] (-100: not scored) given `inputs` [B, T], as a device tensor.
-
-    For evaluation: batched, no float32 logits for LLaMA-family models, and no host sync, so a
-    caller can sum over batches and read the total once.
-    """
-    flat = targets.flatten()
-    head = _plain_head(model)
-    if head is None:
-        logits = model(input_ids=inputs).logits
-        return F.cross_entropy(logits.flatten(0, 1).float(), flat, ignore_index=-100, reduction="sum")
-    hidden = decoder_states(model, inputs)  # [B, T, d]
-    return linear_cross_entropy(hidden.flatten(0, 1), head.weight, flat) * (flat != -100).sum()
 
 
 # -- schedule, optimizer, compile ----------------------------------------------------------------

@@ -32,14 +32,15 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ..data import batches, blocks, load_corpus, perplexity, tokenize, train_val_split
+from ..data import batches, blocks, load_corpus, tokenize, train_val_split
+from ..evaluate import perplexity
 from ..errors import WorkbenchError
 from ..generate import SampleConfig, output_cache, sample
 from ..models import count_parameters, load_model, resolve_device, tiny_llama
 from ..runs import Run, start_run
 from ..train import TrainConfig, train
 from .analysis import analyze
-from .distill import DistillConfig, DistillationLoss
+from ..distill import DistillConfig, DistillationLoss
 from .echoatt import attention_kernel, build_student, followers
 from .sharing import choose_groups
 

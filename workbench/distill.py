@@ -1,4 +1,5 @@
-"""Knowledge distillation: EchoAtt's "adjust" step, a loss for `workbench.train.train`.
+"""Knowledge distillation: a loss for `workbench.train.train` that every idea can use (EchoAtt's
+"adjust" step, relaxed recursive uptraining).
 
 For a student S and its teacher T on a batch, with p^(τ) the softmax at temperature τ and h_ℓ the
 hidden state after layer ℓ (papers.md §2.5):
@@ -27,8 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..errors import WorkbenchError
-from ..runs import Run
+from .errors import WorkbenchError
+from .runs import Run
 
 
 @dataclass
