@@ -12,6 +12,10 @@ the one users know from experiment trackers:
 A run whose process dies never says so itself. A daemon thread beats the run's heart every few
 seconds; readers show a "running" run as "interrupted" once its process is gone (same host) or
 its heart has not beaten for `STALE_AFTER_S`. Every metric committed before the crash stays.
+
+Every write is one transaction that Ctrl-C cannot split (`RunStore.write`): an interrupted
+notebook kernel lives on, and a transaction it left open would hold the database's write lock,
+blocking every other process and losing whatever the kernel wrote afterwards.
 """
 
 from __future__ import annotations
@@ -21,14 +25,17 @@ import io
 import json
 import os
 import platform
+import signal
 import socket
 import sqlite3
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import pandas as pd
@@ -71,6 +78,27 @@ def _connect(path: Path) -> sqlite3.Connection:
     return connection
 
 
+@contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Hold back SIGINT (Ctrl-C, a kernel interrupt) until the block ends, then deliver it.
+
+    Python raises KeyboardInterrupt at any bytecode, e.g. between BEGIN and COMMIT. Signals only
+    reach the main thread, so other threads need no deferral.
+    """
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or previous is None:  # None: not set from Python
+        yield
+        return
+    received: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received and previous is not signal.SIG_IGN:
+            signal.raise_signal(signal.SIGINT)  # now handled as it would have been: KeyboardInterrupt here
+
+
 def _json(value: Any) -> str:
     return json.dumps(value, default=lambda o: o.item() if hasattr(o, "item") else str(o))
 
@@ -78,7 +106,8 @@ def _json(value: Any) -> str:
 def _git_commit() -> str | None:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+            ["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5,
+            check=False,
         )
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
@@ -128,6 +157,19 @@ class RunStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = _connect(self.path)
         self.db.executescript(SCHEMA)
+        self._lock = threading.RLock()  # one transaction at a time on the shared connection
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: committed whole, or rolled back; never left open, even by Ctrl-C."""
+        with self._lock, _sigint_deferred():
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
+                yield self.db
+                self.db.execute("COMMIT")
+            finally:
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
 
     @property
     def artifact_dir(self) -> Path:
@@ -135,21 +177,22 @@ class RunStore:
 
     def start_run(self, kind: str | RunKind, name: str, params: dict | None = None, sweep: str | None = None) -> Run:
         """A new run of `kind` (a `RunKind` also records the kind's headline metric)."""
-        if isinstance(kind, RunKind):
-            self.db.execute(
-                "INSERT OR REPLACE INTO kinds (name, headline, goal, description) VALUES (?, ?, ?, ?)",
-                (kind.name, kind.headline, kind.goal, kind.description),
+        device, versions, commit = *_environment(), _git_commit()
+        with self.write() as db:
+            if isinstance(kind, RunKind):
+                db.execute(
+                    "INSERT OR REPLACE INTO kinds (name, headline, goal, description) VALUES (?, ?, ?, ?)",
+                    (kind.name, kind.headline, kind.goal, kind.description),
+                )
+                kind = kind.name
+            now = time.time()
+            cursor = db.execute(
+                "INSERT INTO runs (kind, name, sweep, status, params, git_commit, device, versions, host, pid, started_at, heartbeat_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (kind, name, sweep or os.environ.get("WORKBENCH_SWEEP"), ACTIVE, _json(params or {}), commit, device,
+                 _json(versions), socket.gethostname(), os.getpid(), now, now),
             )
-            kind = kind.name
-        now = time.time()
-        device, versions = _environment()
-        cursor = self.db.execute(
-            "INSERT INTO runs (kind, name, sweep, status, params, git_commit, device, versions, host, pid, started_at, heartbeat_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (kind, name, sweep or os.environ.get("WORKBENCH_SWEEP"), ACTIVE, _json(params or {}), _git_commit(), device,
-             _json(versions), socket.gethostname(), os.getpid(), now, now),
-        )
-        return Run(self, cursor.lastrowid)
+            return Run(self, cursor.lastrowid)
 
     # -- reading ---------------------------------------------------------------------------
     def runs(self, kind: str | None = None, sweep: str | None = None) -> pd.DataFrame:
@@ -239,10 +282,8 @@ class Run:
     def log(self, metrics: dict[str, float], step: int) -> None:
         now = time.time()
         rows = [(self.id, int(step), key, float(value), now) for key, value in metrics.items()]
-        db = self.store.db
-        db.execute("BEGIN IMMEDIATE")  # one transaction (one fsync) for all of a step's metrics
-        db.executemany("INSERT INTO metrics (run_id, step, key, value, time) VALUES (?, ?, ?, ?, ?)", rows)
-        db.execute("COMMIT")
+        with self.store.write() as db:  # one transaction (one fsync) for all of a step's metrics
+            db.executemany("INSERT INTO metrics (run_id, step, key, value, time) VALUES (?, ?, ?, ?, ?)", rows)
 
     def log_artifact(self, name: str, value: Any) -> Path:
         """Keep a file with the run: a path to copy, an array (.npy), an object (.json), text or bytes."""
@@ -262,15 +303,17 @@ class Run:
         tmp = path.with_name(f".{name}.tmp")
         tmp.write_bytes(data)
         os.replace(tmp, path)
-        self.store.db.execute(
-            "INSERT OR REPLACE INTO artifacts (run_id, name, path, created_at) VALUES (?, ?, ?, ?)", (self.id, name, str(path), time.time())
-        )
+        with self.store.write() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO artifacts (run_id, name, path, created_at) VALUES (?, ?, ?, ?)", (self.id, name, str(path), time.time())
+            )
         return path
 
     def update_summary(self, **results: Any) -> None:
         """Merge final results into the run's summary (readable while it still runs)."""
-        (text,) = self.store.db.execute("SELECT summary FROM runs WHERE id = ?", (self.id,)).fetchone()
-        self.store.db.execute("UPDATE runs SET summary = ? WHERE id = ?", (_json({**json.loads(text), **results}), self.id))
+        with self.store.write() as db:  # read and write in one transaction: no other writer's keys lost
+            (text,) = db.execute("SELECT summary FROM runs WHERE id = ?", (self.id,)).fetchone()
+            db.execute("UPDATE runs SET summary = ? WHERE id = ?", (_json({**json.loads(text), **results}), self.id))
 
     def mark_reference(self) -> None:
         """Mark this run as its experiment's reference (the teacher, the AdamW baseline): the
@@ -283,16 +326,17 @@ class Run:
         if summary:
             self.update_summary(**summary)
         self._done.set()
-        self.store.db.execute(
-            "UPDATE runs SET status = ?, error = ?, ended_at = ? WHERE id = ? AND status = ?", (status, error, time.time(), self.id, ACTIVE)
-        )
+        with self.store.write() as db:
+            db.execute(
+                "UPDATE runs SET status = ?, error = ?, ended_at = ? WHERE id = ? AND status = ?", (status, error, time.time(), self.id, ACTIVE)
+            )
 
     def _at_exit(self) -> None:
         """The process ends with this run still open: it did not finish, so it was interrupted."""
         if not self._done.is_set():
             self.finish("interrupted")
 
-    def __enter__(self) -> Run:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, kind, error, traceback) -> None:
