@@ -1,31 +1,76 @@
-"""The dashboard's pieces without a browser: incremental reads, final numbers, differences to a
-baseline, sweep points, artifacts, and the Panel view reacting to new rows and to a selection."""
+"""The dashboard's pieces without a browser: incremental reads, parameters kept apart from metrics,
+differences to a chosen baseline, sweeps, curves, run pages, and the Panel view following filter and selection."""
+
+import math
 
 import numpy as np
+import panel as pn
 import plotly.graph_objects as go
 import pytest
 
-from workbench.dashboard import Dashboard, StoreFeed, artifact_views, compare_table, final_metrics, sweep_figure, sweep_points
+from workbench.dashboard import Dashboard, StoreFeed
+from workbench.dashboard_views import (
+    artifact_views,
+    compare_table,
+    curves_figure,
+    final_metrics,
+    newest_experiment,
+    parallel_figure,
+    params_table,
+    reference_run,
+    run_summary,
+    runs_table,
+    sweep_default_metric,
+    sweep_figure,
+    sweep_groups,
+    sweep_points,
+)
+from workbench.runs import RunKind
+
+PROBE = RunKind("probe", headline="ppl", goal="min")
 
 
-def logged(store, name, losses, summary=None, kind="probe", params=None, sweep=None):
+def logged(store, name, losses, summary=None, kind=PROBE, params=None, sweep=None, reference=False):
     with store.start_run(kind, name, params or {}, sweep=sweep) as run:
         for step, loss in enumerate(losses):
             run.log({"loss": loss}, step=step)
+        if reference:
+            run.mark_reference()
         run.finish(summary=summary)
     return run.id
 
 
-def test_final_numbers_side_by_side_with_differences_to_the_baseline(store):
-    teacher = logged(store, "teacher", [3.0, 2.0], {"ppl": 10.0, "note": "text is not a number"})
-    student = logged(store, "student", [4.0, 2.5], {"ppl": 12.5})
+def test_settings_are_not_metrics_and_delta_percent_is_blank_on_a_zero_baseline(store):
+    teacher = logged(store, "teacher", [3.0, 2.0], {"ppl": 10.0, "errors": 0.0, "world_size": 2, "train_config": {"steps": 2}},
+                     params={"lr": 1e-3}, reference=True)
+    student = logged(store, "student", [4.0, 2.5], {"ppl": 12.5, "errors": 3.0, "note": "text"}, params={"lr": 3e-4})
     runs, metrics = store.runs(), store.metrics()
     finals = final_metrics(runs, metrics)
-    assert finals.loc[teacher, "loss"] == 2.0 and finals.loc[student, "ppl"] == 12.5 and "note" not in finals
-    table = compare_table(runs, finals, [student, teacher], baseline=teacher).set_index("metric")
+    assert finals.loc[teacher, "loss"] == 2.0 and finals.loc[student, "ppl"] == 12.5
+    assert not {"world_size", "lr", "note", "reference"} & set(finals.columns)  # settings, flags and text are no metrics
+    assert reference_run(runs, [student, teacher]) == teacher  # the experiment's reference, though it is not first
+    table = compare_table(runs, finals, [student, teacher], baseline=teacher, kinds=store.kinds()).set_index("metric")
+    assert list(table.index)[0] == "ppl" and table.loc["ppl", "goal"] == "lower is better"  # the declared headline first
     assert table.loc["ppl", f"#{teacher} teacher (baseline)"] == 10.0
     assert table.loc["ppl", f"Δ #{student}"] == pytest.approx(2.5) and table.loc["ppl", f"Δ% #{student}"] == pytest.approx(25.0)
-    assert table.loc["loss", f"Δ #{student}"] == pytest.approx(0.5)
+    assert table.loc["errors", f"Δ #{student}"] == 3.0 and math.isnan(table.loc["errors", f"Δ% #{student}"])  # never inf
+    chosen = compare_table(runs, finals, [student, teacher], baseline=student).set_index("metric")  # a baseline the user picks
+    assert chosen.loc["ppl", f"Δ% #{teacher}"] == pytest.approx(-20.0)
+    params = params_table(runs, [teacher, student]).set_index("parameter")
+    assert list(params.index) == ["lr"] and params.loc["lr", f"#{student} student"] == "0.0003"
+
+
+def test_runs_table_keeps_parameters_and_metrics_in_their_own_columns_and_hides_bookkeeping(store):
+    logged(store, "a", [1.0], {"ppl": 5.0}, params={"lr": 1e-3, "rank": 8})
+    logged(store, "b", [2.0], {"ppl": 6.0}, params={"lr": 3e-4, "rank": 8})
+    with store.start_run("sweep_point", "p0", {"lr": 1.0}, sweep="s/0") as run:
+        run.finish(summary={"ppl": 1.0})
+    runs = store.runs()
+    from workbench.dashboard_views import visible
+
+    table = runs_table(visible(runs), final_metrics(runs, store.metrics()), store.kinds())
+    assert list(table["name"]) == ["b", "a"]  # the sweep point is bookkeeping
+    assert [c for c in table.columns if c.startswith(("params.", "metrics."))] == ["params.lr", "metrics.ppl", "metrics.loss"]
 
 
 def test_feed_reads_only_new_metric_rows(store):
@@ -39,17 +84,58 @@ def test_feed_reads_only_new_metric_rows(store):
     assert changed and touched == {second} and list(feed.metrics["run_id"]) == [first, first, second]
 
 
-def test_sweep_points_and_figure(store):
+def test_every_run_is_drawn_and_identical_runs_stay_distinguishable(store):
+    ids = [logged(store, f"seed{i}", [3.0, 2.0, 1.5]) for i in range(8)]  # eight runs logging the very same numbers
+    figure = curves_figure(store.runs(), store.metrics(), ids, "loss")
+    assert len(figure.data) == 8 and len({t.name for t in figure.data}) == 8
+    assert len({(t.line.color, t.line.dash) for t in figure.data}) == 8  # no two lines look alike
+    once = [logged(store, f"eval{i}", [float(i)]) for i in range(3)]  # a metric logged once per run is a number: bars
+    bars = curves_figure(store.runs(), store.metrics(), once, "loss")
+    assert [t.type for t in bars.data] == ["bar"] and list(bars.data[0].y) == [0.0, 1.0, 2.0]
+
+
+def test_compare_without_selection_takes_one_experiment_never_two(store):
+    old = [logged(store, f"old{i}", [1.0], sweep="exp-1") for i in range(2)]
+    new = [logged(store, f"new{i}", [1.0], sweep="exp-2", reference=i == 1) for i in range(3)]
+    assert newest_experiment(store.runs()) == new and not set(old) & set(newest_experiment(store.runs()))
+    assert reference_run(store.runs(), new) == new[1]
+    assert sweep_groups(store.runs()) == ["exp-2", "exp-1"]  # newest first
+
+
+def test_cli_sweep_points_default_metric_and_parallel_coordinates(store):
     for index, (lr, rank, status) in enumerate([(1e-3, 8, "finished"), (1e-3, 32, "finished"), (1e-4, 8, "failed")]):
         with store.start_run("sweep_point", f"p{index}", {"lr": lr, "rank": rank}, sweep=f"s1/{index}") as run:
-            run.finish(status, summary={"ppl": 20.0 + index} if status == "finished" else None, error="boom" if status == "failed" else None)
+            summary = {"load_s": 1.0, "ppl": 20.0 + index, "world_size": 1} if status == "finished" else None
+            run.finish(status, summary=summary, error="boom" if status == "failed" else None)
+        with store.start_run(PROBE, "inner", {}, sweep=f"s1/{index}") as inner:  # what the point's notebook wrote
+            inner.finish()
     logged(store, "elsewhere", [1.0], kind="sweep_point", sweep="s2/0", params={"lr": 1.0})
-    points = sweep_points(store.runs(), "s1")
+    runs = store.runs()
+    points = sweep_points(runs, "s1")
     assert list(points["point"]) == [0, 1, 2] and list(points["status"]) == ["finished", "finished", "failed"]
-    assert list(points["param lr"]) == [1e-3, 1e-3, 1e-4] and points.loc[2, "error"] == "boom"
+    assert list(points["param lr"]) == [1e-3, 1e-3, 1e-4] and points.loc[2, "error"] == "boom" and "world_size" not in points
+    assert sweep_default_metric(points, runs, "s1", store.kinds()) == "ppl"  # the kind's headline, not the first column
     figure = sweep_figure(points, "ppl")
     assert [a.text for a in figure.layout.annotations] == ["lr", "rank"]  # one panel per swept parameter
     assert [list(t.y) for t in figure.data] == [[20.0, 21.0], [20.0, 21.0]]  # the failed point has no ppl
+    parallel = parallel_figure(points, "ppl", "min")
+    assert [d.label for d in parallel.data[0].dimensions] == ["lr", "rank", "ppl"] and parallel.data[0].line.reversescale
+
+
+def test_an_experiment_sweep_is_its_arms(store):
+    for arm, ppl in (("teacher", 10.0), ("student", 12.0)):
+        logged(store, arm, [2.0], {"ppl": ppl}, params={"arm": arm}, sweep="echo-1", reference=arm == "teacher")
+    points = sweep_points(store.runs(), "echo-1")
+    assert list(points["param arm"]) == ["teacher", "student"] and list(points["ppl"]) == [10.0, 12.0]
+    parallel = parallel_figure(points, "ppl")
+    assert list(parallel.data[0].dimensions[0].ticktext) == ["teacher", "student"]  # a category axis
+
+
+def test_run_summary_separates_recorded_settings(store):
+    run_id = logged(store, "r", [1.0], {"ppl": 3.0, "world_size": 2, "train_config": {"steps": 5}}, params={"lr": 1e-3})
+    params, summary = run_summary(store.run(run_id))
+    assert set(params["parameter"]) == {"lr", "(recorded) world_size", "(recorded) train_config.steps"}
+    assert set(summary["summary"]) == {"ppl"}
 
 
 def test_artifacts_are_shown_by_what_they_hold(store):
@@ -63,20 +149,46 @@ def test_artifacts_are_shown_by_what_they_hold(store):
     assert views["sample.txt"] == "The cat sat on the mat."
 
 
-def test_view_follows_new_rows_and_the_selection(store):
-    old = logged(store, "old", [3.0, 2.0])
+def test_view_follows_new_rows_the_filter_and_the_selection(store):
+    old = logged(store, "old", [3.0, 2.0], reference=True)
+    other = logged(store, "other-kind", [9.0], kind="tour")
     dashboard = Dashboard(store)
-    assert list(dashboard.table.value["name"]) == ["old"]
-    with store.start_run("probe", "new", {}) as run:
+    assert list(dashboard.table.value["name"]) == ["other-kind", "old"]
+    with store.start_run(PROBE, "new", {}) as run:
         run.log({"loss": 5.0}, step=0)
         dashboard.refresh()
-        assert list(dashboard.table.value["name"]) == ["new", "old"] and list(dashboard.table.value["status"]) == ["running", "finished"]
+        assert list(dashboard.table.value["status"]) == ["running", "finished", "finished"]
         run.log({"loss": 4.0}, step=1)
         run.log({"loss": 3.5}, step=2)
         dashboard.refresh()
         traces = {t.name: list(t.y) for t in dashboard.curves.object.data}
-        assert traces == {f"#{run.id} new": [5.0, 4.0, 3.5], f"#{old} old": [3.0, 2.0]}
+        assert traces == {f"#{run.id} new": [5.0, 4.0, 3.5], f"#{old} old": [3.0, 2.0], f"#{other} other-kind": [9.0]}
     dashboard.refresh()
+    dashboard.kinds.value = ["probe"]  # the filter: curves, compare and sweeps follow it
+    assert {t.name for t in dashboard.curves.object.data} == {f"#{run.id} new", f"#{old} old"}
+    assert dashboard.baseline.value == old  # marked as reference, though "new" is newer
     dashboard.table.selection = [1]  # only "old"
     assert [t.name for t in dashboard.curves.object.data] == [f"#{old} old"]
-    assert dashboard.baseline.value == old
+    assert dashboard.run_select.value == old  # the run page follows the last run ticked
+    dashboard.table.selection = [0, 1]
+    dashboard.baseline.value = run.id  # the user picks the baseline
+    assert list(dashboard.compare.value.columns[2:4]) == [f"#{run.id} new (baseline)", f"#{old} old"]
+
+
+def test_run_page_shows_error_code_device_and_notebook_links(store, tmp_path):
+    with pytest.raises(ValueError), store.start_run(PROBE, "broken", {"lr": 1e-3}) as run:
+        run.log({"loss": 1.0}, step=0)
+        notebook = store.path.parent / "notebooks" / "x.ipynb"
+        notebook.parent.mkdir(exist_ok=True)
+        notebook.write_text("{}")
+        run.log_artifact("x.ipynb", notebook)
+        raise ValueError("the cell broke")
+    dashboard = Dashboard(store, file_urls=True)
+    dashboard.open_run(run.id)
+    assert dashboard.tabs.active == 3
+    text = " ".join(str(getattr(p, "object", "")) for p in dashboard.run_page.objects)
+    assert "ValueError: the cell broke" in text and f"/artifacts/{run.id}/x.ipynb" in text
+    tables = [o.value for o in dashboard.run_page.select(pn.widgets.Tabulator)]
+    overview = next(t for t in tables if "about" in t.columns)
+    assert {"device", "git commit", "version of torch"} <= set(overview["about"])
+    assert next(t for t in tables if "parameter" in t.columns)["parameter"].tolist() == ["lr"]

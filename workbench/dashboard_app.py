@@ -1,7 +1,7 @@
 """The app `panel serve` runs for `python -m workbench dashboard`: one live Dashboard per browser session.
 
 Bokeh, Panel, Tabulator and plotly.js are served by the Panel server itself (nothing from a CDN),
-so the dashboard works on a machine without internet.
+so the dashboard works on a machine without internet. `?run=ID` in the address opens that run's page.
 """
 
 import panel as pn
@@ -9,4 +9,8 @@ import panel as pn
 from workbench.dashboard import Dashboard
 
 pn.extension("plotly", "tabulator")
-Dashboard().view().servable(title="workbench runs")
+dashboard = Dashboard(file_urls=True)
+run = pn.state.session_args.get("run")
+if run and run[0].isdigit():
+    dashboard.open_run(int(run[0]))
+dashboard.view().servable(title="workbench runs")

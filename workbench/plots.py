@@ -11,8 +11,10 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.colors import qualitative
 
-LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=20, t=50, b=50))
+LAYOUT = {"template": "plotly_white", "margin": {"l": 60, "r": 20, "t": 50, "b": 50}}
+COLORS = qualitative.D3  # ten colours that stay apart on white; cycled with dashes where more lines are drawn
 
 
 def heatmap(
@@ -33,7 +35,7 @@ def heatmap(
     y = list(y_labels) if y_labels is not None else list(range(matrix.shape[0]))
     figure = go.Figure(
         go.Heatmap(
-            z=matrix, x=x, y=y, colorscale=colorscale, zmin=zmin, zmax=zmax, colorbar=dict(title=value_name),
+            z=matrix, x=x, y=y, colorscale=colorscale, zmin=zmin, zmax=zmax, colorbar={"title": value_name},
             hovertemplate=f"{y_title or 'row'} %{{y}}<br>{x_title or 'column'} %{{x}}<br>{value_name} %{{z:.4f}}<extra></extra>",
         )
     )
@@ -56,7 +58,7 @@ def curves(frame: pd.DataFrame, x: str, y: str, group: str | None = None, title:
         figure.add_trace(
             go.Scatter(
                 x=rows[x], y=rows[y], mode="lines+markers", name=str(name),
-                error_y=dict(type="data", array=rows[error], visible=True) if error else None,
+                error_y={"type": "data", "array": rows[error], "visible": True} if error else None,
             )
         )
     figure.update_layout(title=title, xaxis_title=x, yaxis_title=y, **LAYOUT)
