@@ -137,9 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as error:
-        from papermill.exceptions import PapermillExecutionError
+        from .notebook import NotebookFailed
 
-        if isinstance(error, PapermillExecutionError):
-            print(f"error: the notebook failed in cell {error.exec_count}: {error.ename}: {error.evalue}", file=sys.stderr)
+        if isinstance(error, NotebookFailed):
+            html = f" (HTML: {error.html})" if error.html else ""
+            print(f"error: {error}\n  the partly executed notebook: {error.notebook}{html}", file=sys.stderr)
             return 1
         raise

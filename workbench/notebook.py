@@ -1,33 +1,60 @@
 """Running notebooks headlessly (papermill) and setting them up inside a kernel.
 
 `run_notebook` executes a notebook with its own folder as working directory (as JupyterLab
-starts it) into the workbench home, with the kernel named explicitly, and writes an HTML copy
-in which plotly figures still render offline: `setup()` makes every figure carry an HTML
-rendering with plotly.js embedded, since nbconvert silently drops plotly's own output type.
+starts it) into the workbench home, with the kernel named explicitly, keeps the executed copy
+small and writes a self-contained HTML copy beside it (`workbench.notebook_html`).
 """
 
 from __future__ import annotations
 
 import ast
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import WorkbenchError
+from .notebook_html import compact_notebook, setup_kernel, to_html
 from .paths import home
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 PROFILES = ("smoke", "full")
+# The kernel papermill starts talks to it over local TCP; its warning that this is unencrypted
+# names nothing a user of `run` can act on, so only errors are shown.
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
 
 
 def setup() -> None:
-    """Call first in every notebook: offline plotly rendering and one-line workbench errors."""
-    import plotly.io as pio
+    """Call first in every notebook: offline plotly rendering, one-line workbench errors, and
+    runs that fail with their cell (see `fail_open_runs`)."""
+    setup_kernel()  # figures as plotly JSON; FigureWidgets' final states kept (see workbench.notebook_html)
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is not None and fail_open_runs not in shell.events.callbacks["post_run_cell"]:
+        shell.events.register("post_run_cell", fail_open_runs)
 
-    # plotly_mimetype: JupyterLab's interactive renderer; notebook: text/html with plotly.js
-    # embedded once per kernel, which nbconvert keeps, so the HTML copy works offline.
-    pio.renderers.default = "plotly_mimetype+notebook"
+
+def fail_open_runs(result) -> None:
+    """IPython's post_run_cell hook: a cell that raised ends the kernel's open runs as "failed"
+    (or "interrupted" for Ctrl-C / the stop button), with the exception and the cell's number.
+
+    Without it a run started in one cell and finished in a later one stays "running" for as long
+    as the kernel lives, and papermill's kernel shutdown then records it as "interrupted", with no
+    error text either way.
+    """
+    from .runs import finish_open_runs
+
+    error = result.error_in_exec
+    if error is None:
+        return
+    status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+    first_line = (result.info.raw_cell or "").strip().splitlines()[:1] if result.info else []
+    where = f"in cell [{result.execution_count}]" + (f" ({first_line[0][:60]!r})" if first_line else "")
+    finish_open_runs(status, f"{type(error).__name__}: {error} {where}")
 
 
 def check_profile(profile: str) -> str:
@@ -88,6 +115,14 @@ def parse_value(text: str) -> object:
     return ast.literal_eval(text) if _is_literal(text) else text
 
 
+class NotebookFailed(Exception):
+    """A notebook raised in a cell; carries where the partly executed copy (and its HTML) is."""
+
+    def __init__(self, cell: int | None, error: str, notebook: Path, html: Path | None):
+        super().__init__(f"the notebook failed in cell {cell}: {error}")
+        self.cell, self.error, self.notebook, self.html = cell, error, notebook, html
+
+
 @dataclass
 class NotebookResult:
     notebook: Path
@@ -95,13 +130,12 @@ class NotebookResult:
     seconds: float
 
 
-def to_html(notebook: Path) -> Path:
-    from nbconvert import HTMLExporter
-
-    body, _ = HTMLExporter().from_filename(str(notebook))
-    html = notebook.with_suffix(".html")
-    html.write_text(body, encoding="utf-8")
-    return html
+def _html_if_possible(notebook: Path, wanted: bool) -> Path | None:
+    """The HTML copy of a partly executed notebook, if one can be written (best effort: we are already failing)."""
+    try:
+        return to_html(notebook) if wanted and notebook.is_file() else None
+    except Exception:  # noqa: BLE001 -- any converter failure: the notebook's own failure is what to report
+        return None
 
 
 def run_notebook(
@@ -119,6 +153,7 @@ def run_notebook(
     Unknown parameter names are refused before anything runs, with the valid names listed.
     """
     import papermill
+    from papermill.exceptions import PapermillExecutionError
 
     source = find_notebook(notebook)
     check_profile(profile)
@@ -130,9 +165,16 @@ def run_notebook(
     folder = Path(output_dir) if output_dir else home() / "notebooks"
     folder.mkdir(parents=True, exist_ok=True)
     output = folder / (output_name or f"{source.stem}-{profile}-{time.strftime('%Y%m%d-%H%M%S')}.ipynb")
+    os.environ["WORKBENCH_NOTEBOOK"] = str(output)  # the kernel inherits it: its runs link to this executed copy
     start = time.perf_counter()
-    papermill.execute_notebook(
-        str(source), str(output), parameters=parameters, kernel_name=kernel, cwd=str(source.parent), progress_bar=progress
-    )
+    try:
+        papermill.execute_notebook(
+            str(source), str(output), parameters=parameters, kernel_name=kernel, cwd=str(source.parent), progress_bar=progress,
+            extra_arguments=KERNEL_ARGUMENTS,
+        )
+    except PapermillExecutionError as failure:
+        raise NotebookFailed(failure.exec_count, f"{failure.ename}: {failure.evalue}", output, _html_if_possible(output, html)) from None
     seconds = time.perf_counter() - start
+    os.environ.pop("WORKBENCH_NOTEBOOK", None)
+    compact_notebook(output)
     return NotebookResult(output, to_html(output) if html else None, seconds)

@@ -192,6 +192,10 @@ class RunStore:
                 (kind, name, sweep or os.environ.get("WORKBENCH_SWEEP"), ACTIVE, _json(params or {}), commit, device,
                  _json(versions), socket.gethostname(), os.getpid(), now, now),
             )
+            notebook = os.environ.get("WORKBENCH_NOTEBOOK")  # set by run_notebook: the executed copy this run is part of
+            for path in (Path(notebook), Path(notebook).with_suffix(".html")) if notebook else ():
+                db.execute("INSERT OR REPLACE INTO artifacts (run_id, name, path, created_at) VALUES (?, ?, ?, ?)",
+                           (cursor.lastrowid, path.name, str(path), now))
             return Run(self, cursor.lastrowid)
 
     # -- reading ---------------------------------------------------------------------------
@@ -269,6 +273,7 @@ class Run:
     def __init__(self, store: RunStore, run_id: int):
         self.store, self.id = store, run_id
         self._done = threading.Event()
+        _open_runs[run_id] = self
         self._heart = threading.Thread(target=self._beat, name=f"run-{run_id}-heartbeat", daemon=True)
         self._heart.start()
         atexit.register(self._at_exit)
@@ -326,6 +331,7 @@ class Run:
         if summary:
             self.update_summary(**summary)
         self._done.set()
+        _open_runs.pop(self.id, None)
         with self.store.write() as db:
             db.execute(
                 "UPDATE runs SET status = ?, error = ?, ended_at = ? WHERE id = ? AND status = ?", (status, error, time.time(), self.id, ACTIVE)
@@ -346,6 +352,21 @@ class Run:
             self.finish("interrupted", error="KeyboardInterrupt")
         else:
             self.finish("failed", error=f"{kind.__name__}: {error}")
+
+
+_open_runs: dict[int, Run] = {}  # this process's runs not finished yet
+
+
+def finish_open_runs(status: str, error: str) -> list[int]:
+    """Finish every run this process started and has not finished (a notebook cell failed).
+
+    A run opened in one cell and finished in a later one has no `with` block to close it when a
+    cell in between raises; the kernel lives on, so without this it would read "running" forever.
+    """
+    ids = list(_open_runs)
+    for run in list(_open_runs.values()):
+        run.finish(status, error=error)
+    return ids
 
 
 _default_store: RunStore | None = None

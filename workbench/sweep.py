@@ -97,9 +97,7 @@ def run_point(spec: dict) -> dict:
     `spec`: sweep id, index, notebook path, profile, params, home (the store's folder). Returns
     {index, run_id, status, error, seconds}; never raises for a failing notebook.
     """
-    from papermill.exceptions import PapermillExecutionError
-
-    from .notebook import run_notebook
+    from .notebook import NotebookFailed, run_notebook
 
     tag = point_tag(spec["sweep"], spec["index"])
     os.environ["WORKBENCH_HOME"] = spec["home"]
@@ -112,10 +110,10 @@ def run_point(spec: dict) -> dict:
     try:
         run_notebook(notebook, spec["params"], profile=spec["profile"], output_dir=output.parent, output_name=output.name,
                      html=False, progress=False)
-    except PapermillExecutionError as failure:
-        status, error = "failed", f"{failure.ename}: {failure.evalue} (cell {failure.exec_count})"
+    except NotebookFailed as failure:
+        status, error = "failed", f"{failure.error} (cell {failure.cell})"
     except KeyboardInterrupt:
-        status, error = "interrupted", "the sweep was stopped (Ctrl-C)"
+        status, error = "interrupted", _stop_reason[0]
     except Exception as failure:  # a kernel that died, a notebook that cannot be read: the point failed, the sweep goes on
         status, error = "failed", f"{type(failure).__name__}: {failure}"
     seconds = time.perf_counter() - start
@@ -148,6 +146,10 @@ def point_results(store: RunStore, tag: str, exclude: int | None = None) -> dict
     return results
 
 
+# Why a point's KeyboardInterrupt came: the driver's SIGINT (Ctrl-C or `kill`), unless the watcher below saw it die.
+_stop_reason = ["the sweep was stopped (Ctrl-C or kill)"]
+
+
 def _watch_parent() -> None:
     """A point whose sweep process died stops too (it runs in its own session, out of Ctrl-C's reach)."""
     parent = os.getppid()
@@ -155,6 +157,7 @@ def _watch_parent() -> None:
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(1.0)
+        _stop_reason[0] = f"the sweep's driver process ({parent}) died (killed?), so the point was stopped"
         os.kill(os.getpid(), signal.SIGINT)
 
     threading.Thread(target=watch, name="sweep-parent-watch", daemon=True).start()
@@ -244,7 +247,7 @@ def run_sweep(
     if result.interrupted:
         _mark_interrupted(store, sweep_id, sweep_run.id)
     sweep_run.finish("interrupted" if result.interrupted else "finished", summary=summary,
-                     error="stopped with Ctrl-C" if result.interrupted else None)
+                     error="stopped (Ctrl-C or kill)" if result.interrupted else None)
     return result
 
 
@@ -257,7 +260,7 @@ def _progress(total: int, sweep_id: str, enabled: bool):
 def _mark_interrupted(store: RunStore, sweep_id: str, sweep_run_id: int) -> None:
     """Whatever of this sweep still reads "running" (a point, a notebook's run) was cut short."""
     store.db.execute(
-        "UPDATE runs SET status = 'interrupted', error = COALESCE(error, 'the sweep was stopped (Ctrl-C)'), ended_at = ?"
+        "UPDATE runs SET status = 'interrupted', error = COALESCE(error, 'the sweep was stopped (Ctrl-C or kill)'), ended_at = ?"
         " WHERE (sweep = ? OR sweep LIKE ?) AND status = ? AND id != ?",
         (time.time(), sweep_id, f"{sweep_id}/%", ACTIVE, sweep_run_id),
     )
