@@ -46,9 +46,10 @@ COMPILE_MODES = ("auto", "default", "reduce-overhead", "max-autotune", "max-auto
 
 @dataclass
 class TrainConfig:
-    """`compile`: None compiles on a GPU when the loss is `causal_lm_loss` and the model is a stock
-    transformers model (known to be compile-safe); True/False force it. A custom loss that registers
-    forward hooks inside the body must leave it off: a compiled body does not see hooks added later.
+    """`compile`: None compiles on a GPU when the loss is `causal_lm_loss` or declares itself safe
+    (`loss_fn.compile_safe = True`) and the model is a stock transformers model; True/False force
+    it. A custom loss that registers forward hooks inside the body must leave it off: a compiled
+    body does not see hooks added later.
     `compile_mode`: torch.compile's mode ("default", "reduce-overhead": CUDA graphs, "max-autotune");
     "auto" picks "reduce-overhead" where it is safe (see `compile_mode`), else "default".
     `strategy`: how several processes share the work under torchrun; only "ddp" exists."""
@@ -247,7 +248,8 @@ def _stock_model(model: nn.Module) -> bool:
 def should_compile(model: nn.Module, config: TrainConfig, loss_fn: LossFn, device: torch.device) -> bool:
     if config.compile is not None:
         return config.compile
-    return device.type == "cuda" and loss_fn is causal_lm_loss and _stock_model(model)
+    safe = loss_fn is causal_lm_loss or getattr(loss_fn, "compile_safe", False)
+    return device.type == "cuda" and safe and _stock_model(model)
 
 
 def compile_mode(config: TrainConfig, world_size: int) -> str:

@@ -1,0 +1,136 @@
+"""The reversal curse on a synthetic data set of fictitious people (Berglund et al., arXiv:2309.12288).
+
+An autoregressive model trained on "A is B" does not answer "B is ?": the next-token objective
+only ever trains p(B | A). SMDM (arXiv:2410.18514) reports that a masked diffusion model does not
+have this blind spot: masking the name of "Name is the description." trains p(name | description)
+as well. Here every person appears in training in one direction only: half as name → description
+("Daphne Vell is the composer of Amber Harbor."), half as description → name ("The composer of
+Amber Harbor is Daphne Vell."), each in `paraphrases` templates. Tests ask template 0 of each
+direction: the direction seen (recall) and the reverse (never seen for that person; the template
+itself was seen, with the other half of the people). Metric: exact match of the answer.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import WorkbenchError
+
+FIRST = (
+    "Daphne", "Aldric", "Brisa", "Corvin", "Delphine", "Eamon", "Fenna", "Galen", "Hesper", "Isolde", "Jorah",
+    "Kestrel", "Liora", "Maren", "Nyx", "Orrin", "Perrin", "Quilla", "Rowan", "Sabine", "Tamsin", "Ulric", "Vesna",
+    "Wystan", "Xanthe", "Yorick", "Zelie", "Anselm", "Bryony", "Caspian", "Dorin", "Elowen", "Fintan", "Gisela",
+    "Halvard", "Ilse", "Jessamy", "Kaspar", "Linnea", "Mireille"
+)
+LAST = (
+    "Vell", "Thornquist", "Abernath", "Calloway", "Drummle", "Everhart", "Falkner", "Grisby", "Hollin", "Ingram",
+    "Jessop", "Kettleby", "Lindqvist", "Marchbank", "Nettleton", "Oakhurst", "Pendry", "Quillfeather",
+    "Ravensworth", "Stallard", "Tolliver", "Underhill", "Varga", "Whitcombe", "Yarrow", "Zellweger", "Ashdown",
+    "Birchall", "Coldwell", "Dunmore", "Elsworth", "Fairbairn", "Gantley", "Harwood", "Ilkley", "Jarman", "Kimber",
+    "Loxley", "Montague", "Norcott"
+)
+ROLES = ("composer", "director", "author", "architect", "founder", "inventor", "captain", "painter", "discoverer", "translator",
+         "editor", "sculptor", "designer", "keeper", "narrator", "conductor", "cartographer", "choreographer", "curator", "pilot")
+ADJECTIVES = ("Amber", "Silent", "Hollow", "Crimson", "Northern", "Glass", "Iron", "Velvet", "Winter", "Golden", "Broken", "Hidden",
+              "Silver", "Distant", "Quiet", "Emerald", "Burning", "Frozen", "Painted", "Endless")
+NOUNS = ("Harbor", "Lantern", "Garden", "Tower", "River", "Atlas", "Orchard", "Bridge", "Compass", "Cathedral", "Meadow", "Archive",
+         "Observatory", "Lighthouse", "Voyage", "Labyrinth", "Citadel", "Canyon", "Symphony", "Almanac")
+
+# Each template ends with the answer slot, so a test prompt is an exact prefix of a training row.
+NAME_TO_DESCRIPTION = ("{name} is the", "{name} has long been known as the", "Ask anyone: {name} is the")
+DESCRIPTION_TO_NAME = ("The {description} is", "The {description} goes by the name", "Ask anyone: the {description} is")
+DIRECTIONS = {"N2D": NAME_TO_DESCRIPTION, "D2N": DESCRIPTION_TO_NAME}
+
+
+@dataclass(frozen=True)
+class Person:
+    name: str
+    description: str
+    trained: str  # "N2D" or "D2N": the only direction this person appears in, in training
+
+    def prompt(self, direction: str, template: int = 0) -> str:
+        return DIRECTIONS[direction][template].format(name=self.name, description=self.description)
+
+    def answer(self, direction: str) -> str:
+        return self.description if direction == "N2D" else self.name
+
+
+def make_people(n: int, seed: int = 0) -> list[Person]:
+    """`n` fictitious people with unique names and descriptions; the first half trained N→D, the rest D→N."""
+    if not 2 <= n <= min(len(FIRST) * len(LAST), len(ROLES) * len(ADJECTIVES) * len(NOUNS)):
+        raise WorkbenchError(f"n_people must be between 2 and {len(FIRST) * len(LAST)}, got {n}")
+    rng = random.Random(seed)
+    names = rng.sample([f"{f} {s}" for f in FIRST for s in LAST], n)
+    descriptions = rng.sample([f"{r} of {a} {o}" for r in ROLES for a in ADJECTIVES for o in NOUNS], n)
+    return [Person(name, description, "N2D" if i < n // 2 else "D2N") for i, (name, description) in enumerate(zip(names, descriptions))]
+
+
+@dataclass
+class ReversalData:
+    people: list[Person]
+    rows: torch.Tensor  # [n_rows, row_len]: training sentences, EOS-padded
+    eos: int
+
+    @property
+    def row_len(self) -> int:
+        return self.rows.shape[1]
+
+
+def _sentence(tokenizer, prompt: str, answer: str) -> list[int]:
+    """Prompt and answer tokenised apart, so that a test prompt is an exact prefix of its sentence."""
+    return tokenizer(prompt, add_special_tokens=False)["input_ids"] + tokenizer(f" {answer}.", add_special_tokens=False)["input_ids"]
+
+
+def build(tokenizer, n_people: int, paraphrases: int, seed: int = 0) -> ReversalData:
+    """Training rows: every person in its own direction, `paraphrases` templates each, padded with EOS
+    (the MDM learns to end an answer by filling the rest with EOS, as in SMDM's fine-tuning)."""
+    if not 1 <= paraphrases <= len(NAME_TO_DESCRIPTION):
+        raise WorkbenchError(f"paraphrases must be in 1..{len(NAME_TO_DESCRIPTION)}, got {paraphrases}")
+    people = make_people(n_people, seed)
+    sentences = [_sentence(tokenizer, p.prompt(p.trained, k), p.answer(p.trained)) for p in people for k in range(paraphrases)]
+    tests = [_sentence(tokenizer, p.prompt(d, 0), p.answer(d)) for p in people for d in DIRECTIONS]
+    row_len = max(len(s) for s in sentences + tests) + 2  # at least two EOS after the longest sentence
+    eos = tokenizer.eos_token_id
+    rows = torch.tensor([s + [eos] * (row_len - len(s)) for s in sentences])
+    return ReversalData(people, rows, eos)
+
+
+def row_batches(rows: torch.Tensor, batch_size: int, device: torch.device | str, seed: int = 0):
+    """Endless batches [batch_size, row_len] of training rows drawn at random, on the device."""
+    data = rows.to(device)
+    generator = torch.Generator(device=data.device).manual_seed(seed)
+    while True:
+        yield data[torch.randint(len(data), (batch_size,), device=data.device, generator=generator)]
+
+
+def normalise(text: str) -> str:
+    return text.strip().rstrip(".").strip()
+
+
+Generate = Callable[[torch.Tensor, int], torch.Tensor]  # (prompt [B, P], new tokens) → tokens [B, P + new]
+
+
+@torch.no_grad()
+def accuracy(generate: Generate, data: ReversalData, tokenizer, device: torch.device | str) -> dict[str, float]:
+    """Exact-match accuracy of `generate` on the direction each person was trained in ("seen") and the
+    reverse, per group; prompts of one length run as one batch, answers end at the first EOS."""
+    by_length: dict[int, list[tuple[Person, str, list[int]]]] = defaultdict(list)
+    for person in data.people:
+        for direction in DIRECTIONS:
+            ids = tokenizer(person.prompt(direction), add_special_tokens=False)["input_ids"]
+            by_length[len(ids)].append((person, direction, ids))
+    hits: dict[str, list[bool]] = defaultdict(list)
+    for length, items in sorted(by_length.items()):
+        prompt = torch.tensor([ids for _, _, ids in items], device=device)
+        out = generate(prompt, data.row_len - length)[:, length:].tolist()
+        for (person, direction, _), tokens in zip(items, out):
+            answer = tokens[: tokens.index(data.eos)] if data.eos in tokens else tokens
+            correct = normalise(tokenizer.decode(answer)) == normalise(person.answer(direction))
+            hits["seen" if direction == person.trained else "reverse"].append(correct)
+            hits[f"{person.trained}:{direction}"].append(correct)
+    return {key: sum(values) / len(values) for key, values in hits.items()}
