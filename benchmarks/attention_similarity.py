@@ -41,6 +41,7 @@ def worker(args: argparse.Namespace) -> dict:
 
     from workbench.attention.analysis import analyze, text_blocks
     from workbench.attention.similarity import naive_similarity
+    from workbench.measure import synchronize
     from workbench.models import load_model
 
     device = torch.device(args.device)
@@ -50,8 +51,8 @@ def worker(args: argparse.Namespace) -> dict:
     with torch.no_grad():  # page in the memory-mapped weights now, so the baseline includes them
         sum(float(p.float().sum()) for p in model.parameters())
     cuda = device.type == "cuda"
+    synchronize(device)
     if cuda:
-        torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated() / 2**20
     base_rss = peak_rss_mib()
@@ -72,8 +73,7 @@ def worker(args: argparse.Namespace) -> dict:
                 for metric in metrics:
                     per_text[metric].extend(values[metric].mean(-1).cpu().numpy())
         means = {m: np.stack(v).mean(0) for m, v in per_text.items()}
-    if cuda:
-        torch.cuda.synchronize()
+    synchronize(device)
     seconds = time.perf_counter() - start
     out = dict(path=args.worker, texts=args.texts, seq_len=args.seq_len, metrics=list(metrics), seconds=seconds, batch_size=args.batch_size)
     if cuda:

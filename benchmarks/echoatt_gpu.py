@@ -3,7 +3,7 @@
     WORKBENCH_GGUF_DIR=/root/wb PYTHONPATH=. python benchmarks/echoatt_gpu.py            # ~5 min on one H200
     python benchmarks/echoatt_gpu.py --profile smoke                                     # the same on a CPU, tiny
 
-Arms (papers.md §2.6): SmolLM2-135M teacher as is (sdpa and eager), teacher continued-trained on
+Arms: SmolLM2-135M teacher as is (sdpa and eager), teacher continued-trained on
 the same tokens, and for 6 and 12 shared layers: similarity-chosen, random (3 draws), last inner
 layers, each distilled from the bf16 teacher. Writes echoatt_results.{json,md} to $OUT (if set)
 and, with --results FILE, replaces the "EchoAtt" section of that markdown file.
@@ -18,13 +18,14 @@ import re
 import time
 from pathlib import Path
 
-from workbench.attention.experiment import display_table, results_markdown, run_experiment
+from workbench.echoatt.experiment import run_experiment
+from workbench.echoatt.report import display_table, results_markdown
 
 
 def replace_section(path: Path, section: str) -> None:
     """Put `section` (starting "## EchoAtt") into `path`, replacing an earlier EchoAtt section."""
     text = path.read_text() if path.is_file() else "# Measured results\n"
-    pattern = re.compile(r"## EchoAtt .*?(?=\n## |\Z)", re.S)
+    pattern = re.compile(r"## EchoAtt\b.*?(?=\n## |\Z)", re.S)
     text = pattern.sub(lambda _: section.rstrip("\n") + "\n", text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
     path.write_text(text)
 

@@ -14,24 +14,13 @@ row follows from the flipped token).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 import warnings
 
 import torch
 
 from workbench.generate import SampleConfig, sample
+from workbench.measure import interleaved
 from workbench.models import load_model
-
-
-def timed(fn, device: torch.device) -> tuple[torch.Tensor, float]:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    out = fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return out, time.perf_counter() - start
 
 
 def count_syncs(fn, device: torch.device) -> int | None:
@@ -69,19 +58,18 @@ def main(argv: list[str] | None = None) -> dict:
         "workbench sample": lambda: sample(model, prompt, SampleConfig(max_new_tokens=n), eos_token_id=None),
         "workbench sample, eos check": lambda: sample(model, prompt, SampleConfig(max_new_tokens=n), eos_token_id=eos),
     }
-    for fn in loops.values():
-        fn()  # warm-up: cuBLAS handles, caches
-    seconds: dict[str, list[float]] = {name: [] for name in loops}
     outputs = {}
-    for _ in range(args.repeats):
-        for name, fn in loops.items():
-            outputs[name], s = timed(fn, device)
-            seconds[name].append(s)
+
+    def keeping(name, fn):
+        return lambda: outputs.__setitem__(name, fn())
+
+    # one untimed call each (cuBLAS handles, caches), then interleaved rounds
+    timings = interleaved({name: keeping(name, fn) for name, fn in loops.items()}, device, rounds=args.repeats, warmup=1)
     reference = outputs["transformers generate"][:, prompt.shape[1] :]
     agree = {name: float((o[:, prompt.shape[1] :] == reference).float().mean()) for name, o in outputs.items()}
     syncs = {name: count_syncs(fn, device) for name, fn in loops.items()}
-    rows = {name: {"tokens_per_s": batch * n / statistics.median(s), "syncs": syncs[name], "same_tokens": agree[name]}
-            for name, s in seconds.items()}
+    rows = {name: {"tokens_per_s": t.per_second(batch * n), "spread": t.spread, "syncs": syncs[name], "same_tokens": agree[name]}
+            for name, t in timings.items()}
     base = rows["transformers generate"]["tokens_per_s"]
     print(f"{args.model} on {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
           f"{model.dtype}, batch {batch}, {n} new tokens, median of {args.repeats}")

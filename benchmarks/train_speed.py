@@ -41,18 +41,13 @@ import torch
 import torch.nn.functional as F
 
 from workbench.data import batches, load_corpus, tokenize, train_val_split
-from workbench.models import MODEL_SIZES
-from workbench.models import count_parameters, tiny_llama
+from workbench.measure import synchronize
+from workbench.models import MODEL_SIZES, count_parameters, tiny_llama
 from workbench.runs import RunStore
 from workbench.train import TrainConfig, cosine_schedule, default_optimizer, train
 
 PEAK_FLOPS = 989e12  # H200 SXM dense bf16, vendor datasheet
 EARLIER_PLAIN = {"47m": 506e3, "112m": 283e3}  # tokens/s of a plain loop measured earlier on an H200 (issue 5), for reference
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class Clock:
@@ -62,7 +57,7 @@ class Clock:
         self.device, self.segments, self.open = device, {"plain": [], "workbench": []}, None
 
     def start(self, arm: str) -> None:
-        sync(self.device)
+        synchronize(self.device)
         base = 0
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -72,7 +67,7 @@ class Clock:
     def stop(self, steps: int) -> None:
         if self.open is None:
             return
-        sync(self.device)
+        synchronize(self.device)
         arm, began, base = self.open
         peak = torch.cuda.max_memory_allocated(self.device) - base if self.device.type == "cuda" else 0
         self.segments[arm].append({"seconds": time.perf_counter() - began, "steps": steps, "peak_bytes": peak})
@@ -117,7 +112,7 @@ class Profiler:
     def __init__(self, device: torch.device):
         self.device, self.profile = device, None
         if device.type == "cuda":
-            sync(device)  # earlier kernels are not this step's
+            synchronize(device)  # earlier kernels are not this step's
             try:
                 self.profile = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA])
                 self.profile.__enter__()
@@ -129,7 +124,7 @@ class Profiler:
         """(kernel name, microseconds) of every kernel launched since the start."""
         if self.profile is None:
             return []
-        sync(self.device)
+        synchronize(self.device)
         try:
             self.profile.__exit__(None, None, None)
             return [(e.name, e.time_range.elapsed_us()) for e in self.profile.events() if e.device_type == torch.autograd.DeviceType.CUDA]

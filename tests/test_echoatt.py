@@ -1,6 +1,5 @@
 """EchoAtt's student: exactness against the teacher and against a hand-written reference forward."""
 
-import inspect
 import math
 
 import pytest
@@ -8,8 +7,10 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
-from workbench.attention.echoatt import EchoAttentionFollower, build_student, check_groups, followers, removed_parameters
+from workbench.attention.sharing import followers
+from workbench.echoatt.student import EchoAttentionFollower, build_student, check_groups, removed_parameters
 from workbench.errors import WorkbenchError
+from workbench.generate import cache_keyword
 from workbench.models import count_parameters, tiny_llama
 
 VOCAB = 256
@@ -114,20 +115,15 @@ def test_shared_forward_equals_the_reference_computation():
     assert torch.allclose(actual, expected, atol=1e-4), (actual - expected).abs().max()
 
 
-def _cache_keyword(model) -> str:
-    """transformers 5.24 calls the cache argument `cache`; earlier 5.x `past_key_values`."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 def test_cached_decoding_equals_uncached_and_followers_cache_only_values(attn):
     student, x = build_student(teacher(attn), [[1, 2], [3, 4, 5]]).eval(), tokens()
     cache = DynamicCache()
     with torch.no_grad():
         full = student(x).logits
-        pieces = [student(x[:, :10], use_cache=True, **{_cache_keyword(student): cache}).logits]
+        pieces = [student(x[:, :10], use_cache=True, **{cache_keyword(student): cache}).logits]
         for i in range(10, x.shape[1]):
-            pieces.append(student(x[:, i : i + 1], use_cache=True, **{_cache_keyword(student): cache}).logits)
+            pieces.append(student(x[:, i : i + 1], use_cache=True, **{cache_keyword(student): cache}).logits)
     assert torch.allclose(torch.cat(pieces, 1), full, atol=1e-5)
     for index in range(6):
         keys, values = cache.layers[index].keys, cache.layers[index].values

@@ -1,23 +1,15 @@
 """The EchoAtt experiment: how arms choose their layers, and the smoke profile end to end."""
 
-from dataclasses import replace
-
 import numpy as np
+import pandas as pd
 import pytest
 
-from workbench.attention.echoatt import check_groups, followers
-from workbench.attention.experiment import (
-    EchoAttExperiment,
-    LiveCurves,
-    conclusion,
-    eligible_layers,
-    get_profile,
-    groups_from_followers,
-    last_groups,
-    random_groups,
-    results_markdown,
-    similarity_groups,
-)
+from workbench.attention.sharing import followers
+from workbench.echoatt.arms import eligible_layers, groups_from_followers, last_groups, random_groups, similarity_groups
+from workbench.echoatt.experiment import EchoAttExperiment
+from workbench.echoatt.profile import EchoAttProfile
+from workbench.echoatt.report import LiveCurves, claims, conclusion, results_markdown
+from workbench.echoatt.student import check_groups
 from workbench.errors import WorkbenchError
 
 
@@ -51,13 +43,15 @@ def test_similarity_arm_follows_the_similarity_matrix():
 
 
 def test_profiles_refuse_unknown_settings():
-    assert get_profile("full").budgets == (6, 12) and get_profile("full", steps=None).steps == 200
+    assert EchoAttProfile.resolve("full").budgets == (6, 12) and EchoAttProfile.resolve("full", steps=None).steps == 200
+    assert EchoAttProfile.resolve("smoke").teacher == "tiny" and EchoAttProfile.resolve("smoke").train_budget_s is None
     with pytest.raises(WorkbenchError, match="unknown profile"):
-        get_profile("huge")
-    with pytest.raises(WorkbenchError, match="unknown EchoAtt setting"):
-        get_profile("smoke", stepz=3)
+        EchoAttProfile.resolve("huge")
+    with pytest.raises(WorkbenchError, match="unknown setting"):
+        EchoAttProfile.resolve("smoke", stepz=3)
 
 
+@pytest.mark.slow
 def test_smoke_experiment_end_to_end():
     """Every arm runs, parameter counts are exact, everything lands in the run store."""
     from workbench import runs
@@ -68,10 +62,9 @@ def test_smoke_experiment_end_to_end():
     arms = experiment.choose_arms()
     assert [a.kind for a in arms] == ["teacher", "continued", "similarity", "random", "last"]
     smoke = experiment.profile
-    experiment.profile = replace(smoke, train_budget_s=1e-3)
     with pytest.warns(UserWarning, match="exceed train_budget_s"):
-        assert experiment.fit_steps_to_budget(arms).steps == smoke.eval_every < smoke.steps
-    experiment.profile = smoke
+        assert experiment.fit_steps_to_budget(arms, budget_s=1e-3) == smoke.eval_every < smoke.steps
+    assert experiment.fit_steps_to_budget(arms, budget_s=None) == smoke.steps
     live = LiveCurves()
     result = experiment.adjust(callback=live)
     table = result.table
@@ -90,6 +83,9 @@ def test_smoke_experiment_end_to_end():
     home_store = runs.store()
     recorded = home_store.runs("echoatt", sweep=result.sweep)
     assert len(recorded) == len(arms) + 1 and set(recorded["status"]) == {"finished"}
+    assert home_store.kinds()["echoatt"].headline == "ppl"
+    teacher_run = home_store.run(result.run_ids["teacher"])["summary"]
+    assert teacher_run["reference"] is True and teacher_run["ppl"] == teacher["ppl"]
     history = home_store.history(result.run_ids["n=2 similarity"])
     assert {"train_loss", "val_ppl", "kd_kl", "kd_hidden", "stage"} <= set(history.columns)
     assert home_store.load_artifact(result.run_ids["table"], "similarity.npy").shape == (8, 8)
@@ -98,3 +94,47 @@ def test_smoke_experiment_end_to_end():
     for claim in ("4% fewer parameters", "+15% inference speed", "+25% training speed", "no loss in quality"):
         assert claim in text
     assert "| n=2 last |" in results_markdown(table, result.profile, result.device)
+
+
+def constructed_table(params_pct: float, speed: float, train_speed: float, student_ppl: float) -> pd.DataFrame:
+    """A finished experiment's table as `adjust` returns it, with chosen numbers (n=12, one random draw)."""
+
+    def row(arm, kind, n=0, ppl=15.57, zero=15.57, pct=0.0, prefill=1.0, decode=1.0, train=1.0, kv=180.0):
+        return dict(arm=arm, kind=kind, n_shared=n, ppl=ppl, zero_shot_ppl=zero, params_change_pct=pct,
+                    prefill_vs_teacher=prefill, decode_vs_teacher=decode, train_vs_teacher=train, kv_cache_mb=kv)
+
+    shared = dict(n=12, pct=params_pct, prefill=speed, decode=speed, train=train_speed, kv=144.0)
+    return pd.DataFrame([
+        row("teacher (sdpa)", "teacher"), row("teacher (eager)", "teacher"),
+        row("teacher + CE (continued)", "continued", ppl=12.62, prefill=np.nan, decode=np.nan, train=np.nan, kv=np.nan),
+        row("n=12 similarity", "similarity", ppl=student_ppl, zero=86.9, **shared),
+        row("n=12 similarity (eager)", "similarity", ppl=student_ppl, zero=86.9, **shared),
+        row("n=12 random#1", "random", ppl=student_ppl + 1, zero=135.8, **shared),
+        row("n=12 last", "last", ppl=student_ppl + 2, zero=127.6, **shared),
+    ])
+
+
+def test_conclusion_verdicts_follow_the_numbers():
+    """The same table, once with every claim met and once with none: each verdict flips."""
+    held = constructed_table(params_pct=-3.95, speed=1.2, train_speed=1.3, student_ppl=12.0)
+    failed = constructed_table(params_pct=-1.97, speed=0.9, train_speed=1.1, student_ppl=16.4)
+    assert claims(held) == dict.fromkeys(claims(held), True)
+    assert claims(failed) == dict.fromkeys(claims(failed), False)
+    for text, verdict in ((conclusion(held), "held"), (conclusion(failed), "did not hold")):
+        lines = {line.split(":")[0]: line for line in text.splitlines()}
+        for claim in ("4% fewer parameters", "+15% inference speed", "+25% training speed", "no loss in quality"):
+            line = next(v for k, v in lines.items() if claim in k)
+            assert f"— {verdict}" in line or f"({verdict} at this budget)" in line, line
+    # a speed just under the claim fails it; the quality claim compares with the fair baseline, not the teacher
+    assert not claims(constructed_table(-3.95, 1.149, 1.3, 12.0))["inference_speed"]
+    between = claims(constructed_table(-3.95, 1.2, 1.3, 13.0))
+    assert not between["no_quality_loss"] and between["no_quality_loss_vs_teacher"]
+
+
+def test_live_curves_extend_one_trace_per_arm():
+    live = LiveCurves()
+    for step, ppl in [(0, 100.0), (2, 50.0)]:
+        live("n=2 similarity", step, {"val_ppl": ppl})
+    live("n=2 last", 0, {"val_ppl": 90.0})
+    traces = {trace.name: trace for trace in live.figure.data}
+    assert list(traces["n=2 similarity"].y) == [100.0, 50.0] and list(traces["n=2 last"].x) == [0]

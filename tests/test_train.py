@@ -152,5 +152,9 @@ def test_speed_benchmark_runs_side_by_side_on_cpu(tmp_path, monkeypatch):
     spec.loader.exec_module(bench)
     (result,) = bench.main(["--smoke", "--steps", "8", "--segment", "4"])
     assert set(result["arms"]) == {"plain", "workbench"} and result["arms"]["workbench"]["timed_steps"] == 4
-    assert result["speedup"] > 0 and result["loss"]["max_abs_diff"] < 1e-3  # same batches, same math on a CPU
+    arms = result["arms"]
+    assert result["speedup"] == pytest.approx(arms["workbench"]["tokens_per_s"] / arms["plain"]["tokens_per_s"])
+    for arm in arms.values():  # throughput and step time describe the same timed steps
+        assert arm["tokens_per_s"] * arm["step_ms"] / 1000 == pytest.approx(result["batch"] * result["seq"])
+    assert result["loss"]["max_abs_diff"] < 1e-3  # same batches, same math on a CPU
     assert (tmp_path / "train_speed.json").is_file()

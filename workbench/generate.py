@@ -9,6 +9,7 @@ boolean every `check_every` tokens, so the CPU can queue many decode steps ahead
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -56,9 +57,15 @@ def output_cache(output) -> object:
     return getattr(output, "cache", None) or output.past_key_values
 
 
-def _cache_keyword(model: nn.Module) -> str:
+def cache_keyword(model: nn.Module) -> str:
     """The KV cache's keyword in this transformers version's forward (`cache`, earlier `past_key_values`)."""
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def cache_argument(kwargs: dict) -> object | None:
+    """The KV cache handed to an attention module's forward, under either name (removed from `kwargs`)."""
+    cache, past = kwargs.pop("cache", None), kwargs.pop("past_key_values", None)
+    return cache if cache is not None else past
 
 
 @torch.no_grad()
@@ -69,14 +76,17 @@ def sample(
     eos_token_id: int | None = None,
     pad_token_id: int = 0,
     generator: torch.Generator | None = None,
+    on_token: Callable[[torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """Continue every row of `prompt` [B, T] (same length, no padding); returns [B, T + n], n ≤ max_new_tokens.
 
     After a row emits `eos_token_id` it is filled with `pad_token_id`. The prompt runs once
     (prefill, logits of its last position only), then one token per step through the KV cache.
+    `on_token(token [B])` sees each step's tokens as they are chosen (streaming: printing them is a
+    host read per token, which costs nothing on a CPU and is the point of a chat demo).
     """
     config = config or SampleConfig()
-    keyword = _cache_keyword(model)
+    keyword = cache_keyword(model)
     output = model(input_ids=prompt, use_cache=True, logits_to_keep=1)
     cache = output_cache(output)
     ended = torch.zeros(prompt.shape[0], dtype=torch.bool, device=prompt.device)  # [B]
@@ -85,6 +95,8 @@ def sample(
         token = next_tokens(output.logits[:, -1], config, generator)  # [B]
         token = token.masked_fill(ended, pad_token_id)
         new.append(token)
+        if on_token is not None:
+            on_token(token)
         if eos_token_id is not None:
             ended |= token == eos_token_id
             if (step + 1) % config.check_every == 0 and bool(ended.all()):  # the loop's only host read

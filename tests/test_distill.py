@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from workbench.distill import DistillConfig, DistillationLoss
-from workbench.attention.echoatt import build_student
+from workbench.echoatt.student import build_student
 from workbench.errors import WorkbenchError
 from workbench.models import tiny_llama
 from workbench.train import TrainConfig, causal_lm_loss, train

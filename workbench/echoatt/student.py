@@ -36,7 +36,9 @@ import torch
 from torch import nn
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
 
+from ..attention.sharing import followers
 from ..errors import WorkbenchError
+from ..generate import cache_argument
 
 
 class AttentionBus:
@@ -57,13 +59,6 @@ class AttentionBus:
         if head not in self.probabilities:
             raise RuntimeError(f"layer {head}'s attention was not computed before its followers ran")
         return self.probabilities.pop(head) if release else self.probabilities[head]
-
-
-def _cache_argument(kwargs: dict):
-    """The KV cache, whichever name this transformers version passes it under."""
-    cache = kwargs.pop("cache", None)
-    past = kwargs.pop("past_key_values", None)
-    return cache if cache is not None else past
 
 
 def _additive_mask(attention_mask: torch.Tensor | None, q_len: int, k_len: int, like: torch.Tensor) -> torch.Tensor:
@@ -107,7 +102,7 @@ class EchoAttentionHead(nn.Module):
         attention_mask: torch.Tensor | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, None]:
-        cache = _cache_argument(kwargs)
+        cache = cache_argument(kwargs)
         batch, q_len, _ = hidden_states.shape
         shape = (batch, q_len, -1, self.head_dim)
         query = self.q_proj(hidden_states).view(shape).transpose(1, 2)  # [B, H, T, D]
@@ -143,7 +138,7 @@ class EchoAttentionFollower(nn.Module):
         self.bus, self.head, self.release = bus, head, release
 
     def forward(self, hidden_states: torch.Tensor, position_embeddings=None, attention_mask=None, **kwargs) -> tuple[torch.Tensor, None]:
-        cache = _cache_argument(kwargs)
+        cache = cache_argument(kwargs)
         batch, q_len, _ = hidden_states.shape
         value = self.v_proj(hidden_states).view(batch, q_len, -1, self.head_dim).transpose(1, 2)  # [B, H_kv, T, D]
         if cache is not None:
@@ -161,7 +156,7 @@ def check_groups(groups: Sequence[Sequence[int]], n_layers: int, max_block: int 
     """Validate sharing groups: consecutive, disjoint layer indices inside the model.
 
     A group longer than `max_block` is allowed but warned about: errors compound along a chain
-    (papers.md §1.4: blocks of 6 reusing one head multiply zero-shot perplexity by ~80).
+    (docs/ideas.md, EchoAtt: blocks of 6 reusing one head multiply zero-shot perplexity by ~80).
     """
     checked, seen = [], set()
     for group in groups:
@@ -179,11 +174,6 @@ def check_groups(groups: Sequence[Sequence[int]], n_layers: int, max_block: int 
             warnings.warn(f"sharing group {group} is longer than {max_block} layers: long chains hurt quality badly", stacklevel=2)
         checked.append(group)
     return checked
-
-
-def followers(groups: Sequence[Sequence[int]]) -> list[int]:
-    """The layers that reuse attention (lose W_Q and W_K): all but the first of each group."""
-    return sorted(i for group in groups for i in group[1:])
 
 
 def build_student(teacher: nn.Module, groups: Sequence[Sequence[int]], max_block: int = 3) -> nn.Module:

@@ -1,0 +1,153 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # EchoAtt: attend, copy, then adjust
+#
+# **The idea.** In a trained LLM, many inner layers attend in almost the same way. EchoAtt (Rajabzadeh, Jafari et al., arXiv 2409.14595,
+# ENLSP@NeurIPS 2024) turns that into a smaller, faster *student*:
+#
+# 1. **Attend**: measure how similar the attention probabilities $A_\ell = \mathrm{softmax}(Q_\ell K_\ell^\top/\sqrt d + M)$ of every pair of layers are.
+# 2. **Copy**: in a group of consecutive similar layers $[h, f_1, f_2, \dots]$ only the head $h$ computes $A_h$; each follower reuses it with its own
+#    values, $o_f = W_O^f (A_h V_f)$, and loses its $W_Q$ and $W_K$.
+# 3. **Adjust**: the student (everything else inherited from the teacher) is trained by knowledge distillation from the teacher.
+#
+# **Why it matters.** A follower skips its Q/K projections, RoPE and $QK^\top$ + softmax, and caches only V: fewer parameters, less compute, a
+# smaller KV cache.
+#
+# **What the paper claims** (TinyLlama-1.1B teacher): about **+15% inference speed**, **+25% training speed**, **about 4% fewer parameters**, and
+# zero-shot quality that does not drop (even improves).
+#
+# **What is known at SmolLM2-135M size** (see `docs/ideas.md`, EchoAtt): naive head-averaged similarity is dominated by the attention-sink column;
+# copying without training is destructive (4 shared layers: perplexity 25 → 36); long chains are much worse than reusing the immediate predecessor.
+# So here the similarity is measured per head with the sink column removed, groups are short, and **every** arm is distilled and then compared with
+# **fair baselines**: random layers and the last inner layers with the same budget, and the teacher continued-trained on the same tokens.
+#
+# Profiles: `smoke` runs every step on a tiny *random* teacher on the CPU in about a minute (its numbers only show that the code runs);
+# `full` runs SmolLM2-135M on a GPU (6 and 12 shared layers, about 5 minutes on one H200).
+
+# %% tags=["parameters"]
+profile = "smoke"  # "smoke": CPU, tiny random teacher, ~1 min; "full": GPU, SmolLM2-135M teacher, ~5 min
+# Settings of EchoAttProfile; None: the profile's value
+budgets = None  # numbers of shared layers, e.g. [6, 12]
+random_draws = None  # random arms per budget
+steps = None  # training steps per arm (the same for every arm)
+metric = None  # similarity that chooses the layers: "cosine", "jsd" (as 1 - JSD) or "cka"
+drop_sink = None  # remove the attention-sink column before comparing maps
+max_block = None  # longest sharing group, head included (2: each follower reuses its predecessor)
+
+# %%
+import numpy as np
+import pandas as pd
+from IPython.display import Markdown, display
+
+import workbench.notebook
+from workbench import plots, runs
+from workbench.echoatt import report
+from workbench.echoatt.experiment import EchoAttExperiment
+from workbench.echoatt.profile import EchoAttProfile
+
+workbench.notebook.setup()
+settings = EchoAttProfile.resolve(
+    profile, budgets=tuple(budgets) if budgets else None, random_draws=random_draws, steps=steps, metric=metric,
+    drop_sink=drop_sink, max_block=max_block,
+)
+
+# %%
+experiment = EchoAttExperiment(settings)
+print(f"teacher {settings.teacher} on {experiment.device_name}: {experiment.n_layers} layers; "
+      f"{len(experiment.train_tokens):,} training / {len(experiment.val_tokens):,} held-out tokens of {settings.corpus}")
+pd.Series(settings.as_dict()).to_frame("setting")
+
+# %% [markdown]
+# ## 1. Attend: which layers attend alike?
+#
+# For each pair of layers $(\ell, m)$: the similarity of head $h$ of $\ell$ with head $h$ of $m$, averaged over heads and texts (the metric chosen in
+# the parameters; by default cosine of the maps after removing the first key column and renormalising the rows, which keeps the attention sink from
+# making every late layer look alike).
+
+# %%
+similarity = experiment.attend()
+label = f"{settings.metric}{' (sink removed)' if settings.drop_sink else ''}"
+display(plots.heatmap(similarity, f"Teacher: attention similarity between layers, {label}", x_title="layer", y_title="layer",
+                      value_name="similarity"))
+adjacent = pd.DataFrame({"layer pair (l, l+1)": np.arange(len(similarity) - 1), "similarity": np.diag(similarity, 1)})
+plots.curves(adjacent, "layer pair (l, l+1)", "similarity", title="Similarity of each layer to the next")
+
+# %% [markdown]
+# ## 2. Copy: which layers each arm shares
+#
+# Every arm removes $W_Q, W_K$ from the same number $n$ of layers (the *followers*), in groups of at most `max_block` consecutive layers:
+#
+# - **similarity**: the groups that maximise the summed similarity of each follower to its group's head (`sharing.choose_groups`);
+# - **random**: followers drawn at random under the same group structure (several draws);
+# - **last**: the last inner layers, packed into groups.
+
+# %%
+arms = experiment.choose_arms()
+pd.DataFrame([{"arm": a.name, "shared layers n": a.n_shared, "groups (head first)": a.groups} for a in arms])
+
+# %% [markdown]
+# ## 3. Adjust: distil every student, train the teacher on the same tokens
+#
+# Loss of a student $S$ with teacher $T$ (temperature $\tau$, hidden state $h_\ell$ after layer $\ell$):
+# $$L = \alpha\,\mathrm{CE}(y, p_S) + \beta\,\tau^2\,\mathrm{KL}(p_T^{(\tau)} \,\|\, p_S^{(\tau)}) + \gamma\,\frac1L\sum_\ell \frac{\|h^S_\ell - h^T_\ell\|^2}{\|h^T_\ell\|^2}$$
+# in two stages: first $\beta$ KL + $\gamma$ hidden-state matching (align the inside), then $\alpha$ CE + $\beta$ KL. The teacher runs without
+# gradients (bf16 on a GPU); the 49k-vocabulary logits are computed chunk by chunk. The fair baseline, *teacher + CE (continued)*, is the
+# teacher trained with plain cross-entropy on exactly the same batches for the same steps.
+#
+# Before training, each arm's zero-shot perplexity (right after copying) and its speed are measured: prefill and decode tokens/s and a training
+# step, with the kernel named (the teacher both with fused `sdpa` and with `eager` attention; a sharing group must materialise its probabilities,
+# so its layers always take the explicit path). The curves below update live.
+
+# %%
+live = report.LiveCurves()
+display(live.figure)
+result = experiment.adjust(callback=live)
+
+# %% [markdown]
+# ## 4. Results
+#
+# Perplexity on the held-out split; × columns are ratios to the teacher with the same kernel for its unshared layers (above 1 = faster).
+
+# %%
+table = result.table
+report.display_table(table)
+
+# %%
+report.perplexity_figure(table)
+
+# %%
+report.speed_figure(table)
+
+# %%
+store = runs.store()
+names = {run_id: name for name, run_id in result.run_ids.items()}
+history = store.metrics(list(names), keys=["train_loss", "val_ppl"])
+history["arm"] = history["run_id"].map(names)
+display(plots.curves(history[history["key"] == "train_loss"], "step", "value", group="arm",
+                     title="Training loss per arm (students: KD loss; baseline: cross-entropy)", log_y=True))
+plots.curves(history[history["key"] == "val_ppl"], "step", "value", group="arm", title="Held-out perplexity during training", log_y=True)
+
+# %% [markdown]
+# ## Conclusion (generated from the measured numbers above)
+
+# %%
+caveat = (
+    "*Smoke profile: a tiny **random** teacher on a shared CPU. These numbers only show that every step runs; perplexities near the "
+    "vocabulary size and speed ratios of a few-millisecond model mean nothing. Run the `full` profile on a GPU for the real comparison.*\n\n"
+    if settings.teacher == "tiny" else ""
+)
+display(Markdown(f"{caveat}Measured on {result.device} (sweep `{result.sweep}` in the run store).\n\n{report.conclusion(table)}"))

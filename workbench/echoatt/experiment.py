@@ -1,0 +1,287 @@
+"""The EchoAtt experiment: attend, copy, adjust, and whether it pays, arm by arm.
+
+Per arm (see `arms`): zero-shot held-out perplexity right after copying, perplexity after
+distillation, parameter count, prefill and decode tokens/s, training step time, and the
+attention kernel of each measured model (see `speed`). Every arm is a run of kind "echoatt" in the
+run store (one sweep per experiment; the teacher's run is the reference), with its training
+curves; a final "table" run holds the whole table and the similarity matrix. This module only
+orchestrates: the table it returns is read by `report`.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+import warnings
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from ..attention.analysis import analyze
+from ..attention.sharing import followers
+from ..data import batches, blocks, load_corpus, tokenize, train_val_split
+from ..distill import DistillationLoss, DistillConfig
+from ..models import count_parameters, load_model, resolve_device, tiny_llama
+from ..runs import Run, RunKind, start_run
+from ..train import TrainConfig, train
+from .arms import Arm, plan_arms
+from .profile import EchoAttProfile
+from .report import conclusion, results_markdown
+from .speed import free, held_out_ppl, inference_speed, train_step_time, with_attention
+from .student import attention_kernel, build_student
+
+KIND = RunKind(
+    "echoatt", headline="ppl", goal="min",
+    description="EchoAtt students (shared attention, distilled) against the teacher: held-out perplexity",
+)  # fmt: skip
+
+Callback = Callable[[str, int, dict[str, float]], None]
+
+
+@dataclass
+class ExperimentResult:
+    profile: EchoAttProfile  # as trained (`steps` possibly lowered by `train_budget_s`)
+    table: pd.DataFrame  # one row per arm (the teacher twice: sdpa and eager)
+    similarity: np.ndarray  # [L, L] under profile.metric
+    sweep: str
+    run_ids: dict[str, int]
+    device: str
+
+
+def teacher_similarity(
+    model, tokenizer, tokens: torch.Tensor, profile: EchoAttProfile, progress: bool = True
+) -> np.ndarray:
+    """The teacher's [L, L] attention similarity (`profile.metric`, head-averaged per-head values,
+    sink column dropped unless `profile.drop_sink` is False), on blocks of training text."""
+    texts = blocks(tokens, profile.similarity_len)[: profile.similarity_texts]
+    result = analyze(
+        model, tokenizer, texts, metrics=(profile.metric,), drop_sink=profile.drop_sink, seq_len=profile.similarity_len,
+        progress=progress,
+    )
+    return result.similarity(profile.metric, sink="dropped" if profile.drop_sink else "kept")
+
+
+class EchoAttExperiment:
+    """One experiment, step by step as the paper names them (each step usable from a notebook cell):
+
+        experiment = EchoAttExperiment("full")
+        similarity = experiment.attend()     # the teacher's L×L attention similarity
+        arms = experiment.choose_arms()      # which layers each arm shares
+        result = experiment.adjust(callback) # zero-shot ppl, speed, distillation, final ppl
+
+    Holds the teacher (a float32 master copy, plus a bf16 copy on a GPU for KD and speed) and the
+    token splits of `profile.corpus` (the last 5% held out, never trained on).
+    """
+
+    def __init__(self, profile: str | EchoAttProfile = "smoke", progress: bool = True, **overrides):
+        self.profile = profile = EchoAttProfile.resolve(profile, **overrides)
+        self.progress = progress
+        self.device = resolve_device("auto")
+        if profile.teacher == "tiny":
+            model, tokenizer = tiny_llama(
+                n_layers=profile.tiny_layers, d_model=64, n_heads=4, n_kv_heads=2,
+                max_len=max(profile.eval_context, profile.prefill_len) + 128, seed=profile.seed,
+            )  # fmt: skip
+            model = model.to(self.device).eval()
+        else:
+            model, tokenizer = load_model(profile.teacher, dtype="float32", device=self.device, attn="sdpa")
+        self.teacher, self.tokenizer = model.requires_grad_(False), tokenizer
+        # The KD teacher and every inference-speed measurement use bf16 on a GPU, as deployed.
+        self.inference_dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        self.teacher_kd = copy.deepcopy(model).to(self.inference_dtype)
+        self.train_tokens, self.val_tokens = train_val_split(tokenize(load_corpus(profile.corpus), tokenizer))
+        self.device_name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
+        self.n_layers = len(model.model.layers)
+        self.similarity: np.ndarray | None = None
+        self.arms: list[Arm] | None = None
+
+    @contextmanager
+    def _threads(self):
+        """`profile.cpu_threads` torch threads inside, the previous number restored after."""
+        before = torch.get_num_threads()
+        if self.device.type == "cpu" and self.profile.cpu_threads:
+            torch.set_num_threads(self.profile.cpu_threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+
+    def attend(self) -> np.ndarray:
+        """Attend: the teacher's [L, L] similarity (`profile.metric`), higher = more alike."""
+        with self._threads():
+            similarity = teacher_similarity(self.teacher, self.tokenizer, self.train_tokens, self.profile, self.progress)
+        self.similarity = np.asarray(similarity)
+        return self.similarity
+
+    def choose_arms(self) -> list[Arm]:
+        """Copy: the layers each arm shares (similarity-chosen, random draws, last inner)."""
+        if self.similarity is None:
+            self.attend()
+        self.arms = plan_arms(self.profile, self.n_layers, self.similarity)
+        return self.arms
+
+    def adjust(self, callback: Callback | None = None) -> ExperimentResult:
+        """Adjust, and measure: every arm's zero-shot and distilled perplexity, parameters, speed.
+
+        `callback(arm, step, metrics)` receives the held-out perplexity during training (live curves).
+        """
+        arms = self.arms or self.choose_arms()
+        with self._threads():
+            self.warm_up()
+            steps = self.fit_steps_to_budget(arms, self.profile.train_budget_s)
+            trained = replace(self.profile, steps=steps)  # what every trained arm ran
+            sweep = f"echoatt-{trained.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+            teacher_params = count_parameters(self.teacher)
+            rows, run_ids = [], {}
+            for arm in tqdm(arms, desc="EchoAtt arms", disable=not self.progress):
+                params = trained.as_dict() | {"arm": arm.kind, "n_shared": arm.n_shared, "groups": arm.groups,
+                                              "draw": arm.draw}  # fmt: skip
+                with start_run(KIND, arm.name, params, sweep=sweep) as run:
+                    run_ids[arm.name] = run.id
+                    if arm.kind == "teacher":
+                        run.mark_reference()
+                    new_rows = self.run_arm(arm, steps, run, callback)
+                    for row in new_rows:
+                        row["params_change_pct"] = 100 * (row["params"] / teacher_params - 1)
+                    run.update_summary(ppl=new_rows[0]["ppl"], rows=new_rows)
+                rows += new_rows
+                free(self.device)
+        table = with_ratios(pd.DataFrame(rows))
+        with start_run(KIND, "table", trained.as_dict(), sweep=sweep) as run:
+            run.log_artifact("table.json", table.to_dict(orient="records"))
+            run.log_artifact("similarity.npy", self.similarity)
+            run.log_artifact("results.md", results_markdown(table, trained, self.device_name).encode())
+            run.update_summary(device=self.device_name, conclusion=conclusion(table))
+            run_ids["table"] = run.id
+        return ExperimentResult(trained, table, self.similarity, sweep, run_ids, self.device_name)
+
+    def fit_steps_to_budget(self, arms: list[Arm], budget_s: float | None) -> int:
+        """Training steps per arm: `profile.steps`, lowered for every arm alike if the trained arms
+        would not fit in `budget_s` at the measured speed of one distillation step (hidden-state
+        matching included, the costlier stage)."""
+        steps = self.profile.steps
+        trained = [arm for arm in arms if arm.kind != "teacher"]
+        if not budget_s or not trained:
+            return steps
+        student = build_student(self.teacher, next((a.groups for a in trained if a.groups), []), self.profile.max_block)
+        seconds = train_step_time(student, self.profile, DistillationLoss(self.teacher_kd, self.profile.distill))
+        del student
+        affordable = int(budget_s / (len(trained) * seconds * 1.1))  # 10% for evaluations
+        if affordable >= steps:
+            return steps
+        fitted = max(affordable, self.profile.eval_every)
+        warnings.warn(
+            f"{len(trained)} arms × {steps} steps at {seconds:.3f} s/step exceed train_budget_s={budget_s:.0f}: "
+            f"training {fitted} steps per arm instead",
+            stacklevel=2,
+        )
+        return fitted
+
+    def warm_up(self) -> None:
+        """On a GPU, one untimed pass of every speed measurement, so that one-off costs (CUDA context,
+        cuBLAS handles, kernel selection) are not charged to the first model measured."""
+        if self.device.type != "cuda":
+            return
+        for attn in ("sdpa", "eager"):
+            self.speed_row(self.teacher, attn)
+
+    def speed_row(self, model, attn: str) -> dict:
+        """Prefill, decode, KV cache and training-step time of `model` with `attn` for its unshared layers."""
+        measured = with_attention(model, attn).to(self.inference_dtype).eval()
+        speed = inference_speed(measured, self.profile)
+        kernel = attention_kernel(measured)
+        del measured
+        speed["train_step_s"] = train_step_time(with_attention(model, attn), self.profile)
+        return {**speed, "kernel": kernel}
+
+    def held_out_ppl(self, model, windows: int | None) -> float:
+        return held_out_ppl(model, self.val_tokens, self.profile, windows)
+
+    def run_arm(self, arm: Arm, steps: int, run: Run, callback: Callback | None = None) -> list[dict]:
+        """One arm's table rows: measured before training (zero-shot ppl, speed), then trained `steps` steps."""
+        profile = self.profile
+        groups = " ".join(map(str, followers(arm.groups)))
+        base = {"arm": arm.name, "kind": arm.kind, "n_shared": arm.n_shared, "followers": groups}
+        if arm.kind == "teacher":
+            ppl = self.held_out_ppl(self.teacher, profile.eval_windows)
+            params = count_parameters(self.teacher)
+            return [
+                {**base, "arm": f"teacher ({attn})", "params": params, "zero_shot_ppl": ppl, "ppl": ppl,
+                 **self.speed_row(self.teacher, attn)}
+                for attn in ("sdpa", "eager")
+            ]  # fmt: skip
+
+        if arm.kind == "continued":
+            model = copy.deepcopy(self.teacher)
+        else:
+            model = build_student(self.teacher, arm.groups, profile.max_block)
+        model.requires_grad_(True)
+        base["params"] = count_parameters(model)
+        zero_shot = self.held_out_ppl(model, profile.eval_windows)
+        run.update_summary(zero_shot_ppl=zero_shot)
+        # The continued-trained teacher has the teacher's architecture, hence its speed (measured there).
+        if arm.kind == "continued":
+            speeds = [{**base, "kernel": attention_kernel(model)}]
+        else:
+            speeds = [{**base, **self.speed_row(model, "sdpa")}]
+        if arm.kind == "similarity":  # the all-eager student too: eager teacher vs eager student
+            speeds.append({**base, "arm": f"{arm.name} (eager)", **self.speed_row(model, "eager")})
+
+        log_every = min(10, steps)
+        if arm.kind == "continued":
+            plain = DistillConfig(alpha=1.0, beta=0.0, chunk_tokens=profile.distill.chunk_tokens)
+            loss = DistillationLoss(None, plain, run=run, log_every=log_every)
+        else:
+            distill = replace(profile.distill, stage1_steps=int(profile.stage1_fraction * steps))
+            loss = DistillationLoss(self.teacher_kd, distill, run=run, log_every=log_every)
+
+        def evaluate(model) -> dict[str, float]:
+            metrics = {"val_ppl": self.held_out_ppl(model, profile.curve_windows)}
+            if callback is not None:
+                callback(arm.name, loss.step, metrics)
+            return metrics
+
+        config = TrainConfig(
+            steps=steps, lr=profile.lr, warmup_steps=profile.warmup_steps, log_every=log_every,
+            eval_every=profile.eval_every, checkpoint=False,
+        )  # fmt: skip
+        stream = batches(self.train_tokens, profile.batch_size, profile.block_len + 1, self.device, seed=profile.seed)
+        if callback is not None:
+            callback(arm.name, 0, {"val_ppl": self.held_out_ppl(model, profile.curve_windows)})
+        start = time.perf_counter()
+        metrics = train(model, stream, config, loss_fn=loss, run=run, evaluate=evaluate, progress=self.progress)
+        trained = {
+            "zero_shot_ppl": zero_shot,
+            "ppl": self.held_out_ppl(model, profile.eval_windows),
+            "train_tok_s": metrics.get("tokens_per_s", float("nan")),
+            "train_wall_s": time.perf_counter() - start,
+        }
+        del model, loss
+        return [{**row, **trained} for row in speeds]
+
+
+def with_ratios(table: pd.DataFrame) -> pd.DataFrame:
+    """Speeds relative to the teacher with the same unshared-layer kernel (×1.15 = 15% faster)."""
+    table = table.copy()
+    for attn in ("sdpa", "eager"):
+        teacher = table[table["arm"] == f"teacher ({attn})"].iloc[0]
+        same = table["kernel"].str.startswith(attn)
+        table.loc[same, "prefill_vs_teacher"] = table.loc[same, "prefill_tok_s"] / teacher["prefill_tok_s"]
+        table.loc[same, "decode_vs_teacher"] = table.loc[same, "decode_tok_s"] / teacher["decode_tok_s"]
+        table.loc[same, "train_vs_teacher"] = teacher["train_step_s"] / table.loc[same, "train_step_s"]
+    return table
+
+
+def run_experiment(
+    profile: str | EchoAttProfile = "smoke", callback: Callback | None = None, progress: bool = True, **overrides
+) -> ExperimentResult:
+    """Attend, choose the arms, adjust: the whole experiment in one call (see `EchoAttExperiment`)."""
+    experiment = EchoAttExperiment(profile, progress=progress, **overrides)
+    experiment.attend()
+    experiment.choose_arms()
+    return experiment.adjust(callback)

@@ -1,0 +1,73 @@
+"""EchoAtt's settings: one frozen dataclass whose defaults are the real ("full") run, and its presets.
+
+    settings = EchoAttProfile.resolve("smoke", steps=8)   # notebook parameters, CLI -p, library calls
+
+Every trained arm (students and the continued-trained teacher) trains on the same tokens:
+`steps` x `batch_size` x `block_len`. `train_budget_s` may lower `steps` for all arms alike when one
+distillation step is slower than planned (a wall-clock cap, kept until the token budget replaces it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..distill import DistillConfig
+from ..profiles import Profile
+
+
+@dataclass(frozen=True)
+class EchoAttProfile(Profile):
+    """Everything one experiment does, with its compute budget made explicit."""
+
+    teacher: str = "smollm2-135m"  # a model name for `load_model`, or "tiny" (random tiny LLaMA)
+    tiny_layers: int = 8
+    corpus: str = "python-docs"
+    budgets: tuple[int, ...] = (6, 12)  # numbers of shared layers (followers)
+    random_draws: int = 3
+    max_block: int = 2  # group length: 2 = each follower reuses its immediate predecessor
+    eligible: tuple[int, int] | None = None  # first and last layer allowed in a group; default (2, L-2)
+    metric: str = "cosine"  # similarity that chooses layers: "cosine", "jsd" (as 1 − JSD) or "cka", mean of per-head values
+    drop_sink: bool = True  # remove the attention-sink column before comparing (docs/ideas.md, EchoAtt)
+    similarity_texts: int = 16
+    similarity_len: int = 512
+    # training (same for every arm, including the continued-trained teacher)
+    steps: int = 200
+    batch_size: int = 16
+    block_len: int = 512
+    lr: float = 2e-4
+    warmup_steps: int = 10
+    distill: DistillConfig = field(
+        default_factory=lambda: DistillConfig(temperature=1.0, alpha=0.5, beta=0.5, gamma=1.0)
+    )
+    stage1_fraction: float = 0.5  # hidden-state matching + KL for this fraction of steps, then CE + KL
+    # evaluation
+    eval_context: int = 1024
+    eval_batch: int = 16
+    eval_windows: int | None = None  # None: the whole held-out split
+    curve_windows: int = 8  # windows for the perplexity curve during training
+    eval_every: int = 25
+    # speed
+    prefill_batch: int = 8
+    prefill_len: int = 1024
+    decode_batch: int = 8
+    decode_tokens: int = 32
+    speed_repeats: int = 3
+    train_speed_steps: int = 5
+    seed: int = 0
+    cpu_threads: int | None = None  # torch threads on a CPU while the experiment runs (None: unchanged)
+    train_budget_s: float | None = 240  # lower `steps` (for all arms alike) if training would take longer
+
+
+EchoAttProfile.presets = {
+    # CPU, seconds: a tiny random teacher, a few steps; exercises every code path.
+    "smoke": dict(
+        teacher="tiny", budgets=(2,), random_draws=1, similarity_texts=2, similarity_len=32, steps=4, batch_size=2,
+        block_len=32, lr=1e-3, warmup_steps=1, eval_context=64, eval_batch=4, eval_windows=4, curve_windows=2,
+        eval_every=2, prefill_batch=1, prefill_len=64, decode_batch=1, decode_tokens=4, speed_repeats=1,
+        train_speed_steps=1, train_budget_s=None,
+        cpu_threads=1,  # tiny ops gain nothing from threads, and lose a lot on a busy machine
+    ),
+    # One H200, ~5 minutes: SmolLM2-135M teacher, 11 trained arms × 200 steps × 16×512 tokens; if one
+    # distillation step is slower than planned, all arms train fewer steps to stay within 4 minutes.
+    "full": {},
+}
