@@ -1,0 +1,18 @@
+"""Our GaLoreAdamW against galore-torch's GaLoreAdamW (the PyPI reference), where it is installed."""
+
+import importlib.util
+
+import pytest
+
+from workbench.galore.reference import loss_curves
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("galore_torch") is None, reason="galore-torch is not installed (optional extra: pip install galore-torch)"
+)
+
+
+def test_loss_curve_matches_galore_torch_over_hundreds_of_steps():
+    table, note = loss_curves(steps=300, rank=16, update_proj_gap=50)
+    print(f"{note}: max |loss difference| over 300 steps = {table['abs_diff'].max():.2e}")
+    assert table["abs_diff"].max() < 1e-3
+    assert table["ours"].iloc[-20:].mean() < table["ours"].iloc[:20].mean() - 0.5  # it did learn
