@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Self
 
 import numpy as np
@@ -265,6 +266,67 @@ class RunStore:
         if path.suffix == ".json":
             return json.loads(path.read_text())
         return path.read_bytes()
+
+    # -- moving runs between stores (a sweep point run on another machine comes home) ----------
+    def export_runs(self, run_ids: list[int] | None = None, after_metric: int = 0) -> dict:
+        """Runs as plain rows for `import_runs` into another store: {runs, metrics, artifacts, kinds, last_metric}.
+
+        Statuses are resolved (a dead "running" run exports as "interrupted"). `after_metric`: only
+        the metric rows logged since an earlier export's `last_metric`, so a live stream sends each
+        row once. Artifacts are listed by path (only files that exist); the caller ships their bytes.
+        """
+        cursor = self.db.execute("SELECT * FROM runs ORDER BY id")
+        names = [column[0] for column in cursor.description]
+        runs = [dict(zip(names, row)) for row in cursor if run_ids is None or row[0] in run_ids]
+        for run in runs:
+            run["status"] = self._resolve_status(SimpleNamespace(**run))
+        ids = [run["id"] for run in runs]
+        marks = ",".join("?" * len(ids))
+        metrics = self.db.execute(f"SELECT id, run_id, step, key, value, time FROM metrics WHERE id > ? AND run_id IN ({marks})"
+                                  " ORDER BY id", (after_metric, *ids)).fetchall()
+        artifacts = [{"run_id": r, "name": n, "path": p, "created_at": t} for r, n, p, t in self.db.execute(
+            f"SELECT run_id, name, path, created_at FROM artifacts WHERE run_id IN ({marks})", ids) if Path(p).is_file()]
+        kinds = [list(row) for row in self.db.execute("SELECT name, headline, goal, description FROM kinds")]
+        return {"runs": runs, "metrics": [list(m) for m in metrics], "artifacts": artifacts, "kinds": kinds,
+                "last_metric": metrics[-1][0] if metrics else after_metric}
+
+    def import_runs(self, exported: dict, ids: dict[int, int] | None = None) -> dict[int, int]:
+        """Merge another store's `export_runs` into this one under new run ids; returns {their id: our id}.
+
+        Pass the returned map back with later exports of the same store (a live stream): runs
+        already imported are updated (status, summary, error, heartbeat, end), their new metric
+        rows appended. Everything else is kept as exported: sweep tags, statuses, errors, times.
+        An artifact entry carries its bytes as `data`, or a `path` to copy; entries that share a
+        source path (a notebook's runs all point at its executed copy) share one copied file.
+        """
+        ids = {} if ids is None else ids
+        written: dict[str, Path] = {}
+        with self.write() as db:
+            db.executemany("INSERT OR REPLACE INTO kinds (name, headline, goal, description) VALUES (?, ?, ?, ?)",
+                           exported["kinds"])
+            for row in exported["runs"]:
+                columns = [c for c in row if c != "id"]
+                values = [row[c] for c in columns]
+                if row["id"] in ids:
+                    db.execute(f"UPDATE runs SET {', '.join(f'{c} = ?' for c in columns)} WHERE id = ?", (*values, ids[row["id"]]))
+                else:
+                    cursor = db.execute(f"INSERT INTO runs ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", values)
+                    ids[row["id"]] = cursor.lastrowid
+            db.executemany("INSERT INTO metrics (run_id, step, key, value, time) VALUES (?, ?, ?, ?, ?)",
+                           [(ids[run_id], step, key, value, t) for _, run_id, step, key, value, t in exported["metrics"]])
+            for entry in exported["artifacts"]:
+                source = entry.get("path") or f"{entry['run_id']}/{entry['name']}"
+                if source not in written:
+                    folder = self.artifact_dir / str(ids[entry["run_id"]])
+                    folder.mkdir(parents=True, exist_ok=True)
+                    written[source] = folder / entry["name"]
+                    data = entry["data"] if "data" in entry else Path(entry["path"]).read_bytes()
+                    tmp = written[source].with_name(f".{entry['name']}.tmp")
+                    tmp.write_bytes(data)
+                    os.replace(tmp, written[source])
+                db.execute("INSERT OR REPLACE INTO artifacts (run_id, name, path, created_at) VALUES (?, ?, ?, ?)",
+                           (ids[entry["run_id"]], entry["name"], str(written[source]), entry["created_at"]))
+        return ids
 
 
 class Run:

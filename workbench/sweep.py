@@ -20,9 +20,9 @@ marked interrupted), finished points stay, points not yet started are not run.
 `backend="ray"` hands the same points to a Ray cluster (`$RAY_ADDRESS`, else a single-machine
 Ray), one task per point with one GPU where the cluster has GPUs: Ray then sets
 CUDA_VISIBLE_DEVICES for the task, and the kernel inherits it. Ray's scheduling by GPU is why Ray
-and not Dask (which needs dask-cuda for the same). The store must be on a file system every node
-sees (SQLite's WAL also needs it to be local to one host; for several hosts use a shared home per
-host and copy the rows, or keep the store on the head node and run single-host).
+and not Dask (which needs dask-cuda for the same). No shared disk is needed: each point runs
+against a store of its own on its worker and its rows, metrics and files come home to this store
+(`workbench.sweep_ray`).
 """
 
 from __future__ import annotations
@@ -94,7 +94,8 @@ def point_name(stem: str, params: dict) -> str:
 def run_point(spec: dict) -> dict:
     """Execute one point (in a worker process): its run, its notebook, its outcome.
 
-    `spec`: sweep id, index, notebook path, profile, params, home (the store's folder). Returns
+    `spec`: sweep id, index, notebook path, profile, params, home (the store's folder), and
+    optionally html (also keep an HTML copy: the Ray backend's points leave their machine). Returns
     {index, run_id, status, error, seconds}; never raises for a failing notebook.
     """
     from .notebook import NotebookFailed, run_notebook
@@ -109,7 +110,7 @@ def run_point(spec: dict) -> dict:
     status, error, start = "finished", None, time.perf_counter()
     try:
         run_notebook(notebook, spec["params"], profile=spec["profile"], output_dir=output.parent, output_name=output.name,
-                     html=False, progress=False)
+                     html=bool(spec.get("html")), progress=False)
     except NotebookFailed as failure:
         status, error = "failed", f"{failure.error} (cell {failure.cell})"
     except KeyboardInterrupt:
@@ -117,8 +118,9 @@ def run_point(spec: dict) -> dict:
     except Exception as failure:  # a kernel that died, a notebook that cannot be read: the point failed, the sweep goes on
         status, error = "failed", f"{type(failure).__name__}: {failure}"
     seconds = time.perf_counter() - start
-    if output.is_file():
-        run.log_artifact(output.name, output)  # already in place: registers it
+    for path in (output, output.with_suffix(".html")):
+        if path.is_file():
+            run.log_artifact(path.name, path)  # already in place: registers it
     run.finish(status, summary={**point_results(store, tag, exclude=run.id), "notebook_s": round(seconds, 2)}, error=error)
     return {"index": spec["index"], "run_id": run.id, "status": status, "error": error, "seconds": seconds}
 
@@ -344,47 +346,10 @@ def _stop(running: dict) -> None:
 
 
 def _run_ray(specs: list[dict], parallel: int, store: RunStore, done) -> None:
-    """The points as Ray tasks: one CPU (and one GPU where the cluster has them) each, `parallel` in flight."""
-    try:
-        import ray
-    except ImportError:
-        raise WorkbenchError("the ray backend needs Ray: pip install 'workbench[ray]' (or use --backend local)") from None
-    address = os.environ.get("RAY_ADDRESS")
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address=address, num_cpus=None if address else parallel, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"WORKBENCH_HOME": specs[0]["home"]}})
-    gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
-    task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=0)(run_point)
-    pending, in_flight = deque(specs), {}
-    try:
-        while pending or in_flight:
-            while pending and len(in_flight) < parallel:
-                spec = pending.popleft()
-                in_flight[task.remote(spec)] = spec
-            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.5)
-            for ref in ready:
-                spec = in_flight.pop(ref)
-                try:
-                    done(ray.get(ref))
-                except Exception as failure:  # the worker died: the point failed, the others go on
-                    done(_outcome_from_store(store, spec, f"the Ray task failed: {type(failure).__name__}: {failure}"))
-    except KeyboardInterrupt:
-        for ref in in_flight:
-            ray.cancel(ref)  # KeyboardInterrupt inside the task: run_point marks its run interrupted
-        finished, _ = ray.wait(list(in_flight), num_returns=len(in_flight), timeout=INTERRUPT_GRACE_S)
-        for ref in in_flight:
-            if ref not in finished:
-                ray.cancel(ref, force=True)
-        for ref, spec in in_flight.items():
-            try:
-                done(ray.get(ref, timeout=5))
-            except Exception:
-                done(_outcome_from_store(store, spec, "the Ray task was cancelled", status="interrupted"))
-        raise
-    finally:
-        if started:
-            ray.shutdown()
+    """The points as Ray tasks, each against a store on its own worker, merged back here (see workbench.sweep_ray)."""
+    from .sweep_ray import run_ray
+
+    run_ray(specs, parallel, store, done)
 
 
 if __name__ == "__main__":  # one point: python -m workbench.sweep SPEC_JSON (started by _run_local)
