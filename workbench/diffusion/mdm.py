@@ -161,7 +161,7 @@ def _target_logprob(denoise: Denoiser, x: torch.Tensor, targets: torch.Tensor) -
 
 @torch.no_grad()
 def elbo(denoise: Denoiser, tokens: torch.Tensor, prompt_len: int, mask_id: int, samples: int = 32, seed: int = 0,
-         rows_per_pass: int = 256) -> torch.Tensor:
+         rows_per_pass: int = 128) -> torch.Tensor:
     """Monte Carlo estimate of (1) for the continuation tokens[:, prompt_len:] given the prompt: [B] nats.
 
     Per row, `samples` times t_j stratified over (0, 1) from a fixed seed (the same draws for every
@@ -186,7 +186,7 @@ def elbo(denoise: Denoiser, tokens: torch.Tensor, prompt_len: int, mask_id: int,
 
 
 @torch.no_grad()
-def chain_rule_nll(denoise: Denoiser, tokens: torch.Tensor, prompt_len: int, mask_id: int, rows_per_pass: int = 256) -> torch.Tensor:
+def chain_rule_nll(denoise: Denoiser, tokens: torch.Tensor, prompt_len: int, mask_id: int, rows_per_pass: int = 128) -> torch.Tensor:
     """Exact NLL of the continuation tokens[:, prompt_len:] under left-to-right unmasking: [B] nats.
 
     −log p(x_P..x_{L−1} | prompt) = Σ_k −log p_θ(x_{P+k} | prompt, x_P..x_{P+k−1}, [M]…[M]): one

@@ -47,6 +47,7 @@ class DiffusionProfile(Profile):
     curve_blocks: int = 16
     curve_samples: int = 8
     seed: int = 0
+    cpu_threads: int | None = None  # torch threads on a CPU (None: unchanged); tiny models run fastest on one
     # sampling quality and speed: the largest size; MDM at the largest budget, ARM at every budget
     n_prompts: int = 64
     prompt_len: int = 32
@@ -78,6 +79,8 @@ class DiffusionProfile(Profile):
         unknown = [s for s in (*self.sizes, self.reversal_size) if s not in SIZES]
         if unknown:
             raise WorkbenchError(f"unknown model size(s) {', '.join(unknown)}: use {', '.join(SIZES)}")
+        if max(self.timing_batches) > self.n_prompts:
+            raise WorkbenchError(f"timing batches ({max(self.timing_batches)}) cannot exceed n_prompts ({self.n_prompts})")
         if self.prompt_len + self.gen_len > self.block_len or self.cond_len >= self.block_len:
             raise WorkbenchError(f"prompt_len + gen_len ({self.prompt_len + self.gen_len}) and cond_len must fit in block_len ({self.block_len})")
 
@@ -92,7 +95,7 @@ DiffusionProfile.presets = {
         "sizes": ("t1", "t2", "t3"), "budgets": (1.5e10, 3e10), "batch_size": 8, "block_len": 32, "lr": 3e-3, "eval_blocks": 4, "elbo_samples": 4,
         "curve_points": 2, "curve_blocks": 2, "curve_samples": 2, "n_prompts": 4, "prompt_len": 8, "gen_len": 24, "steps": (4, 24),
         "timing_batches": (1, 4), "timing_rounds": 1, "cond_len": 16, "guidance_ws": (0.0, 1.0), "guidance_gen_ws": (0.0, 1.0), "guidance_steps": 8,
-        "n_people": 12, "paraphrases": 2, "reversal_size": "t2", "reversal_steps": 30, "reversal_batch": 16, "reversal_seeds": (0,),
+        "n_people": 12, "paraphrases": 2, "reversal_size": "t2", "reversal_steps": 30, "reversal_batch": 16, "reversal_seeds": (0,), "cpu_threads": 1,
     },
     "full": {},
 }

@@ -1,0 +1,305 @@
+"""Masked diffusion (MDM) against autoregressive (ARM) models of the same architecture, size and data.
+
+Four experiments, each writing its runs to the store (one sweep per experiment object):
+- `scaling`: both arms at every size × FLOP budget, trained by `workbench.train.train` (compiled,
+  CUDA graphs on a GPU, for both losses) on the same blocks of text; held-out NLL (ARM, exact)
+  against the ELBO (MDM, an upper bound on its NLL) of the same tokens given the block's first token.
+- `sampling`: continuations of held-out prompts from the largest ARMs (KV cache) and the largest MDM
+  (both samplers, several step counts); quality as perplexity under a judge model and unigram
+  entropy; wall time per sample at several batch sizes, interleaved (`workbench.measure`).
+- `guidance`: the MDM's likelihood of true continuations (ELBO and chain rule) and its generation
+  quality against the guidance strength w.
+- `reversal`: both arms trained on the same fictitious-people facts for the same steps; exact match
+  on the direction seen and the reverse.
+Every from-scratch number comes with its epochs (tokens seen / unique training tokens). Nothing here draws.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+
+import pandas as pd
+import torch
+from torch import nn
+
+from .. import data
+from ..evaluate import sequence_nll
+from ..measure import interleaved
+from ..models import (
+    count_parameters,
+    load_model,
+    load_tokenizer,
+    resolve_device,
+    tiny_llama,
+)
+from ..runs import RunKind, start_run
+from ..train import TrainConfig, causal_lm_loss, train
+from . import mdm, reversal
+from .guidance import guided
+from .profile import SIZES, DiffusionProfile
+from .samplers import SamplerConfig, autoregressive_generate, diffusion_generate
+
+KIND = RunKind("diffusion", headline="val_nll", goal="min",
+               description="ARM vs masked diffusion: held-out NLL per token (ARM exact; MDM: Monte Carlo ELBO, an upper bound)")
+REVERSAL_KIND = RunKind("diffusion-reversal", headline="reverse_acc", goal="max",
+                        description="reversal curse: exact match on the direction never seen in training")
+Callback = Callable[[str, float, float], None]  # (curve name, training FLOPs, held-out nats/token)
+
+
+def _autocast(device: torch.device):
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+def unigram_entropy(tokens: torch.Tensor) -> float:
+    """Mean over rows of the entropy (nats) of each row's token frequencies: low = repetitive samples."""
+    values = []
+    for row in tokens.cpu():
+        counts = torch.unique(row, return_counts=True)[1].double()
+        p = counts / counts.sum()
+        values.append(float(-(p * p.log()).sum()))
+    return sum(values) / len(values)
+
+
+class DiffusionExperiment:
+    def __init__(self, settings: DiffusionProfile, progress: bool = True):
+        self.settings, self.progress = settings, progress
+        self.device = resolve_device("auto")
+        self.device_name = torch.cuda.get_device_name(0) if self.device.type == "cuda" else "CPU"
+        if settings.cpu_threads and self.device.type == "cpu":
+            torch.set_num_threads(settings.cpu_threads)
+        self.tokenizer = load_tokenizer()
+        self.vocab = len(self.tokenizer)
+        self.mask_id = self.vocab  # [M]: one row past the tokenizer's vocabulary
+        tokens = data.tokenize(data.load_corpus(settings.corpus), self.tokenizer)
+        self.train_tokens, self.val_tokens = data.train_val_split(tokens)
+        self.val_blocks = data.blocks(self.val_tokens, settings.block_len)[: settings.eval_blocks].to(self.device)  # [n, T]
+        self.sweep = f"diffusion-{settings.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        self.models: dict[tuple[str, str, float], nn.Module] = {}
+        self.scaling_table: pd.DataFrame | None = None
+
+    # -- models and their held-out loss ---------------------------------------------------------
+    def new_model(self, arm: str, size: str, seed: int) -> nn.Module:
+        if arm == "MDM":
+            model, _ = mdm.masked_diffusion_llama(self.vocab, seed=seed, max_len=1024, **SIZES[size])
+        else:
+            model, _ = tiny_llama(vocab_size=self.vocab, seed=seed, max_len=1024, **SIZES[size])
+        return model.to(self.device)
+
+    @torch.no_grad()
+    def held_out_nll(self, arm: str, model: nn.Module, blocks: torch.Tensor, samples: int) -> float:
+        """Nats per token of blocks[:, 1:] given blocks[:, 0]: exact for the ARM, the MC ELBO for the MDM."""
+        total = 0.0
+        for start in range(0, len(blocks), 32):
+            chunk = blocks[start : start + 32]
+            if arm == "ARM":
+                with _autocast(self.device):
+                    total += float(sequence_nll(model, chunk[:, :-1], chunk[:, 1:]))
+            else:
+                total += float(mdm.elbo(mdm.denoiser(model), chunk, 1, self.mask_id, samples=samples, seed=self.settings.seed).sum())
+        return total / (len(blocks) * (blocks.shape[1] - 1))
+
+    def train_arm(self, arm: str, size: str, budget: float, callback: Callback | None = None) -> tuple[nn.Module, dict]:
+        """One arm at one size trained for `budget` FLOPs (6·N·tokens) on the shared block stream."""
+        s = self.settings
+        model = self.new_model(arm, size, s.seed)
+        n_params = count_parameters(model)
+        tokens_per_step = s.batch_size * s.block_len
+        steps = max(1, round(budget / (6 * n_params * tokens_per_step)))
+        blocks = data.batches(self.train_tokens, s.batch_size, s.block_len + 1, self.device, seed=s.seed)  # same blocks for both arms
+        batches = blocks if arm == "ARM" else mdm.stochastic_length((b[:, :-1] for b in blocks), s.ssl_ratio, s.seed)
+        loss_fn = causal_lm_loss if arm == "ARM" else mdm.diffusion_loss
+        eval_every = max(1, steps // s.curve_points)
+        config = TrainConfig(steps=steps, lr=s.lr, warmup_steps=max(1, int(s.warmup_fraction * steps)), weight_decay=s.weight_decay,
+                             log_every=max(1, min(50, steps // 10)), eval_every=eval_every, checkpoint=False, compile=s.compile)
+        name = f"{arm} {size} C={budget:.1e}"
+        curve_blocks, evaluations = self.val_blocks[: s.curve_blocks], []
+
+        def evaluate(model: nn.Module) -> dict[str, float]:
+            evaluations.append(None)
+            flops = 6 * n_params * tokens_per_step * min(len(evaluations) * eval_every, steps)
+            value = self.held_out_nll(arm, model, curve_blocks, s.curve_samples)
+            if callback is not None:
+                callback(name, flops, value)
+            return {"val_nll_curve": value, "flops": flops}
+
+        params = s.as_dict() | {"arm": arm, "size": size, "budget_flops": budget, "n_params": n_params, "steps": steps}
+        with start_run(KIND, name, params=params, sweep=self.sweep) as run:
+            metrics = train(model, batches, config, loss_fn=loss_fn, run=run, evaluate=evaluate, progress=self.progress)
+            tokens = steps * tokens_per_step
+            row = {"arm": arm, "size": size, "params": n_params, "budget": budget, "flops": 6 * n_params * tokens, "steps": steps,
+                   "tokens": tokens, "epochs": tokens / len(self.train_tokens), "tokens_per_s": metrics.get("tokens_per_s", math.nan),
+                   "val_nll": self.held_out_nll(arm, model, self.val_blocks, s.elbo_samples), "run_id": run.id}
+            run.update_summary(**{k: v for k, v in row.items() if k not in ("arm", "size", "run_id")})
+            if arm == "ARM" and size == s.sizes[-1] and budget == max(s.budgets):
+                run.mark_reference()
+        return model, row
+
+    # -- 1. mini scaling -----------------------------------------------------------------------
+    def scaling(self, callback: Callback | None = None) -> pd.DataFrame:
+        """Both arms at every size × budget; keeps the largest size's models for sampling."""
+        rows = []
+        for size in self.settings.sizes:
+            for budget in self.settings.budgets:
+                for arm in ("ARM", "MDM"):
+                    model, row = self.train_arm(arm, size, budget, callback)
+                    rows.append(row)
+                    if size == self.settings.sizes[-1]:
+                        self.models[(arm, size, budget)] = model
+        self.scaling_table = pd.DataFrame(rows)
+        return self.scaling_table
+
+    def sampling_models(self, callback: Callback | None = None) -> dict[str, nn.Module]:
+        """The largest size: ARM at every budget, MDM at the largest (trained now unless `scaling` ran)."""
+        size, top = self.settings.sizes[-1], max(self.settings.budgets)
+        wanted = [("ARM", size, b) for b in sorted(self.settings.budgets)] + [("MDM", size, top)]
+        for key in wanted:
+            if key not in self.models:
+                self.models[key] = self.train_arm(*key, callback=callback)[0]
+        return {f"{arm} C={budget:.1e}": self.models[(arm, size, budget)] for arm, size, budget in wanted}
+
+    # -- 2. sampling quality and speed ---------------------------------------------------------
+    def prompts(self) -> tuple[torch.Tensor, torch.Tensor]:
+        s = self.settings
+        blocks = data.blocks(self.val_tokens, s.block_len)[: s.n_prompts].to(self.device)
+        return blocks[:, : s.prompt_len], blocks[:, s.prompt_len : s.prompt_len + s.gen_len]
+
+    def _generate(self, name: str, model: nn.Module, prompt: torch.Tensor, config: SamplerConfig | None, w: float = 0.0,
+                  seed: int = 0, trace: bool = False):
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        with _autocast(self.device):
+            if name.startswith("ARM"):
+                return autoregressive_generate(model, prompt, self.settings.gen_len, config.temperature, generator, trace)
+            denoise = mdm.denoiser(model) if w == 0 else guided(mdm.denoiser(model), prompt.shape[1], self.mask_id, w)
+            return diffusion_generate(denoise, prompt, self.settings.gen_len, self.mask_id, config, generator, trace)
+
+    @torch.no_grad()
+    def _judge_ppl(self, judge: nn.Module, tokens: torch.Tensor) -> float:
+        """Perplexity of the continuation tokens[:, prompt_len:] given the prompt under the judge model."""
+        targets = tokens[:, 1:].clone()
+        targets[:, : self.settings.prompt_len - 1] = -100
+        with _autocast(self.device):
+            nll = float(sequence_nll(judge, tokens[:, :-1], targets))
+        return math.exp(nll / int((targets != -100).sum()))
+
+    def sampling(self, callback: Callback | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Quality against steps (judge perplexity, unigram entropy) and wall time per sample."""
+        s = self.settings
+        models = self.sampling_models(callback)
+        judge, _ = load_model(s.judge, device=self.device)
+        prompt, reference = self.prompts()
+        quality = [{"model": "held-out text", "sampler": "data", "steps": 0,
+                    "judge_ppl": self._judge_ppl(judge, torch.cat([prompt, reference], 1)), "entropy": unigram_entropy(reference)}]
+        configs = {name: [SamplerConfig(steps=s.gen_len, temperature=s.temperature)] if name.startswith("ARM") else
+                   [SamplerConfig(steps=k, algorithm=a, temperature=s.temperature) for a in s.samplers for k in s.steps]
+                   for name in models}
+        for name, model in models.items():
+            for config in configs[name]:
+                out = self._generate(name, model, prompt, config)
+                sampler = "left-to-right" if name.startswith("ARM") else config.algorithm
+                quality.append({"model": name, "sampler": sampler, "steps": config.steps, "judge_ppl": self._judge_ppl(judge, out.tokens),
+                                "entropy": unigram_entropy(out.tokens[:, s.prompt_len :]), "forwards_per_sample": out.network_rows / len(prompt)})
+        del judge
+        contenders = {}
+        for batch in s.timing_batches:
+            for name, model in models.items():
+                for config in configs[name]:
+                    label = (name, "left-to-right" if name.startswith("ARM") else config.algorithm, config.steps, batch)
+                    contenders[label] = lambda m=model, n=name, c=config, b=batch: self._generate(n, m, prompt[:b], c)
+        timings = interleaved(contenders, self.device, rounds=s.timing_rounds, warmup=1)
+        speed = pd.DataFrame([{"model": n, "sampler": a, "steps": k, "batch": b, "s_per_sample": t.median_s / b, "spread": t.spread}
+                              for (n, a, k, b), t in timings.items()])
+        with start_run(KIND, "sampling", params=s.as_dict(), sweep=self.sweep) as run:
+            quality_table = pd.DataFrame(quality)
+            run.log_artifact("quality.json", quality_table.to_dict("records"))
+            run.log_artifact("speed.json", speed.to_dict("records"))
+            mdm_row = self.scaling_row("MDM")
+            run.update_summary(val_nll=mdm_row["val_nll"] if mdm_row is not None else math.nan)
+        return quality_table, speed
+
+    def scaling_row(self, arm: str) -> dict | None:
+        if self.scaling_table is None:
+            return None
+        table = self.scaling_table
+        rows = table[(table["arm"] == arm) & (table["size"] == self.settings.sizes[-1])]
+        return rows.sort_values("budget").iloc[-1].to_dict()
+
+    # -- 3. guidance ---------------------------------------------------------------------------
+    def guidance(self) -> pd.DataFrame:
+        """Conditional likelihood of true continuations (ELBO and chain rule, nats/token) and generation
+        quality of the largest MDM against w; the ARM's exact NLL of the same tokens for reference."""
+        s = self.settings
+        models = self.sampling_models()
+        mdm_name = next(n for n in models if n.startswith("MDM"))
+        model, arm = models[mdm_name], models[[n for n in models if n.startswith("ARM")][-1]]
+        blocks = data.blocks(self.val_tokens, s.block_len)[: s.n_prompts].to(self.device)
+        n_target = blocks.shape[1] - s.cond_len
+        targets = blocks[:, 1:].clone()
+        targets[:, : s.cond_len - 1] = -100
+        with torch.no_grad(), _autocast(self.device):
+            arm_nll = float(sequence_nll(arm, blocks[:, :-1], targets)) / (len(blocks) * n_target)
+        rows = []
+        for w in sorted(set(s.guidance_ws) | set(s.guidance_gen_ws)):
+            denoise = guided(mdm.denoiser(model), s.cond_len, self.mask_id, w)
+            row = {"w": w, "arm_nll": arm_nll}
+            if w in s.guidance_ws:
+                row["elbo"] = float(mdm.elbo(denoise, blocks, s.cond_len, self.mask_id, s.elbo_samples, s.seed).mean()) / n_target
+                row["chain_rule_nll"] = float(mdm.chain_rule_nll(denoise, blocks, s.cond_len, self.mask_id).mean()) / n_target
+            rows.append(row)
+        judge, _ = load_model(s.judge, device=self.device)
+        prompt, _ = self.prompts()
+        for row in rows:
+            if row["w"] in s.guidance_gen_ws:
+                out = self._generate(mdm_name, model, prompt, SamplerConfig(steps=s.guidance_steps, temperature=s.temperature), w=row["w"])
+                row["judge_ppl"] = self._judge_ppl(judge, out.tokens)
+                row["entropy"] = unigram_entropy(out.tokens[:, s.prompt_len :])
+        table = pd.DataFrame(rows)
+        with start_run(KIND, "guidance", params=s.as_dict(), sweep=self.sweep) as run:
+            run.log_artifact("guidance.json", table.to_dict("records"))
+            best = table["chain_rule_nll"].min() if "chain_rule_nll" in table else math.nan
+            run.update_summary(val_nll=float(best))
+        return table
+
+    # -- 4. reversal curse ---------------------------------------------------------------------
+    def reversal(self) -> pd.DataFrame:
+        """Both arms, each seed, trained on the facts for the same steps; exact match per direction (MDM also guided)."""
+        s = self.settings
+        facts = reversal.build(self.tokenizer, s.n_people, s.paraphrases, seed=0)
+        rows = []
+        for seed in s.reversal_seeds:
+            for arm in ("ARM", "MDM"):
+                model = self.new_model(arm, s.reversal_size, seed)
+                loss_fn = causal_lm_loss if arm == "ARM" else mdm.diffusion_loss
+                config = TrainConfig(steps=s.reversal_steps, lr=s.reversal_lr, warmup_steps=max(1, s.reversal_steps // 20),
+                                     weight_decay=s.weight_decay, log_every=max(1, s.reversal_steps // 10), checkpoint=False,
+                                     compile=s.compile)
+                tokens = s.reversal_steps * s.reversal_batch * facts.row_len
+                params = s.as_dict() | {"arm": arm, "seed": seed, "n_params": count_parameters(model)}
+                with start_run(REVERSAL_KIND, f"reversal {arm} seed {seed}", params=params, sweep=self.sweep) as run:
+                    batches = reversal.row_batches(facts.rows, s.reversal_batch, self.device, seed)
+                    metrics = train(model, batches, config, loss_fn=loss_fn, run=run, progress=self.progress)
+                    for w in (0.0,) if arm == "ARM" else (0.0, s.reversal_cfg):
+                        acc = reversal.accuracy(self._answerer(arm, model, w), facts, self.tokenizer, self.device)
+                        row = {"arm": arm, "seed": seed, "w": w, "seen_acc": acc["seen"], "reverse_acc": acc["reverse"],
+                               "epochs": tokens / facts.rows.numel(), "tokens_per_s": metrics.get("tokens_per_s", math.nan), "run_id": run.id}
+                        rows.append(row)
+                        run.log({f"seen_acc_w{w}": acc["seen"], f"reverse_acc_w{w}": acc["reverse"]}, s.reversal_steps)
+                    run.update_summary(reverse_acc=max(r["reverse_acc"] for r in rows if r["run_id"] == run.id),
+                                       seen_acc=max(r["seen_acc"] for r in rows if r["run_id"] == run.id), epochs=row["epochs"])
+                    if arm == "ARM" and seed == s.reversal_seeds[0]:
+                        run.mark_reference()
+        return pd.DataFrame(rows)
+
+    def _answerer(self, arm: str, model: nn.Module, w: float) -> reversal.Generate:
+        """Greedy answers: the ARM left to right; the MDM with the low-confidence sampler, one token per step, τ = 0."""
+
+        def generate(prompt: torch.Tensor, n_new: int) -> torch.Tensor:
+            with _autocast(self.device):
+                if arm == "ARM":
+                    return autoregressive_generate(model, prompt, n_new, temperature=0.0).tokens
+                denoise = mdm.denoiser(model) if w == 0 else guided(mdm.denoiser(model), prompt.shape[1], self.mask_id, w)
+                return diffusion_generate(denoise, prompt, n_new, self.mask_id, SamplerConfig(steps=n_new, temperature=0.0)).tokens
+
+        return generate
