@@ -63,7 +63,11 @@ metrics = store.metrics(list(frame["id"])) if not frame.empty else store.metrics
 finals = views.final_metrics(frame, metrics)
 kinds = store.kinds()
 if frame.empty:
-    display(Markdown(f"**No runs yet** in `{store.path}`: execute a notebook (`python -m workbench run 00_tour`) or a sweep, then come back."))
+    display(
+        Markdown(
+            f"**No runs yet** in `{store.path}`: execute a notebook (`python -m workbench run 00_tour`) or a sweep, then come back."
+        )
+    )
 else:
     display(views.runs_table(frame, finals, kinds).head(20))
 
@@ -74,7 +78,9 @@ if frame.empty:
 else:
     counts = frame.groupby(["kind", "status"]).size().unstack(fill_value=0)
     overview = go.Figure([go.Bar(name=status, x=counts.index, y=counts[status]) for status in counts.columns])
-    overview.update_layout(barmode="stack", title=f"{len(frame)} runs by kind and status", yaxis_title="runs", **plots.LAYOUT)
+    overview.update_layout(
+        barmode="stack", title=f"{len(frame)} runs by kind and status", yaxis_title="runs", **plots.LAYOUT
+    )
 overview.show()
 
 # %% [markdown]
@@ -133,12 +139,33 @@ else:
 gpus = torch.cuda.device_count()
 processes = ddp_processes if ddp_processes is not None else (gpus or 2)
 steps = ddp_steps or (20 if profile == "smoke" else 150)
-shape = ["--size", "tiny", "--batch-size", "4", "--block-len", "64", "--log-every", "2", "--eval-windows", "2"] if profile == "smoke" \
+shape = (
+    ["--size", "tiny", "--batch-size", "4", "--block-len", "64", "--log-every", "2", "--eval-windows", "2"]
+    if profile == "smoke"
     else ["--size", "112m", "--batch-size", "32", "--block-len", "512", "--log-every", "10"]
+)
 ddp_run = None
 if processes:
-    job = launch(processes, ["pretrain", *shape, "--steps", str(steps), "--no-checkpoint", "--name", f"ddp {processes} x {'gpu' if gpus else 'cpu'}"])
-    live = go.FigureWidget(layout=dict(title=f"train_loss of a {processes}-process run, as logged", xaxis_title="step", yaxis_title="train_loss", **plots.LAYOUT))
+    job = launch(
+        processes,
+        [
+            "pretrain",
+            *shape,
+            "--steps",
+            str(steps),
+            "--no-checkpoint",
+            "--name",
+            f"ddp {processes} x {'gpu' if gpus else 'cpu'}",
+        ],
+    )
+    live = go.FigureWidget(
+        layout=dict(
+            title=f"train_loss of a {processes}-process run, as logged",
+            xaxis_title="step",
+            yaxis_title="train_loss",
+            **plots.LAYOUT,
+        )
+    )
     live.add_scatter(x=[], y=[], mode="lines+markers", name="train_loss")
     display(live)
     for rows in job.follow(poll_s=1.0):
@@ -148,10 +175,14 @@ if processes:
             live.data[0].y = (*live.data[0].y, *loss["value"])
     ddp_run = store.run(job.run_id())
     throughput = store.metrics([ddp_run["id"]], keys=["tokens_per_s"])["value"]
-    display(Markdown(f"Run #{ddp_run['id']} **{ddp_run['status']}** on {ddp_run['params']['world_size']} processes "
-                     f"(global batch {ddp_run['params']['global_batch']} sequences of {ddp_run['params']['block_len']} tokens): "
-                     f"held-out perplexity {ddp_run['summary'].get('val_ppl', float('nan')):.4g}, "
-                     f"median {throughput.median():,.0f} tokens/s."))
+    display(
+        Markdown(
+            f"Run #{ddp_run['id']} **{ddp_run['status']}** on {ddp_run['params']['world_size']} processes "
+            f"(global batch {ddp_run['params']['global_batch']} sequences of {ddp_run['params']['block_len']} tokens): "
+            f"held-out perplexity {ddp_run['summary'].get('val_ppl', float('nan')):.4g}, "
+            f"median {throughput.median():,.0f} tokens/s."
+        )
+    )
 
 # %% [markdown]
 # ## The live dashboard
@@ -168,21 +199,35 @@ Dashboard(store, kind=kind or None).view()
 
 # %%
 statuses = frame["status"].value_counts().to_dict() if not frame.empty else {}
-lines = [(f"The store `{store.path}` holds {len(frame)} runs{f' of kind {kind}' if kind else ''} besides the sweeps' bookkeeping "
-         f"({', '.join(f'{n} {s}' for s, n in statuses.items()) or 'none yet'}).")]
+lines = [
+    (
+        f"The store `{store.path}` holds {len(frame)} runs{f' of kind {kind}' if kind else ''} besides the sweeps' bookkeeping "
+        f"({', '.join(f'{n} {s}' for s, n in statuses.items()) or 'none yet'})."
+    )
+]
 if key and baseline is not None and key in finals and pd.notna(finals.loc[baseline, key]):
     values = finals.loc[shown, key].dropna()
     goal = next((k.goal for k in kinds.values() if k.headline == key), "min")
     best = values.idxmin() if goal == "min" else values.idxmax()
-    change = 100 * (values[best] - finals.loc[baseline, key]) / abs(finals.loc[baseline, key]) if finals.loc[baseline, key] else float("nan")
-    lines.append(f"In the newest experiment ({len(shown)} runs) the best `{key}` is {values[best]:.4g} "
-                 f"({views.label(frame.set_index('id').loc[best].to_dict() | {'id': best})}), "
-                 f"{change:+.1f}% against the baseline #{baseline} at {finals.loc[baseline, key]:.4g}.")
+    change = (
+        100 * (values[best] - finals.loc[baseline, key]) / abs(finals.loc[baseline, key])
+        if finals.loc[baseline, key]
+        else float("nan")
+    )
+    lines.append(
+        f"In the newest experiment ({len(shown)} runs) the best `{key}` is {values[best]:.4g} "
+        f"({views.label(frame.set_index('id').loc[best].to_dict() | {'id': best})}), "
+        f"{change:+.1f}% against the baseline #{baseline} at {finals.loc[baseline, key]:.4g}."
+    )
 if sweep_metric:
     done = points.dropna(subset=[sweep_metric])
-    lines.append(f"The newest sweep ran {len(points)} points ({(points['status'] == 'finished').sum()} finished, "
-                 f"{(points['status'] == 'failed').sum()} failed); `{sweep_metric}` spans "
-                 + (f"{done[sweep_metric].min():.4g} to {done[sweep_metric].max():.4g}." if not done.empty else "nothing yet."))
+    lines.append(
+        f"The newest sweep ran {len(points)} points ({(points['status'] == 'finished').sum()} finished, "
+        f"{(points['status'] == 'failed').sum()} failed); `{sweep_metric}` spans "
+        + (f"{done[sweep_metric].min():.4g} to {done[sweep_metric].max():.4g}." if not done.empty else "nothing yet.")
+    )
 if ddp_run is not None:
-    lines.append(f"The data-parallel run #{ddp_run['id']} ended {ddp_run['status']} on {ddp_run['params']['world_size']} processes.")
+    lines.append(
+        f"The data-parallel run #{ddp_run['id']} ended {ddp_run['status']} on {ddp_run['params']['world_size']} processes."
+    )
 display(Markdown(" ".join(lines)))

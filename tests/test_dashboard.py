@@ -41,20 +41,36 @@ def logged(store, name, losses, summary=None, kind=PROBE, params=None, sweep=Non
 
 
 def test_settings_are_not_metrics_and_delta_percent_is_blank_on_a_zero_baseline(store):
-    teacher = logged(store, "teacher", [3.0, 2.0], {"ppl": 10.0, "errors": 0.0, "world_size": 2, "train_config": {"steps": 2}},
-                     params={"lr": 1e-3}, reference=True)
+    teacher = logged(
+        store,
+        "teacher",
+        [3.0, 2.0],
+        {"ppl": 10.0, "errors": 0.0, "world_size": 2, "train_config": {"steps": 2}},
+        params={"lr": 1e-3},
+        reference=True,
+    )
     student = logged(store, "student", [4.0, 2.5], {"ppl": 12.5, "errors": 3.0, "note": "text"}, params={"lr": 3e-4})
     runs, metrics = store.runs(), store.metrics()
     finals = final_metrics(runs, metrics)
     assert finals.loc[teacher, "loss"] == 2.0 and finals.loc[student, "ppl"] == 12.5
-    assert not {"world_size", "lr", "note", "reference"} & set(finals.columns)  # settings, flags and text are no metrics
+    assert not {"world_size", "lr", "note", "reference"} & set(
+        finals.columns
+    )  # settings, flags and text are no metrics
     assert reference_run(runs, [student, teacher]) == teacher  # the experiment's reference, though it is not first
     table = compare_table(runs, finals, [student, teacher], baseline=teacher, kinds=store.kinds()).set_index("metric")
-    assert list(table.index)[0] == "ppl" and table.loc["ppl", "goal"] == "lower is better"  # the declared headline first
+    assert (
+        list(table.index)[0] == "ppl" and table.loc["ppl", "goal"] == "lower is better"
+    )  # the declared headline first
     assert table.loc["ppl", f"#{teacher} teacher (baseline)"] == 10.0
-    assert table.loc["ppl", f"Δ #{student}"] == pytest.approx(2.5) and table.loc["ppl", f"Δ% #{student}"] == pytest.approx(25.0)
-    assert table.loc["errors", f"Δ #{student}"] == 3.0 and math.isnan(table.loc["errors", f"Δ% #{student}"])  # never inf
-    chosen = compare_table(runs, finals, [student, teacher], baseline=student).set_index("metric")  # a baseline the user picks
+    assert table.loc["ppl", f"Δ #{student}"] == pytest.approx(2.5) and table.loc[
+        "ppl", f"Δ% #{student}"
+    ] == pytest.approx(25.0)
+    assert table.loc["errors", f"Δ #{student}"] == 3.0 and math.isnan(
+        table.loc["errors", f"Δ% #{student}"]
+    )  # never inf
+    chosen = compare_table(runs, finals, [student, teacher], baseline=student).set_index(
+        "metric"
+    )  # a baseline the user picks
     assert chosen.loc["ppl", f"Δ% #{teacher}"] == pytest.approx(-20.0)
     params = params_table(runs, [teacher, student]).set_index("parameter")
     assert list(params.index) == ["lr"] and params.loc["lr", f"#{student} student"] == "0.0003"
@@ -70,7 +86,11 @@ def test_runs_table_keeps_parameters_and_metrics_in_their_own_columns_and_hides_
 
     table = runs_table(visible(runs), final_metrics(runs, store.metrics()), store.kinds())
     assert list(table["name"]) == ["b", "a"]  # the sweep point is bookkeeping
-    assert [c for c in table.columns if c.startswith(("params.", "metrics."))] == ["params.lr", "metrics.ppl", "metrics.loss"]
+    assert [c for c in table.columns if c.startswith(("params.", "metrics."))] == [
+        "params.lr",
+        "metrics.ppl",
+        "metrics.loss",
+    ]
 
 
 def test_feed_reads_only_new_metric_rows(store):
@@ -113,13 +133,19 @@ def test_cli_sweep_points_default_metric_and_parallel_coordinates(store):
     runs = store.runs()
     points = sweep_points(runs, "s1")
     assert list(points["point"]) == [0, 1, 2] and list(points["status"]) == ["finished", "finished", "failed"]
-    assert list(points["param lr"]) == [1e-3, 1e-3, 1e-4] and points.loc[2, "error"] == "boom" and "world_size" not in points
+    assert (
+        list(points["param lr"]) == [1e-3, 1e-3, 1e-4]
+        and points.loc[2, "error"] == "boom"
+        and "world_size" not in points
+    )
     assert sweep_default_metric(points, runs, "s1", store.kinds()) == "ppl"  # the kind's headline, not the first column
     figure = sweep_figure(points, "ppl")
     assert [a.text for a in figure.layout.annotations] == ["lr", "rank"]  # one panel per swept parameter
     assert [list(t.y) for t in figure.data] == [[20.0, 21.0], [20.0, 21.0]]  # the failed point has no ppl
     parallel = parallel_figure(points, "ppl", "min")
-    assert [d.label for d in parallel.data[0].dimensions] == ["lr", "rank", "ppl"] and parallel.data[0].line.reversescale
+    assert [d.label for d in parallel.data[0].dimensions] == ["lr", "rank", "ppl"] and parallel.data[
+        0
+    ].line.reversescale
 
 
 def test_an_experiment_sweep_is_its_arms(store):

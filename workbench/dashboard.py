@@ -71,7 +71,13 @@ class Dashboard:
     run page links to a run's executed notebook and HTML copy; in a notebook cell it shows their paths.
     """
 
-    def __init__(self, store: RunStore | None = None, kind: str | None = None, refresh_ms: int = REFRESH_MS, file_urls: bool = False):
+    def __init__(
+        self,
+        store: RunStore | None = None,
+        kind: str | None = None,
+        refresh_ms: int = REFRESH_MS,
+        file_urls: bool = False,
+    ):
         import panel as pn
 
         self.feed = StoreFeed(store or default_store())
@@ -81,13 +87,21 @@ class Dashboard:
         self._syncing = False
         self._shown: dict[str, tuple] = {}
 
-        self.kinds = pn.widgets.MultiChoice(label="kind", value=[kind] if kind else [], options=[kind] if kind else [], width=260)
+        self.kinds = pn.widgets.MultiChoice(
+            label="kind", value=[kind] if kind else [], options=[kind] if kind else [], width=260
+        )
         self.statuses = pn.widgets.MultiChoice(label="status", options=list(views.STATUS_COLORS), width=260)
         self.search = pn.widgets.TextInput(label="name or sweep contains", width=220)
         self.bookkeeping = pn.widgets.Checkbox(label="show sweep bookkeeping runs", value=False)
         self.table = pn.widgets.Tabulator(
-            pd.DataFrame(), selectable="checkbox", show_index=False, disabled=True, pagination="local", page_size=12,
-            sizing_mode="stretch_width", formatters={"id": {"type": "link", "urlPrefix": "?run=", "target": "_blank"}},
+            pd.DataFrame(),
+            selectable="checkbox",
+            show_index=False,
+            disabled=True,
+            pagination="local",
+            page_size=12,
+            sizing_mode="stretch_width",
+            formatters={"id": {"type": "link", "urlPrefix": "?run=", "target": "_blank"}},
         )
         self.table.style.map(_status_style, subset=["status"])
         self.metric = pn.widgets.Select(label="metric", width=220)
@@ -97,23 +111,49 @@ class Dashboard:
         self.curves = pn.pane.Plotly(go.Figure(), sizing_mode="stretch_width", height=460, name="curves")
         self.baseline = pn.widgets.Select(label="baseline run", width=340)
         self.compare_note = pn.pane.Markdown("", sizing_mode="stretch_width")
-        self.compare = pn.widgets.Tabulator(pd.DataFrame(), show_index=False, disabled=True, sizing_mode="stretch_width")
-        self.compare_params = pn.widgets.Tabulator(pd.DataFrame(), show_index=False, disabled=True, sizing_mode="stretch_width")
+        self.compare = pn.widgets.Tabulator(
+            pd.DataFrame(), show_index=False, disabled=True, sizing_mode="stretch_width"
+        )
+        self.compare_params = pn.widgets.Tabulator(
+            pd.DataFrame(), show_index=False, disabled=True, sizing_mode="stretch_width"
+        )
         self.sweep = pn.widgets.Select(label="sweep", width=420)
         self.sweep_metric = pn.widgets.Select(label="metric", width=220)
         self.sweep_parallel = pn.pane.Plotly(go.Figure(), sizing_mode="stretch_width", height=400, name="parallel")
         self.sweep_plot = pn.pane.Plotly(go.Figure(), sizing_mode="stretch_width", height=400)
-        self.sweep_table = pn.widgets.Tabulator(pd.DataFrame(), show_index=False, disabled=True, sizing_mode="stretch_width", page_size=10, pagination="local")
+        self.sweep_table = pn.widgets.Tabulator(
+            pd.DataFrame(),
+            show_index=False,
+            disabled=True,
+            sizing_mode="stretch_width",
+            page_size=10,
+            pagination="local",
+        )
         self.run_select = pn.widgets.Select(label="run", width=420)
         self.run_page = pn.Column(sizing_mode="stretch_width", name="run page")
         self.status = pn.pane.Markdown("", sizing_mode="stretch_width")
         self.tabs = pn.Tabs(
             ("Curves", pn.Column(pn.Row(self.metric, self.x_axis, self.log_y), self.curves_note, self.curves)),
-            ("Compare", pn.Column(self.baseline, self.compare_note, pn.pane.Markdown("**metrics**"), self.compare,
-                                  pn.pane.Markdown("**parameters that differ**"), self.compare_params)),
-            ("Sweeps", pn.Column(pn.Row(self.sweep, self.sweep_metric), self.sweep_parallel, self.sweep_plot, self.sweep_table)),
+            (
+                "Compare",
+                pn.Column(
+                    self.baseline,
+                    self.compare_note,
+                    pn.pane.Markdown("**metrics**"),
+                    self.compare,
+                    pn.pane.Markdown("**parameters that differ**"),
+                    self.compare_params,
+                ),
+            ),
+            (
+                "Sweeps",
+                pn.Column(
+                    pn.Row(self.sweep, self.sweep_metric), self.sweep_parallel, self.sweep_plot, self.sweep_table
+                ),
+            ),
             ("Run", pn.Column(self.run_select, self.run_page)),
-            sizing_mode="stretch_width", dynamic=False,
+            sizing_mode="stretch_width",
+            dynamic=False,
         )
 
         for widget in (self.kinds, self.statuses, self.search, self.bookkeeping):
@@ -140,8 +180,10 @@ class Dashboard:
         active = int((runs["status"] == "running").sum()) if not runs.empty else 0
         self.status.object = (
             f"**{len(runs)} runs** ({active} running) · {len(self.feed.metrics)} metric rows · "
-            f"store `{self.feed.store.path}` · read at {time.strftime('%H:%M:%S')} in {1e3 * (time.perf_counter() - started):.0f} ms"
-            if not runs.empty else f"**no runs yet** in `{self.feed.store.path}`: start a notebook or a sweep, they appear here live"
+            f"store `{self.feed.store.path}` · read at {time.strftime('%H:%M:%S')} "
+            f"in {1e3 * (time.perf_counter() - started):.0f} ms"
+            if not runs.empty
+            else f"**no runs yet** in `{self.feed.store.path}`: start a notebook or a sweep, they appear here live"
         )
 
     def _update_all(self) -> None:
@@ -162,7 +204,9 @@ class Dashboard:
             keep &= runs["status"].isin(self.statuses.value)
         if self.search.value:
             text = self.search.value.lower()
-            keep &= runs["name"].str.lower().str.contains(text, regex=False) | runs["sweep"].fillna("").str.lower().str.contains(text, regex=False)
+            keep &= runs["name"].str.lower().str.contains(text, regex=False) | runs["sweep"].fillna(
+                ""
+            ).str.lower().str.contains(text, regex=False)
         return runs[keep]
 
     def _after_filter(self) -> None:
@@ -207,10 +251,17 @@ class Dashboard:
     def _update_curves(self, force: bool = False) -> None:
         shown = self._curve_runs()
         metrics = self.feed.metrics[self.feed.metrics["run_id"].isin(shown)]
-        keys = list(metrics["key"].value_counts().index)
+        keys = list(metrics["key"].value_counts().index)  # the most logged first
         if keys != self.metric.options:
-            first = [h for h in views.headlines(self.feed.runs[self.feed.runs["id"].isin(shown)], self.feed.kinds) if h in keys]
-            preferred = self.metric.value if self.metric.value in keys else next(iter(first + [k for k in ("loss", "train_loss") if k in keys] + keys), None)
+            curves = set(metrics.groupby(["run_id", "key"]).size().loc[lambda n: n > 1].index.get_level_values("key"))
+            first = [
+                h
+                for h in views.headlines(self.feed.runs[self.feed.runs["id"].isin(shown)], self.feed.kinds)
+                if h in curves
+            ]
+            preferred = (
+                self.metric.value if self.metric.value in keys else next(iter(first + keys), None)
+            )  # a declared headline with a curve
             self.metric.options = keys
             self.metric.value = preferred
         state = (tuple(shown), self.metric.value, self.x_axis.value, self.log_y.value, len(metrics))
@@ -219,13 +270,16 @@ class Dashboard:
         self._shown["curves"] = state
         selected = bool(self._selection())
         self.curves_note.object = (
-            f"{len(shown)} selected run(s)" if selected else
-            f"{len(shown)} newest run(s) of the filter that logged metrics: tick runs in the table to choose"
+            f"{len(shown)} selected run(s)"
+            if selected
+            else f"{len(shown)} newest run(s) of the filter that logged metrics: tick runs in the table to choose"
         )
         if self.metric.value is None:
             self.curves.object = views.empty_figure("no metrics logged yet by the runs shown")
             return
-        self.curves.object = views.curves_figure(self.feed.runs, self.feed.metrics, shown, self.metric.value, self.x_axis.value, self.log_y.value)
+        self.curves.object = views.curves_figure(
+            self.feed.runs, self.feed.metrics, shown, self.metric.value, self.x_axis.value, self.log_y.value
+        )
 
     # -- compare ------------------------------------------------------------------------------------
     def _update_compare(self, force: bool = False) -> None:
@@ -233,7 +287,10 @@ class Dashboard:
         ids = selected or views.newest_experiment(self._filtered())
         runs = self.feed.runs[self.feed.runs["id"].isin(ids)].sort_values("id")
         marked = {int(r["id"]) for _, r in runs.iterrows() if r["summary"].get("reference") is True}
-        options = {f"{views.label(row)}{' (reference)' if row['id'] in marked else ''}": int(row["id"]) for _, row in runs.iterrows()}
+        options = {
+            f"{views.label(row)}{' (reference)' if row['id'] in marked else ''}": int(row["id"])
+            for _, row in runs.iterrows()
+        }
         if options != self.baseline.options:
             keep = self.baseline.value if self.baseline.value in options.values() else views.reference_run(runs, ids)
             self.baseline.options = options
@@ -247,10 +304,18 @@ class Dashboard:
             self.compare.value = pd.DataFrame({"metric": []})
             self.compare_params.value = pd.DataFrame({"parameter": []})
             return
-        where = "the selected runs" if selected else "the newest experiment of the filter (tick runs in the table to choose)"
+        where = (
+            "the selected runs"
+            if selected
+            else "the newest experiment of the filter (tick runs in the table to choose)"
+        )
         self.compare_note.object = f"Comparing {len(ids)} runs, {where}; Δ% is blank where the baseline is 0."
-        self.compare.value = views.compare_table(self.feed.runs, self.feed.finals(), ids, self.baseline.value, self.feed.kinds)
-        self.compare_params.value = views.params_table(self.feed.runs, [self.baseline.value, *[i for i in ids if i != self.baseline.value]])
+        self.compare.value = views.compare_table(
+            self.feed.runs, self.feed.finals(), ids, self.baseline.value, self.feed.kinds
+        )
+        self.compare_params.value = views.params_table(
+            self.feed.runs, [self.baseline.value, *[i for i in ids if i != self.baseline.value]]
+        )
 
     # -- sweeps -------------------------------------------------------------------------------------
     def _update_sweep(self, force: bool = False) -> None:
@@ -261,13 +326,19 @@ class Dashboard:
             self.sweep.options = groups
             self.sweep.value = keep
         if not self.sweep.value:
-            self.sweep_plot.object = views.empty_figure("no sweeps yet: python -m workbench sweep NOTEBOOK -p NAME VALUE ...")
+            self.sweep_plot.object = views.empty_figure(
+                "no sweeps yet: python -m workbench sweep NOTEBOOK -p NAME VALUE ..."
+            )
             self.sweep_parallel.object = go.Figure()
             return
         points = views.sweep_points(runs, self.sweep.value)
         metrics = views.sweep_metrics(points)
         if metrics != self.sweep_metric.options:
-            keep = self.sweep_metric.value if self.sweep_metric.value in metrics else views.sweep_default_metric(points, runs, self.sweep.value, self.feed.kinds)
+            keep = (
+                self.sweep_metric.value
+                if self.sweep_metric.value in metrics
+                else views.sweep_default_metric(points, runs, self.sweep.value, self.feed.kinds)
+            )
             self.sweep_metric.options = metrics
             self.sweep_metric.value = keep
         state = (self.sweep.value, self.sweep_metric.value, points.to_json())
@@ -277,7 +348,9 @@ class Dashboard:
         metric = self.sweep_metric.value
         if metric:
             goal = next((k.goal for k in self.feed.kinds.values() if metric.rsplit(".", 1)[-1] == k.headline), "min")
-            self.sweep_parallel.object = views.parallel_figure(points, metric, goal, f"sweep {self.sweep.value}: {metric} against its parameters")
+            self.sweep_parallel.object = views.parallel_figure(
+                points, metric, goal, f"sweep {self.sweep.value}: {metric} against its parameters"
+            )
             self.sweep_plot.object = views.sweep_figure(points, metric, f"{metric} against each parameter")
         else:
             self.sweep_plot.object = views.empty_figure("this sweep has no finished point with a number yet")
@@ -298,7 +371,11 @@ class Dashboard:
         pool = runs[runs["id"].isin(set(self._filtered()["id"]) | set(self.selected) | {self.run_select.value})]
         options = {f"{views.label(row)} ({row['kind']}, {row['status']})": int(row["id"]) for _, row in pool.iterrows()}
         if options != self.run_select.options:
-            keep = self.run_select.value if self.run_select.value in options.values() else next(iter(options.values()), None)
+            keep = (
+                self.run_select.value
+                if self.run_select.value in options.values()
+                else next(iter(options.values()), None)
+            )
             self.run_select.options = options
             self.run_select.value = keep
         run_id = self.run_select.value
@@ -315,10 +392,20 @@ class Dashboard:
         params, summary = views.run_summary(row)
         page = [pn.pane.Markdown(f"### {views.label(row)} · {row['kind']} · **{row['status']}**", name="run title")]
         if row["error"]:
-            page.append(pn.pane.Alert(f"**error**\n\n```\n{row['error']}\n```", alert_type="danger", sizing_mode="stretch_width"))
+            page.append(
+                pn.pane.Alert(
+                    f"**error**\n\n```\n{row['error']}\n```", alert_type="danger", sizing_mode="stretch_width"
+                )
+            )
         page.append(pn.pane.Markdown(self._links(run_id), sizing_mode="stretch_width"))
-        page.append(pn.Row(_table(params, "parameters"), _table(summary, "summary"), _table(views.run_overview(row), "where and how"),
-                           sizing_mode="stretch_width"))
+        page.append(
+            pn.Row(
+                _table(params, "parameters"),
+                _table(summary, "summary"),
+                _table(views.run_overview(row), "where and how"),
+                sizing_mode="stretch_width",
+            )
+        )
         page.append(pn.pane.Plotly(views.run_curves_figure(self.feed.metrics, run_id), sizing_mode="stretch_width"))
         page += [_pane(name, value) for name, value in views.artifact_views(self.feed.store, run_id)]
         self.run_page.objects = page
@@ -368,9 +455,13 @@ def _status_style(status: str) -> str:
 def _table(frame: pd.DataFrame, title: str):
     import panel as pn
 
-    return pn.Column(pn.pane.Markdown(f"**{title}**"), pn.widgets.Tabulator(frame, show_index=False, disabled=True, page_size=20,
-                                                                           pagination="local", sizing_mode="stretch_width"),
-                     sizing_mode="stretch_width")
+    return pn.Column(
+        pn.pane.Markdown(f"**{title}**"),
+        pn.widgets.Tabulator(
+            frame, show_index=False, disabled=True, page_size=20, pagination="local", sizing_mode="stretch_width"
+        ),
+        sizing_mode="stretch_width",
+    )
 
 
 def _pane(name: str, value: object):
@@ -379,7 +470,10 @@ def _pane(name: str, value: object):
     if isinstance(value, go.Figure):
         return pn.pane.Plotly(value, sizing_mode="stretch_width", height=420)
     if isinstance(value, pd.DataFrame):
-        return pn.Column(pn.pane.Markdown(f"**{name}**"), pn.widgets.Tabulator(value, show_index=False, disabled=True, page_size=10, pagination="local"))
+        return pn.Column(
+            pn.pane.Markdown(f"**{name}**"),
+            pn.widgets.Tabulator(value, show_index=False, disabled=True, page_size=10, pagination="local"),
+        )
     if isinstance(value, Path):
         return pn.Column(pn.pane.Markdown(f"**{name}**"), pn.pane.Image(str(value)))
     if isinstance(value, str):
@@ -389,6 +483,34 @@ def _pane(name: str, value: object):
 
 
 # -- serving ------------------------------------------------------------------------------------------
+
+
+def quiet_closed_websockets() -> None:
+    """Drop the one error a reload causes: a browser tab that reloads or closes while an update is on
+    its way leaves tornado a write that fails with WebSocketClosedError, which asyncio prints as "Task
+    exception was never retrieved" with two tracebacks. Nothing is wrong and nothing can be done;
+    every other error is reported as before. Called by the app, inside the server's event loop."""
+    import asyncio
+
+    from tornado.iostream import StreamClosedError
+    from tornado.websocket import WebSocketClosedError
+
+    loop = asyncio.get_event_loop()
+    previous = loop.get_exception_handler()
+    if getattr(previous, "quiet_closed_websockets", False):
+        return
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+        if isinstance(context.get("exception"), (WebSocketClosedError, StreamClosedError)):
+            return
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    handler.quiet_closed_websockets = True
+    loop.set_exception_handler(handler)
+
 
 def free_port(address: str = "127.0.0.1", preferred: int = 5006) -> int:
     """`preferred` if nothing listens there, else a port the system picks."""
@@ -414,7 +536,9 @@ def serve(port: int = 0, address: str = "127.0.0.1", show: bool = False) -> int:
     home = default_store().path.parent
     for route in FILE_ROUTES:  # the run page links to executed notebooks and their HTML copies here
         (home / route).mkdir(parents=True, exist_ok=True)
-    print(f"dashboard: http://{address}:{port}/dashboard_app  (store {default_store().path}; Ctrl-C stops it)", flush=True)
+    print(
+        f"dashboard: http://{address}:{port}/dashboard_app  (store {default_store().path}; Ctrl-C stops it)", flush=True
+    )
     sys.argv = ["panel", "serve", str(app), "--address", address, "--port", str(port)]
     sys.argv += [f"--allow-websocket-origin={origin}" for origin in origins]
     sys.argv += ["--static-dirs", *(f"{route}={home / route}" for route in FILE_ROUTES)]

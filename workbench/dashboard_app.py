@@ -6,9 +6,10 @@ so the dashboard works on a machine without internet. `?run=ID` in the address o
 
 import panel as pn
 
-from workbench.dashboard import Dashboard
+from workbench.dashboard import Dashboard, quiet_closed_websockets
 
 pn.extension("plotly", "tabulator")
+quiet_closed_websockets()  # a reload mid-update is no error
 dashboard = Dashboard(file_urls=True)
 run = pn.state.session_args.get("run")
 if run and run[0].isdigit():

@@ -25,8 +25,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from . import plots
-from .runs import RunKind, RunStore
-from .sweep import sweep_group
+from .runs import RunKind, RunStore, sweep_group
 
 BOOKKEEPING_KINDS = ("sweep", "sweep_point")
 # Numbers runs record about how they ran rather than how well: settings, never compared as outcomes.
@@ -70,6 +69,7 @@ def setting_keys(params: dict, summary: dict) -> set[str]:
 
 # -- final numbers ----------------------------------------------------------------------------------
 
+
 def final_metrics(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
     """One row per run id, one column per metric: each logged metric's last value, overridden by the
     summary's number of the same name. Settings (see `setting_keys`) are left out."""
@@ -100,6 +100,7 @@ def metric_order(finals: pd.DataFrame, first: list[str]) -> list[str]:
 
 # -- tables -----------------------------------------------------------------------------------------
 
+
 def visible(runs: pd.DataFrame, bookkeeping: bool = False) -> pd.DataFrame:
     """The runs a user compares; a sweep's own records (the grid, one row per point) only on request."""
     return runs if bookkeeping or runs.empty else runs[~runs["kind"].isin(BOOKKEEPING_KINDS)]
@@ -107,7 +108,9 @@ def visible(runs: pd.DataFrame, bookkeeping: bool = False) -> pd.DataFrame:
 
 def params_frame(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per run, one column per (flattened) parameter, long values shortened for a table cell."""
-    return pd.DataFrame([{k: _short(v) for k, v in flatten(p).items()} for p in runs["params"]], index=runs["id"].to_numpy())
+    return pd.DataFrame(
+        [{k: _short(v) for k, v in flatten(p).items()} for p in runs["params"]], index=runs["id"].to_numpy()
+    )
 
 
 def varying(frame: pd.DataFrame) -> list[str]:
@@ -119,15 +122,17 @@ def runs_table(runs: pd.DataFrame, finals: pd.DataFrame, kinds: dict[str, RunKin
     base = ["id", "kind", "name", "sweep", "status", "started", "duration_s"]
     if runs.empty:
         return pd.DataFrame(columns=base)
-    table = pd.DataFrame({
-        "id": runs["id"].to_numpy(),
-        "kind": runs["kind"].to_numpy(),
-        "name": runs["name"].to_numpy(),
-        "sweep": runs["sweep"].fillna("").to_numpy(),
-        "status": runs["status"].to_numpy(),
-        "started": pd.to_datetime(runs["started_at"], unit="s").dt.strftime("%Y-%m-%d %H:%M:%S").to_numpy(),
-        "duration_s": runs["duration_s"].round(1).to_numpy(),
-    })
+    table = pd.DataFrame(
+        {
+            "id": runs["id"].to_numpy(),
+            "kind": runs["kind"].to_numpy(),
+            "name": runs["name"].to_numpy(),
+            "sweep": runs["sweep"].fillna("").to_numpy(),
+            "status": runs["status"].to_numpy(),
+            "started": pd.to_datetime(runs["started_at"], unit="s").dt.strftime("%Y-%m-%d %H:%M:%S").to_numpy(),
+            "duration_s": runs["duration_s"].round(1).to_numpy(),
+        }
+    )
     params = params_frame(runs)
     for column in varying(params)[:MAX_PARAM_COLUMNS]:
         table[f"params.{column}"] = params[column].astype(str).where(params[column].notna(), "").to_numpy()
@@ -166,7 +171,9 @@ def newest_experiment(runs: pd.DataFrame, limit: int = MAX_CURVES) -> list[int]:
     return [int(i) for i in same.sort_values("id")["id"].tail(limit)]
 
 
-def compare_table(runs: pd.DataFrame, finals: pd.DataFrame, run_ids: list[int], baseline: int, kinds: dict[str, RunKind] | None = None) -> pd.DataFrame:
+def compare_table(
+    runs: pd.DataFrame, finals: pd.DataFrame, run_ids: list[int], baseline: int, kinds: dict[str, RunKind] | None = None
+) -> pd.DataFrame:
     """Metrics side by side, one column per run, and each run's Δ and Δ% to the baseline run.
 
     Δ% = 100 (x - x_base) / |x_base|; blank (NaN) where the baseline is zero or missing.
@@ -203,6 +210,7 @@ def params_table(runs: pd.DataFrame, run_ids: list[int]) -> pd.DataFrame:
 
 # -- curves -----------------------------------------------------------------------------------------
 
+
 def curve_frame(runs: pd.DataFrame, metrics: pd.DataFrame, run_ids: list[int], key: str) -> pd.DataFrame:
     """One metric of some runs: (run label, step, time since the run started, value), in logging order."""
     rows = metrics[(metrics["key"] == key) & metrics["run_id"].isin(run_ids)]
@@ -215,7 +223,9 @@ def curve_frame(runs: pd.DataFrame, metrics: pd.DataFrame, run_ids: list[int], k
     return frame.sort_values(["run_id", "id"], key=lambda c: c.map(order) if c.name == "run_id" else c)
 
 
-def curves_figure(runs: pd.DataFrame, metrics: pd.DataFrame, run_ids: list[int], key: str, x: str = "step", log_y: bool = False) -> go.Figure:
+def curves_figure(
+    runs: pd.DataFrame, metrics: pd.DataFrame, run_ids: list[int], key: str, x: str = "step", log_y: bool = False
+) -> go.Figure:
     """Every given run's curve of one metric, by step or by wall time.
 
     Runs that logged identical numbers still show as distinct lines: each run has its own colour,
@@ -226,18 +236,35 @@ def curves_figure(runs: pd.DataFrame, metrics: pd.DataFrame, run_ids: list[int],
     column = "time_s" if x != "step" else "step"
     figure = go.Figure()
     if len(frame) and frame.groupby("run_id").size().max() == 1:
-        figure.add_trace(go.Bar(x=frame["run"], y=frame["value"], marker_color=[COLORS[i % len(COLORS)] for i in range(len(frame))],
-                                hovertemplate="%{x}<br>" + key + " %{y:.5g}<extra></extra>"))
+        figure.add_trace(
+            go.Bar(
+                x=frame["run"],
+                y=frame["value"],
+                marker_color=[COLORS[i % len(COLORS)] for i in range(len(frame))],
+                hovertemplate="%{x}<br>" + key + " %{y:.5g}<extra></extra>",
+            )
+        )
         figure.update_layout(title=f"{key}: one value per run ({len(frame)} runs)", yaxis_title=key, **plots.LAYOUT)
     else:
         for index, (name, rows) in enumerate(frame.groupby("run", sort=False)):
-            figure.add_trace(go.Scatter(
-                x=rows[column], y=rows["value"], name=name, mode="lines+markers",
-                line={"color": COLORS[index % len(COLORS)], "dash": DASHES[index % len(DASHES)], "width": 2},
-                marker={"size": 5, "symbol": SYMBOLS[(index // len(DASHES)) % len(SYMBOLS)]},
-                hovertemplate=f"{name}<br>{x} %{{x}}<br>{key} %{{y:.5g}}<extra></extra>",
-            ))
-        figure.update_layout(title=f"{key} of {frame['run'].nunique()} runs", xaxis_title=x, yaxis_title=key, hovermode="closest", **plots.LAYOUT)
+            figure.add_trace(
+                go.Scatter(
+                    x=rows[column],
+                    y=rows["value"],
+                    name=name,
+                    mode="lines+markers",
+                    line={"color": COLORS[index % len(COLORS)], "dash": DASHES[index % len(DASHES)], "width": 2},
+                    marker={"size": 5, "symbol": SYMBOLS[(index // len(DASHES)) % len(SYMBOLS)]},
+                    hovertemplate=f"{name}<br>{x} %{{x}}<br>{key} %{{y:.5g}}<extra></extra>",
+                )
+            )
+        figure.update_layout(
+            title=f"{key} of {frame['run'].nunique()} runs",
+            xaxis_title=x,
+            yaxis_title=key,
+            hovermode="closest",
+            **plots.LAYOUT,
+        )
         if log_y:
             figure.update_yaxes(type="log")
     figure.update_layout(uirevision="keep", legend={"title": "run"}, height=440)  # zoom survives live updates
@@ -245,6 +272,7 @@ def curves_figure(runs: pd.DataFrame, metrics: pd.DataFrame, run_ids: list[int],
 
 
 # -- sweeps -----------------------------------------------------------------------------------------
+
 
 def sweep_groups(runs: pd.DataFrame) -> list[str]:
     """The sweep ids in the store, newest first (a run without a tag belongs to none)."""
@@ -267,21 +295,27 @@ def sweep_points(runs: pd.DataFrame, sweep: str) -> pd.DataFrame:
     rows = rows if cli else visible(group).sort_values("id")
     if rows.empty:
         return pd.DataFrame(columns=["point", "run", "kind", "status", "error"])
-    frame = pd.DataFrame({
-        "point": rows["sweep"].str.rsplit("/", n=1).str[-1].astype(int).to_numpy() if cli else np.arange(len(rows)),
-        "run": rows["id"].to_numpy(),
-        "kind": rows["kind"].to_numpy(),
-        "status": rows["status"].to_numpy(),
-        "error": rows["error"].fillna("").to_numpy(),
-    })
+    frame = pd.DataFrame(
+        {
+            "point": rows["sweep"].str.rsplit("/", n=1).str[-1].astype(int).to_numpy() if cli else np.arange(len(rows)),
+            "run": rows["id"].to_numpy(),
+            "kind": rows["kind"].to_numpy(),
+            "status": rows["status"].to_numpy(),
+            "error": rows["error"].fillna("").to_numpy(),
+        }
+    )
     params = params_frame(rows).reset_index(drop=True)
     params = params[varying(params) or list(params.columns)].add_prefix("param ")
-    finals = final_metrics(rows, pd.DataFrame(columns=["id", "run_id", "step", "key", "value", "time"])).reset_index(drop=True)
+    finals = final_metrics(rows, pd.DataFrame(columns=["id", "run_id", "step", "key", "value", "time"])).reset_index(
+        drop=True
+    )
     return pd.concat([frame, params, finals], axis=1).sort_values("point").reset_index(drop=True)
 
 
 def sweep_metrics(points: pd.DataFrame) -> list[str]:
-    return [c for c in points.columns if c not in ("point", "run", "kind", "status", "error") and not c.startswith("param ")]
+    return [
+        c for c in points.columns if c not in ("point", "run", "kind", "status", "error") and not c.startswith("param ")
+    ]
 
 
 def sweep_default_metric(points: pd.DataFrame, runs: pd.DataFrame, sweep: str, kinds: dict[str, RunKind]) -> str | None:
@@ -293,7 +327,9 @@ def sweep_default_metric(points: pd.DataFrame, runs: pd.DataFrame, sweep: str, k
         for candidate in (headline, *(m for m in metrics if m.endswith(f".{headline}"))):
             if candidate in metrics and points[candidate].notna().any():
                 return candidate
-    return next((m for m in metrics if not m.endswith("_s") and points[m].notna().any()), metrics[0] if metrics else None)
+    return next(
+        (m for m in metrics if not m.endswith("_s") and points[m].notna().any()), metrics[0] if metrics else None
+    )
 
 
 def _axis_values(values: pd.Series) -> tuple[pd.Series, dict]:
@@ -302,30 +338,49 @@ def _axis_values(values: pd.Series) -> tuple[pd.Series, dict]:
         return values.astype(float), {}
     names = values.astype(str)
     categories = list(dict.fromkeys(names))
-    return names.map({c: i for i, c in enumerate(categories)}).astype(float), {"tickvals": list(range(len(categories))), "ticktext": categories}
+    return names.map({c: i for i, c in enumerate(categories)}).astype(float), {
+        "tickvals": list(range(len(categories))),
+        "ticktext": categories,
+    }
 
 
 def sweep_figure(points: pd.DataFrame, metric: str, title: str = "") -> go.Figure:
-    """A final metric against each swept parameter (one panel per parameter that varies); hover shows the whole point."""
+    """A final metric against each swept parameter (one panel per parameter that varies); hover: the whole point."""
     axes = [c for c in points.columns if c.startswith("param ")]
-    figure = make_subplots(rows=1, cols=max(len(axes), 1), shared_yaxes=True, subplot_titles=[a.removeprefix("param ") for a in axes])
+    figure = make_subplots(
+        rows=1, cols=max(len(axes), 1), shared_yaxes=True, subplot_titles=[a.removeprefix("param ") for a in axes]
+    )
     done = points.dropna(subset=[metric]) if metric in points else points.iloc[0:0]
-    hover = done[axes].astype(str).apply(lambda r: "<br>".join(f"{a.removeprefix('param ')}={v}" for a, v in r.items()), axis=1) if axes else None
+    hover = (
+        done[axes]
+        .astype(str)
+        .apply(lambda r: "<br>".join(f"{a.removeprefix('param ')}={v}" for a, v in r.items()), axis=1)
+        if axes
+        else None
+    )
     for column, axis in enumerate(axes, start=1):
         values = done[axis]
         numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
         figure.add_trace(
             go.Scatter(
-                x=values if numeric else values.astype(str), y=done[metric], mode="markers", name=axis.removeprefix("param "),
+                x=values if numeric else values.astype(str),
+                y=done[metric],
+                mode="markers",
+                name=axis.removeprefix("param "),
                 marker={"size": 10, "color": [STATUS_COLORS.get(s, "gray") for s in done["status"]]},
-                text=hover, hovertemplate=f"%{{text}}<br>{metric} %{{y:.4g}}<extra>point</extra>", showlegend=False,
+                text=hover,
+                hovertemplate=f"%{{text}}<br>{metric} %{{y:.4g}}<extra>point</extra>",
+                showlegend=False,
             ),
-            row=1, col=column,
+            row=1,
+            col=column,
         )
         positive = numeric and len(values) and (values > 0).all() and values.max() / values.min() >= 20
         figure.update_xaxes(type="log" if positive else None, row=1, col=column)
     figure.update_yaxes(title_text=metric, row=1, col=1)
-    figure.update_layout(title=title or f"{metric}: {len(done)} of {len(points)} points", height=380, uirevision="keep", **plots.LAYOUT)
+    figure.update_layout(
+        title=title or f"{metric}: {len(done)} of {len(points)} points", height=380, uirevision="keep", **plots.LAYOUT
+    )
     return figure
 
 
@@ -339,25 +394,44 @@ def parallel_figure(points: pd.DataFrame, metric: str, goal: str = "min", title:
         values, ticks = _axis_values(done[axis])
         dimensions.append(dict(label=axis.removeprefix("param "), values=values, **ticks))
     dimensions.append({"label": metric, "values": done[metric].astype(float)})
-    figure = go.Figure(go.Parcoords(
-        line={"color": done[metric].astype(float), "colorscale": "Viridis", "reversescale": goal == "min", "showscale": True,
-                  "colorbar": {"title": metric}},
-        dimensions=dimensions,
-    ))
-    figure.update_layout(title=title or f"{metric} against the swept parameters ({len(done)} points)", height=380,
-                         template="plotly_white", margin={"l": 80, "r": 80, "t": 80, "b": 40})
+    figure = go.Figure(
+        go.Parcoords(
+            line={
+                "color": done[metric].astype(float),
+                "colorscale": "Viridis",
+                "reversescale": goal == "min",
+                "showscale": True,
+                "colorbar": {"title": metric},
+            },
+            dimensions=dimensions,
+        )
+    )
+    figure.update_layout(
+        title=title or f"{metric} against the swept parameters ({len(done)} points)",
+        height=380,
+        template="plotly_white",
+        margin={"l": 80, "r": 80, "t": 80, "b": 40},
+    )
     return figure
 
 
 # -- one run ----------------------------------------------------------------------------------------
 
+
 def run_overview(row: dict) -> pd.DataFrame:
     """Who, when, where and with what code a run ran: status, sweep, host, git commit, device, versions."""
     started = pd.to_datetime(row["started_at"], unit="s").strftime("%Y-%m-%d %H:%M:%S UTC")
     facts = {
-        "kind": row["kind"], "name": row["name"], "status": row["status"], "sweep": row["sweep"] or "",
-        "started": started, "duration_s": round(float(row["duration_s"]), 1), "host": row["host"], "pid": row["pid"],
-        "git commit": row["git_commit"] or "(not in a git checkout)", "device": row["device"],
+        "kind": row["kind"],
+        "name": row["name"],
+        "status": row["status"],
+        "sweep": row["sweep"] or "",
+        "started": started,
+        "duration_s": round(float(row["duration_s"]), 1),
+        "host": row["host"],
+        "pid": row["pid"],
+        "git commit": row["git_commit"] or "(not in a git checkout)",
+        "device": row["device"],
         **{f"version of {k}": v for k, v in (row["versions"] or {}).items()},
     }
     return pd.DataFrame({"about": list(facts), "value": [str(v) for v in facts.values()]})
@@ -372,9 +446,13 @@ def run_summary(row: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     config = {k: v for k, v in summary.items() if k not in metrics}
 
     def table(values: dict, name: str) -> pd.DataFrame:
-        return pd.DataFrame({name: list(values), "value": [_short(v) if not _is_number(v) else v for v in values.values()]}).astype({"value": str})
+        return pd.DataFrame(
+            {name: list(values), "value": [_short(v) if not _is_number(v) else v for v in values.values()]}
+        ).astype({"value": str})
 
-    return table({**params, **{f"(recorded) {k}": v for k, v in config.items()}}, "parameter"), table(metrics, "summary")
+    return table({**params, **{f"(recorded) {k}": v for k, v in config.items()}}, "parameter"), table(
+        metrics, "summary"
+    )
 
 
 def run_curves_figure(metrics: pd.DataFrame, run_id: int, limit: int = 9) -> go.Figure:
@@ -387,9 +465,19 @@ def run_curves_figure(metrics: pd.DataFrame, run_id: int, limit: int = 9) -> go.
     figure = make_subplots(rows=-(-len(keys) // columns), cols=columns, subplot_titles=keys)
     for index, key in enumerate(keys):
         points = rows[rows["key"] == key]
-        figure.add_trace(go.Scatter(x=points["step"], y=points["value"], mode="lines+markers", name=key, showlegend=False,
-                                    marker={"size": 4}, line={"color": COLORS[index % len(COLORS)]}),
-                         row=index // columns + 1, col=index % columns + 1)
+        figure.add_trace(
+            go.Scatter(
+                x=points["step"],
+                y=points["value"],
+                mode="lines+markers",
+                name=key,
+                showlegend=False,
+                marker={"size": 4},
+                line={"color": COLORS[index % len(COLORS)]},
+            ),
+            row=index // columns + 1,
+            col=index % columns + 1,
+        )
     figure.update_layout(height=260 * (-(-len(keys) // columns)), title="logged metrics by step", **plots.LAYOUT)
     return figure
 
@@ -400,6 +488,7 @@ def run_files(store: RunStore, run_id: int) -> dict[str, Path]:
 
 
 # -- artifacts --------------------------------------------------------------------------------------
+
 
 def artifact_views(store: RunStore, run_id: int, limit: int = 8) -> list[tuple[str, object]]:
     """A run's artifacts as things to show, by what they hold: a matrix (an attention-similarity map)
@@ -439,7 +528,9 @@ def _array_view(array: np.ndarray, name: str) -> object:
         axis = "layer" if "similarity" in name else ""
         return plots.heatmap(matrix, name, x_title=axis, y_title=axis, value_name=name.removesuffix(".npy"))
     if array.ndim == 1:
-        return plots.curves(pd.DataFrame({"index": np.arange(len(array)), "value": array}), "index", "value", title=name)
+        return plots.curves(
+            pd.DataFrame({"index": np.arange(len(array)), "value": array}), "index", "value", title=name
+        )
     return f"array of shape {array.shape}, dtype {array.dtype}: mean {float(np.mean(array)):.4g}"
 
 

@@ -42,6 +42,7 @@ MIN_TYPED = 8  # shorter lists stay readable JSON
 
 # -- in the kernel ----------------------------------------------------------------------------------
 
+
 def setup_kernel() -> None:
     """Figures as JSON only (JupyterLab draws them; the HTML copy embeds plotly.js once), and final
     FigureWidget states saved with the notebook."""
@@ -74,9 +75,14 @@ def _snapshot_figure_widgets() -> None:
 
 # -- figure data ------------------------------------------------------------------------------------
 
+
 def _decode(value) -> np.ndarray | None:
     """A numeric array held by a figure: a list of numbers, plotly's typed array, or a widget buffer."""
-    if isinstance(value, list) and len(value) >= MIN_TYPED and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+    if (
+        isinstance(value, list)
+        and len(value) >= MIN_TYPED
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    ):
         return np.asarray(value, dtype=float)
     if isinstance(value, dict) and "dtype" in value and isinstance(value.get("bdata"), str):
         array = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
@@ -113,7 +119,12 @@ def compact_figure(figure: dict) -> dict:
     for trace in figure.get("data", []):
         trace = dict(trace)
         x, y = _decode(trace.get("x")), _decode(trace.get("y"))
-        if trace.get("type", "scatter") in ("scatter", "scattergl") and y is not None and y.ndim == 1 and len(y) > MAX_POINTS:
+        if (
+            trace.get("type", "scatter") in ("scatter", "scattergl")
+            and y is not None
+            and y.ndim == 1
+            and len(y) > MAX_POINTS
+        ):
             keep = np.unique(np.r_[np.linspace(0, len(y) - 1, MAX_POINTS).astype(int), len(y) - 1])
             trace["y"] = y[keep]
             if x is not None and len(x) == len(y):
@@ -123,6 +134,7 @@ def compact_figure(figure: dict) -> dict:
 
 
 # -- widgets ----------------------------------------------------------------------------------------
+
 
 def _widget_states(notebook: dict) -> dict[str, dict]:
     """Saved widget models by id, each {"name", "state"} with binary buffers put back into the state."""
@@ -175,7 +187,11 @@ def _control_text(model: dict) -> str:
 
 def _figure_output(model: dict) -> dict:
     figure = compact_figure({"data": model["state"]["_widget_data"], "layout": model["state"]["_widget_layout"]})
-    return {"output_type": "display_data", "metadata": {}, "data": {PLOTLY: figure, "text/plain": "<FigureWidget (static copy of its final state)>"}}
+    return {
+        "output_type": "display_data",
+        "metadata": {},
+        "data": {PLOTLY: figure, "text/plain": "<FigureWidget (static copy of its final state)>"},
+    }
 
 
 def compact_notebook(path: str | Path) -> None:
@@ -192,16 +208,22 @@ def compact_notebook(path: str | Path) -> None:
                 data.pop("text/html", None)  # plotly's HTML rendering repeats the figure: the HTML copy makes its own
             if PANEL_LOAD in data:
                 continue  # Panel's and Bokeh's scripts (17 MB inline): a view needs them only while its kernel runs
-            if PANEL_VIEW in data:
-                outputs.append({"output_type": "display_data", "metadata": {}, "data": {"text/plain": PANEL_NOTE}})
+            if PANEL_VIEW in data:  # a view (it has a text form), or Panel's comm set-up script (which has none)
+                if "text/plain" in data:
+                    outputs.append({"output_type": "display_data", "metadata": {}, "data": {"text/plain": PANEL_NOTE}})
                 continue
             model_id = data.get(WIDGET_VIEW, {}).get("model_id")
             leaves = _leaves(models, model_id) if model_id else []
             if any(_is_figure(leaf) for leaf in leaves):
                 controls = [text for leaf in leaves if not _is_figure(leaf) and (text := _control_text(leaf))]
                 if controls:
-                    outputs.append({"output_type": "display_data", "metadata": {}, "data": {
-                        "text/plain": "controls at the end of the run: " + " · ".join(controls)}})
+                    outputs.append(
+                        {
+                            "output_type": "display_data",
+                            "metadata": {},
+                            "data": {"text/plain": "controls at the end of the run: " + " · ".join(controls)},
+                        }
+                    )
                 outputs += [_figure_output(leaf) for leaf in leaves if _is_figure(leaf)]
             else:
                 outputs.append(output)
@@ -217,7 +239,12 @@ def _drop_unused_widgets(notebook: dict) -> None:
     if not saved:
         return
     models, used = saved["state"], set()
-    stack = [o["data"][WIDGET_VIEW]["model_id"] for c in notebook["cells"] for o in c.get("outputs", []) if WIDGET_VIEW in o.get("data", {})]
+    stack = [
+        o["data"][WIDGET_VIEW]["model_id"]
+        for c in notebook["cells"]
+        for o in c.get("outputs", [])
+        if WIDGET_VIEW in o.get("data", {})
+    ]
     while stack:
         model_id = stack.pop()
         if model_id in used or model_id not in models:
@@ -253,9 +280,11 @@ def render_math(markdown: str) -> str:
 def _figure_html(figure: dict, index: int) -> str:
     text = json.dumps(figure, separators=(",", ":")).replace("</", "<\\/")
     height = figure.get("layout", {}).get("height") or 450
-    return (f'<div id="wb-figure-{index}" style="width:100%;height:{int(height)}px"></div>'
-            f'<script>Plotly.newPlot("wb-figure-{index}", ...(f => [f.data, f.layout])({text}), '
-            '{"responsive": true, "displaylogo": false});</script>')
+    return (
+        f'<div id="wb-figure-{index}" style="width:100%;height:{int(height)}px"></div>'
+        f'<script>Plotly.newPlot("wb-figure-{index}", ...(f => [f.data, f.layout])({text}), '
+        '{"responsive": true, "displaylogo": false});</script>'
+    )
 
 
 def to_html(path: str | Path) -> Path:
@@ -284,8 +313,12 @@ def to_html(path: str | Path) -> Path:
                 data["text/html"] = f"<pre>{html.escape(text)}</pre>" if text else data.get("text/plain", "")
     notebook.metadata.pop("widgets", None)
     body, _ = HTMLExporter(template_name="lab").from_notebook_node(notebook)
-    body = re.sub(r"<!-- Load mathjax -->.*?<!-- End of mathjax configuration -->", "", body, flags=re.DOTALL)  # math is MathML
-    body = re.sub(r'<script[^>]*\bsrc="https?://[^"]*"[^>]*>\s*</script>', "", body)  # require.js: nothing here needs it
+    body = re.sub(
+        r"<!-- Load mathjax -->.*?<!-- End of mathjax configuration -->", "", body, flags=re.DOTALL
+    )  # math is MathML
+    body = re.sub(
+        r'<script[^>]*\bsrc="https?://[^"]*"[^>]*>\s*</script>', "", body
+    )  # require.js: nothing here needs it
     if figures:
         body = body.replace("</head>", f"<script>{get_plotlyjs()}</script>\n</head>", 1)
     output = path.with_suffix(".html")

@@ -35,8 +35,15 @@ def heatmap(
     y = list(y_labels) if y_labels is not None else list(range(matrix.shape[0]))
     figure = go.Figure(
         go.Heatmap(
-            z=matrix, x=x, y=y, colorscale=colorscale, zmin=zmin, zmax=zmax, colorbar={"title": value_name},
-            hovertemplate=f"{y_title or 'row'} %{{y}}<br>{x_title or 'column'} %{{x}}<br>{value_name} %{{z:.4f}}<extra></extra>",
+            z=matrix,
+            x=x,
+            y=y,
+            colorscale=colorscale,
+            zmin=zmin,
+            zmax=zmax,
+            colorbar={"title": value_name},
+            hovertemplate=f"{y_title or 'row'} %{{y}}<br>{x_title or 'column'} %{{x}}<br>"
+            f"{value_name} %{{z:.4f}}<extra></extra>",
         )
     )
     figure.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title, **LAYOUT)
@@ -47,17 +54,38 @@ def heatmap(
 def attention_map(probabilities: np.ndarray, tokens: Sequence[str], title: str) -> go.Figure:
     """One head's (or the head-mean) attention probabilities [query, key] with token labels."""
     labels = [f"{i}:{t}" for i, t in enumerate(tokens)]
-    return heatmap(probabilities, title, labels, labels, x_title="key", y_title="query", value_name="attention", colorscale="Blues", zmin=0)
+    return heatmap(
+        probabilities,
+        title,
+        labels,
+        labels,
+        x_title="key",
+        y_title="query",
+        value_name="attention",
+        colorscale="Blues",
+        zmin=0,
+    )
 
 
-def curves(frame: pd.DataFrame, x: str, y: str, group: str | None = None, title: str = "", log_y: bool = False, error: str | None = None) -> go.Figure:
+def curves(
+    frame: pd.DataFrame,
+    x: str,
+    y: str,
+    group: str | None = None,
+    title: str = "",
+    log_y: bool = False,
+    error: str | None = None,
+) -> go.Figure:
     """Line per `group` of `y` against `x`, optionally with an error band column `error`."""
     figure = go.Figure()
     groups = frame.groupby(group, sort=False) if group else [(y, frame)]
     for name, rows in groups:
         figure.add_trace(
             go.Scatter(
-                x=rows[x], y=rows[y], mode="lines+markers", name=str(name),
+                x=rows[x],
+                y=rows[y],
+                mode="lines+markers",
+                name=str(name),
                 error_y={"type": "data", "array": rows[error], "visible": True} if error else None,
             )
         )
@@ -67,9 +95,13 @@ def curves(frame: pd.DataFrame, x: str, y: str, group: str | None = None, title:
     return figure
 
 
-def bars(labels: Sequence[str], values: Sequence[float], title: str, value_name: str = "", baseline: float | None = None) -> go.Figure:
+def bars(
+    labels: Sequence[str], values: Sequence[float], title: str, value_name: str = "", baseline: float | None = None
+) -> go.Figure:
     """Bar comparison, with an optional dashed baseline (e.g. the teacher's perplexity)."""
-    figure = go.Figure(go.Bar(x=list(labels), y=list(values), text=[f"{v:.3g}" for v in values], textposition="outside"))
+    figure = go.Figure(
+        go.Bar(x=list(labels), y=list(values), text=[f"{v:.3g}" for v in values], textposition="outside")
+    )
     if baseline is not None:
         figure.add_hline(y=baseline, line_dash="dash", annotation_text=f"baseline {baseline:.3g}")
     figure.update_layout(title=title, yaxis_title=value_name, **LAYOUT)
