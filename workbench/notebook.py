@@ -23,12 +23,16 @@ PROFILES = ("smoke", "full")
 # The kernel papermill starts talks to it over local TCP; its warning that this is unencrypted
 # names nothing a user of `run` can act on, so only errors are shown.
 KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
+SWEEP_VARIABLE = "WORKBENCH_SWEEP"  # run_notebook(sweep=) -> the kernel's environment -> setup() -> runs.join_sweep
 
 
 def setup() -> None:
     """Call first in every notebook: offline plotly rendering, one-line workbench errors, and
     runs that fail with their cell (see `fail_open_runs`)."""
+    from .runs import join_sweep
+
     setup_kernel()  # figures as plotly JSON; FigureWidgets' final states kept (see workbench.notebook_html)
+    join_sweep(os.environ.get(SWEEP_VARIABLE))  # executed as a sweep point: the notebook's runs join the point
     try:
         from IPython import get_ipython
     except ImportError:
@@ -147,10 +151,12 @@ def run_notebook(
     kernel: str = "python3",
     html: bool = True,
     progress: bool = True,
+    sweep: str | None = None,
 ) -> NotebookResult:
     """Execute a notebook with papermill; returns the executed copy (and its HTML) paths.
 
     Unknown parameter names are refused before anything runs, with the valid names listed.
+    `sweep`: the tag of the sweep point this execution is (the notebook's runs carry it).
     """
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -166,6 +172,8 @@ def run_notebook(
     folder.mkdir(parents=True, exist_ok=True)
     output = folder / (output_name or f"{source.stem}-{profile}-{time.strftime('%Y%m%d-%H%M%S')}.ipynb")
     os.environ["WORKBENCH_NOTEBOOK"] = str(output)  # the kernel inherits it: its runs link to this executed copy
+    if sweep:
+        os.environ[SWEEP_VARIABLE] = sweep  # read by setup() in the kernel
     start = time.perf_counter()
     try:
         papermill.execute_notebook(
@@ -176,5 +184,6 @@ def run_notebook(
         raise NotebookFailed(failure.exec_count, f"{failure.ename}: {failure.evalue}", output, _html_if_possible(output, html)) from None
     seconds = time.perf_counter() - start
     os.environ.pop("WORKBENCH_NOTEBOOK", None)
+    os.environ.pop(SWEEP_VARIABLE, None)
     compact_notebook(output)
     return NotebookResult(output, to_html(output) if html else None, seconds)

@@ -176,6 +176,26 @@ class RunStore:
     def artifact_dir(self) -> Path:
         return self.path.parent / "artifacts"
 
+    def mark_interrupted(self, sweep: str, error: str, keep: int | None = None) -> None:
+        """Every run of `sweep` (tagged `sweep` or `sweep/<point>`) that still reads "running", except
+        run `keep`, ends "interrupted" with `error` (unless it has one): its runner stopped it."""
+        with self.write() as db:
+            db.execute(
+                "UPDATE runs SET status = 'interrupted', error = COALESCE(error, ?), ended_at = ?"
+                " WHERE (sweep = ? OR sweep LIKE ?) AND status = ? AND id != ?",
+                (error, time.time(), sweep, f"{sweep}/%", ACTIVE, -1 if keep is None else keep),
+            )
+
+    def end_orphan(self, run_id: int, status: str, error: str) -> bool:
+        """End run `run_id` with `status` if it still reads "running" although its process is gone
+        (killed, out of memory); True if it did."""
+        with self.write() as db:
+            cursor = db.execute(
+                "UPDATE runs SET status = ?, error = ?, ended_at = ? WHERE id = ? AND status = ?",
+                (status, error, time.time(), run_id, ACTIVE),
+            )
+            return cursor.rowcount > 0
+
     def start_run(self, kind: str | RunKind, name: str, params: dict | None = None, sweep: str | None = None) -> Run:
         """A new run of `kind` (a `RunKind` also records the kind's headline metric)."""
         device, versions, commit = *_environment(), _git_commit()
@@ -190,7 +210,7 @@ class RunStore:
             cursor = db.execute(
                 "INSERT INTO runs (kind, name, sweep, status, params, git_commit, device, versions, host, pid, started_at, heartbeat_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (kind, name, sweep or os.environ.get("WORKBENCH_SWEEP"), ACTIVE, _json(params or {}), commit, device,
+                (kind, name, sweep or _joined_sweep, ACTIVE, _json(params or {}), commit, device,
                  _json(versions), socket.gethostname(), os.getpid(), now, now),
             )
             notebook = os.environ.get("WORKBENCH_NOTEBOOK")  # set by run_notebook: the executed copy this run is part of
@@ -382,6 +402,11 @@ class Run:
             (text,) = db.execute("SELECT summary FROM runs WHERE id = ?", (self.id,)).fetchone()
             db.execute("UPDATE runs SET summary = ? WHERE id = ?", (_json({**json.loads(text), **results}), self.id))
 
+    @property
+    def checkpoint_dir(self) -> Path:
+        """Where this run's model checkpoint goes (inside its artifact folder, which the store owns)."""
+        return self.store.artifact_dir / str(self.id) / "checkpoint"
+
     def mark_reference(self) -> None:
         """Mark this run as its experiment's reference (the teacher, the AdamW baseline): the
         dashboard compares the other runs of its sweep against it by default."""
@@ -429,6 +454,24 @@ def finish_open_runs(status: str, error: str) -> list[int]:
     for run in list(_open_runs.values()):
         run.finish(status, error=error)
     return ids
+
+
+def sweep_group(tag: str | float | None) -> str | None:
+    """The sweep a run belongs to, from its `sweep` tag (`<sweep id>` or `<sweep id>/<point>`).
+
+    Untagged runs read back from pandas as None or NaN: both mean "no sweep".
+    """
+    return tag.split("/", 1)[0] if isinstance(tag, str) and tag else None
+
+
+_joined_sweep: str | None = None  # the sweep tag every run of this process gets unless given one
+
+
+def join_sweep(tag: str | None) -> None:
+    """Tag every run this process starts from now on (without a `sweep` of its own) with `tag`:
+    a notebook executed as a sweep point joins its point (see `workbench.notebook.setup`)."""
+    global _joined_sweep
+    _joined_sweep = tag or None
 
 
 _default_store: RunStore | None = None

@@ -11,8 +11,8 @@ store keeps the sweep as a group the dashboard can show:
 - per point one run of kind "sweep_point": the point's parameters, its status (a failed point keeps
   papermill's `ename: evalue`), its executed notebook as an artifact, and in its summary the final
   numbers of the runs the notebook itself wrote; tagged `sweep = <sweep id>/<point index>`;
-- the notebook's own runs carry the same `<sweep id>/<point index>` tag, since the point process
-  sets $WORKBENCH_SWEEP, which `workbench.runs.start_run` reads and the kernel inherits.
+- the notebook's own runs carry the same `<sweep id>/<point index>` tag: the point executes the
+  notebook with `run_notebook(..., sweep=tag)`, whose `setup()` makes the kernel's runs join it.
 
 Ctrl-C stops a sweep cleanly: running points get SIGINT (their notebooks stop, their runs are
 marked interrupted), finished points stay, points not yet started are not run.
@@ -43,7 +43,7 @@ from pathlib import Path
 from .errors import WorkbenchError
 from .notebook import check_profile, find_notebook, notebook_parameters
 from .paths import home
-from .runs import ACTIVE, RunStore, store as default_store
+from .runs import RunStore, sweep_group, store as default_store  # noqa: F401 -- sweep_group: part of this module's API
 
 BACKENDS = ("local", "ray")
 INTERRUPT_GRACE_S = 30.0  # how long stopped points may take to shut their kernels down
@@ -77,14 +77,6 @@ def point_tag(sweep_id: str, index: int) -> str:
     return f"{sweep_id}/{index}"
 
 
-def sweep_group(tag: str | float | None) -> str | None:
-    """The sweep a run belongs to, from its `sweep` tag (`<sweep id>` or `<sweep id>/<point>`).
-
-    Untagged runs read back from pandas as None or NaN: both mean "no sweep".
-    """
-    return tag.split("/", 1)[0] if isinstance(tag, str) and tag else None
-
-
 def point_name(stem: str, params: dict) -> str:
     return " ".join([stem, *(f"{k}={v}" for k, v in params.items())])
 
@@ -102,7 +94,6 @@ def run_point(spec: dict) -> dict:
 
     tag = point_tag(spec["sweep"], spec["index"])
     os.environ["WORKBENCH_HOME"] = spec["home"]
-    os.environ["WORKBENCH_SWEEP"] = tag  # the kernel inherits it: the notebook's runs join the point
     notebook = Path(spec["notebook"])
     store = RunStore(Path(spec["home"]) / "runs.db")
     run = store.start_run("sweep_point", point_name(notebook.stem, spec["params"]), spec["params"], sweep=tag)
@@ -110,7 +101,7 @@ def run_point(spec: dict) -> dict:
     status, error, start = "finished", None, time.perf_counter()
     try:
         run_notebook(notebook, spec["params"], profile=spec["profile"], output_dir=output.parent, output_name=output.name,
-                     html=bool(spec.get("html")), progress=False)
+                     html=bool(spec.get("html")), progress=False, sweep=tag)
     except NotebookFailed as failure:
         status, error = "failed", f"{failure.error} (cell {failure.cell})"
     except KeyboardInterrupt:
@@ -261,11 +252,7 @@ def _progress(total: int, sweep_id: str, enabled: bool):
 
 def _mark_interrupted(store: RunStore, sweep_id: str, sweep_run_id: int) -> None:
     """Whatever of this sweep still reads "running" (a point, a notebook's run) was cut short."""
-    store.db.execute(
-        "UPDATE runs SET status = 'interrupted', error = COALESCE(error, 'the sweep was stopped (Ctrl-C or kill)'), ended_at = ?"
-        " WHERE (sweep = ? OR sweep LIKE ?) AND status = ? AND id != ?",
-        (time.time(), sweep_id, f"{sweep_id}/%", ACTIVE, sweep_run_id),
-    )
+    store.mark_interrupted(sweep_id, "the sweep was stopped (Ctrl-C or kill)", keep=sweep_run_id)
 
 
 def _outcome_from_store(store: RunStore, spec: dict, reason: str, status: str = "failed") -> dict:
@@ -281,10 +268,8 @@ def _outcome_from_store(store: RunStore, spec: dict, reason: str, status: str = 
         run.finish(status, error=f"the point's process ended before it recorded anything: {reason}")
         rows = store.runs(kind="sweep_point", sweep=tag)
     row = rows.iloc[0]
-    (stored,) = store.db.execute("SELECT status FROM runs WHERE id = ?", (int(row["id"]),)).fetchone()
-    if stored == ACTIVE:  # its process is gone, so the run will never be closed by it
-        error = f"the point's process died: {reason}"
-        store.db.execute("UPDATE runs SET status = ?, error = ?, ended_at = ? WHERE id = ?", (status, error, time.time(), int(row["id"])))
+    # its process is gone, so a run still "running" will never be closed by it
+    if store.end_orphan(int(row["id"]), status, f"the point's process died: {reason}"):
         row = store.runs(kind="sweep_point", sweep=tag).iloc[0]
     return {"index": spec["index"], "run_id": int(row["id"]), "status": row["status"], "error": row["error"], "seconds": row["duration_s"]}
 

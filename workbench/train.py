@@ -282,7 +282,7 @@ def save_checkpoint(model: torch.nn.Module, folder: Path) -> Path:
 
 def _checkpoint(model: nn.Module, run: Run | None, config: TrainConfig) -> None:
     if run is not None and config.checkpoint:
-        run.update_summary(checkpoint=str(save_checkpoint(model, run.store.artifact_dir / str(run.id) / "checkpoint")))
+        run.update_summary(checkpoint=str(save_checkpoint(model, run.checkpoint_dir)))
 
 
 # -- the loop ----------------------------------------------------------------------------------
