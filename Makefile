@@ -1,13 +1,14 @@
 # One place for both README commands, so they cannot drift:
 #   make tour   installs everything into .venv and executes notebooks/00_tour.ipynb (embedded defaults)
 #   make test   installs everything the same way and runs the whole test suite
+#   make test-fast   the unit tests only (no model loads, notebooks, DDP or browser): under a minute
 # Also: make lab (JupyterLab on notebooks/), make dashboard (the live comparison dashboard).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 export WORKBENCH_HOME ?= $(CURDIR)/runs
 
-.PHONY: install browser tour test lab dashboard
+.PHONY: install git-filter browser tour test test-fast lab dashboard
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,13 +25,27 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null); } || \
 	  echo "chromium is not installed: the dashboard's browser test will be skipped"
 
-install: $(VENV)/.installed
+# Notebook outputs never enter git: the `nbstripout` filter named in .gitattributes strips them (and
+# execution counts) when a notebook is staged; the working copy keeps them. Outside a git checkout
+# there is nothing to configure.
+git-filter: $(VENV)/.installed
+	@if git rev-parse --git-dir >/dev/null 2>&1; then \
+	  git config filter.nbstripout.clean "$(abspath $(VENV))/bin/nbstripout --keep-id" && \
+	  git config filter.nbstripout.smudge cat && \
+	  git config filter.nbstripout.required true && \
+	  git config diff.ipynb.textconv "$(abspath $(VENV))/bin/nbstripout --keep-id -t"; \
+	fi
+
+install: $(VENV)/.installed git-filter
 
 tour: install
 	$(PY) -m workbench run notebooks/00_tour.ipynb --profile smoke
 
 test: install browser
 	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow and not browser and not gpu"
 
 lab: install
 	$(VENV)/bin/jupyter lab notebooks/
