@@ -85,5 +85,5 @@ def test_savings_for_smollm2_config():
     config = LlamaConfig(hidden_size=576, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3, head_dim=64,
                          intermediate_size=1536, vocab_size=49152)
     savings = sharing_savings([[3, 4], [7, 8, 9]], config)
-    assert savings["qk_params_removed"] == 3 * 442_368  # papers.md §1.1
+    assert savings["qk_params_removed"] == 3 * 442_368  # |W_Q| + |W_K| per layer, docs/ideas.md
     assert savings["params_fraction"] == pytest.approx(3 * 442_368 / 134_515_008, rel=1e-3)

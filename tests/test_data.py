@@ -42,7 +42,7 @@ def test_tokenize_is_cached(tmp_path, monkeypatch, tokenizer, wikitext_path):
     first = data.tokenize(corpus, tokenizer)
     assert len(list((tmp_path / "tokens").glob("*.npy"))) == 1
     assert torch.equal(first, data.tokenize(corpus, tokenizer))
-    assert 270_000 < len(first) < 280_000  # papers.md §1.3: 273,871 tokens
+    assert 270_000 < len(first) < 280_000  # 273,871 SmolLM2 tokens in the whole file
 
 
 def test_split_blocks_batches():

@@ -2,7 +2,7 @@
 "adjust" step, relaxed recursive uptraining).
 
 For a student S and its teacher T on a batch, with p^(τ) the softmax at temperature τ and h_ℓ the
-hidden state after layer ℓ (papers.md §2.5):
+hidden state after layer ℓ (docs/ideas.md, EchoAtt):
 
     L = α · CE(y, p_S)  +  β · τ² · KL(p_T^(τ) ‖ p_S^(τ))  +  γ · (1/L) Σ_ℓ ‖h_ℓ^S − h_ℓ^T‖² / ‖h_ℓ^T‖²
 

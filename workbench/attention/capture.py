@@ -107,7 +107,7 @@ def attention_maps(
 ) -> dict[int, torch.Tensor]:
     """Full maps {ℓ: A_ℓ [B, H, T, T]} (float32, on the CPU) of the chosen layers for one batch.
 
-    For looking at a few layers; the all-pairs analysis streams instead (`similarity.analyze`).
+    For looking at a few layers; the all-pairs analysis streams instead (`analysis.analyze`).
     """
     maps: dict[int, torch.Tensor] = {}
     with capture_attention(model, lambda i, a: maps.__setitem__(i, a.float().cpu()), layers):

@@ -6,7 +6,7 @@ followers lose W_Q and W_K. What matters for a follower is therefore S[h, f], it
 the group's *head*, not only to its neighbour.
 
 Selection is an exact dynamic programme over partitions of the eligible layers into runs of at
-most `max_block` layers (long chains compound the error: papers.md §1.4):
+most `max_block` layers (long chains compound the error: docs/ideas.md, EchoAtt):
 - with a `threshold`: the most followers such that S[h, f] ≥ threshold for every follower
   (ties: the larger total S[h, f]);
 - with `n_shared`: exactly n followers with the largest total S[h, f].

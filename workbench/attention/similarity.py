@@ -3,7 +3,7 @@
 Notation: A_{ℓ,h} ∈ ℝ^{T×T} is head h's map in layer ℓ for one text (row i = query i, a probability
 distribution over keys j ≤ i). Only *valid* entries count: causal (j ≤ i) and unpadded (both i
 and j are real tokens). Every metric compares head h of layer ℓ with head h of layer m; the
-head-averaged value is the mean over h of the per-head values (papers.md §2.5 (ii)); the
+head-averaged value is the mean over h of the per-head values (docs/ideas.md, metric (ii)); the
 cross-head version (head h of ℓ against head h' of m) is also kept for cosine and CKA.
 
 - cosine:  cos(A, B) = ⟨vec A, vec B⟩ / (‖A‖_F ‖B‖_F)                            (EchoAtt's metric)
@@ -15,7 +15,7 @@ cross-head version (head h of ℓ against head h' of m) is also kept for cosine 
            It ignores what all rows share (e.g. a common sink) and compares how rows differ.
 
 Sink removal (`drop_sink=True`): the first key column (the attention sink, which holds 20–60% of the
-mass in most SmolLM2 layers, papers.md §1.4) is removed and rows renormalised,
+mass in most SmolLM2 layers, docs/ideas.md) is removed and rows renormalised,
 Ã[i,j] = A[i,j] / Σ_{j′≥1} A[i,j′] for j ≥ 1; query row 0 has no key left and is skipped.
 
 Memory: why and how the all-pairs comparison streams
