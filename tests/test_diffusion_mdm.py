@@ -24,7 +24,9 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def tiny():
-    model, _ = mdm.masked_diffusion_llama(vocab_size=VOCAB, n_layers=1, d_model=16, n_heads=2, n_kv_heads=2, d_ff=32, seed=0)
+    model, _ = mdm.masked_diffusion_llama(
+        vocab_size=VOCAB, n_layers=1, d_model=16, n_heads=2, n_kv_heads=2, d_ff=32, seed=0
+    )
     with torch.no_grad():  # large weights: peaked predictions that depend on the context, so a visible Jensen gap
         for weight in model.model.layers.parameters():
             weight.mul_(8.0 if weight.dim() == 2 else 1.0)
@@ -95,14 +97,19 @@ def test_elbo_bounds_the_exact_nll_and_equals_the_any_order_nll(tiny):
 def test_elbo_is_reproducible_and_stable_across_seeds(tiny):
     x = torch.randint(0, VOCAB, (3, 12))
     denoise = mdm.denoiser(tiny)
-    first, again = mdm.elbo(denoise, x, 2, VOCAB, samples=32, seed=1), mdm.elbo(denoise, x, 2, VOCAB, samples=32, seed=1)
+    first, again = (
+        mdm.elbo(denoise, x, 2, VOCAB, samples=32, seed=1),
+        mdm.elbo(denoise, x, 2, VOCAB, samples=32, seed=1),
+    )
     assert torch.equal(first, again)
     spread = torch.stack([mdm.elbo(denoise, x, 2, VOCAB, samples=32, seed=s).sum() for s in range(5)])
     assert spread.std() / spread.mean() < 0.05
 
 
 def test_loss_falls_in_training():
-    model, _ = mdm.masked_diffusion_llama(vocab_size=VOCAB, n_layers=1, d_model=32, n_heads=2, n_kv_heads=2, d_ff=64, seed=1)
+    model, _ = mdm.masked_diffusion_llama(
+        vocab_size=VOCAB, n_layers=1, d_model=32, n_heads=2, n_kv_heads=2, d_ff=64, seed=1
+    )
     pattern = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7] * 2)
 
     def batches():
@@ -113,8 +120,13 @@ def test_loss_falls_in_training():
 
     stream = batches()
     before = sum(mdm.diffusion_loss(model, next(stream)).item() for _ in range(8)) / 8
-    train(model, stream, TrainConfig(steps=80, lr=3e-3, warmup_steps=5, compile=False, log_every=10), loss_fn=mdm.diffusion_loss,
-          progress=False)
+    train(
+        model,
+        stream,
+        TrainConfig(steps=80, lr=3e-3, warmup_steps=5, compile=False, log_every=10),
+        loss_fn=mdm.diffusion_loss,
+        progress=False,
+    )
     after = sum(mdm.diffusion_loss(model, next(stream)).item() for _ in range(8)) / 8
     assert after < before - 0.25
 

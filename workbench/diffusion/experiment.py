@@ -40,12 +40,20 @@ from ..train import TrainConfig, causal_lm_loss, train
 from . import mdm, reversal
 from .guidance import guided
 from .profile import SIZES, DiffusionProfile
-from .samplers import SamplerConfig, autoregressive_generate, diffusion_generate
+from .samplers import SamplerConfig, Trace, autoregressive_generate, diffusion_generate
 
-KIND = RunKind("diffusion", headline="val_nll", goal="min",
-               description="ARM vs masked diffusion: held-out NLL per token (ARM exact; MDM: Monte Carlo ELBO, an upper bound)")
-REVERSAL_KIND = RunKind("diffusion-reversal", headline="reverse_acc", goal="max",
-                        description="reversal curse: exact match on the direction never seen in training")
+KIND = RunKind(
+    "diffusion",
+    headline="val_nll",
+    goal="min",
+    description="ARM vs masked diffusion: held-out NLL per token (ARM exact; MDM: Monte Carlo ELBO, an upper bound)",
+)
+REVERSAL_KIND = RunKind(
+    "diffusion-reversal",
+    headline="reverse_acc",
+    goal="max",
+    description="reversal curse: exact match on the direction never seen in training",
+)
 Callback = Callable[[str, float, float], None]  # (curve name, training FLOPs, held-out nats/token)
 
 
@@ -75,7 +83,9 @@ class DiffusionExperiment:
         self.mask_id = self.vocab  # [M]: one row past the tokenizer's vocabulary
         tokens = data.tokenize(data.load_corpus(settings.corpus), self.tokenizer)
         self.train_tokens, self.val_tokens = data.train_val_split(tokens)
-        self.val_blocks = data.blocks(self.val_tokens, settings.block_len)[: settings.eval_blocks].to(self.device)  # [n, T]
+        self.val_blocks = data.blocks(self.val_tokens, settings.block_len)[: settings.eval_blocks].to(
+            self.device
+        )  # [n, T]
         self.sweep = f"diffusion-{settings.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         self.models: dict[tuple[str, str, float], nn.Module] = {}
         self.scaling_table: pd.DataFrame | None = None
@@ -98,7 +108,11 @@ class DiffusionExperiment:
                 with _autocast(self.device):
                     total += float(sequence_nll(model, chunk[:, :-1], chunk[:, 1:]))
             else:
-                total += float(mdm.elbo(mdm.denoiser(model), chunk, 1, self.mask_id, samples=samples, seed=self.settings.seed).sum())
+                total += float(
+                    mdm.elbo(
+                        mdm.denoiser(model), chunk, 1, self.mask_id, samples=samples, seed=self.settings.seed
+                    ).sum()
+                )
         return total / (len(blocks) * (blocks.shape[1] - 1))
 
     def train_arm(self, arm: str, size: str, budget: float, callback: Callback | None = None) -> tuple[nn.Module, dict]:
@@ -108,12 +122,22 @@ class DiffusionExperiment:
         n_params = count_parameters(model)
         tokens_per_step = s.batch_size * s.block_len
         steps = max(1, round(budget / (6 * n_params * tokens_per_step)))
-        blocks = data.batches(self.train_tokens, s.batch_size, s.block_len + 1, self.device, seed=s.seed)  # same blocks for both arms
+        blocks = data.batches(
+            self.train_tokens, s.batch_size, s.block_len + 1, self.device, seed=s.seed
+        )  # same blocks for both arms
         batches = blocks if arm == "ARM" else mdm.stochastic_length((b[:, :-1] for b in blocks), s.ssl_ratio, s.seed)
         loss_fn = causal_lm_loss if arm == "ARM" else mdm.diffusion_loss
         eval_every = max(1, steps // s.curve_points)
-        config = TrainConfig(steps=steps, lr=s.lr, warmup_steps=max(1, int(s.warmup_fraction * steps)), weight_decay=s.weight_decay,
-                             log_every=max(1, min(50, steps // 10)), eval_every=eval_every, checkpoint=False, compile=s.compile)
+        config = TrainConfig(
+            steps=steps,
+            lr=s.lr,
+            warmup_steps=max(1, int(s.warmup_fraction * steps)),
+            weight_decay=s.weight_decay,
+            log_every=max(1, min(50, steps // 10)),
+            eval_every=eval_every,
+            checkpoint=False,
+            compile=s.compile,
+        )
         name = f"{arm} {size} C={budget:.1e}"
         curve_blocks, evaluations = self.val_blocks[: s.curve_blocks], []
 
@@ -129,9 +153,19 @@ class DiffusionExperiment:
         with start_run(KIND, name, params=params, sweep=self.sweep) as run:
             metrics = train(model, batches, config, loss_fn=loss_fn, run=run, evaluate=evaluate, progress=self.progress)
             tokens = steps * tokens_per_step
-            row = {"arm": arm, "size": size, "params": n_params, "budget": budget, "flops": 6 * n_params * tokens, "steps": steps,
-                   "tokens": tokens, "epochs": tokens / len(self.train_tokens), "tokens_per_s": metrics.get("tokens_per_s", math.nan),
-                   "val_nll": self.held_out_nll(arm, model, self.val_blocks, s.elbo_samples), "run_id": run.id}
+            row = {
+                "arm": arm,
+                "size": size,
+                "params": n_params,
+                "budget": budget,
+                "flops": 6 * n_params * tokens,
+                "steps": steps,
+                "tokens": tokens,
+                "epochs": tokens / len(self.train_tokens),
+                "tokens_per_s": metrics.get("tokens_per_s", math.nan),
+                "val_nll": self.held_out_nll(arm, model, self.val_blocks, s.elbo_samples),
+                "run_id": run.id,
+            }
             run.update_summary(**{k: v for k, v in row.items() if k not in ("arm", "size", "run_id")})
             if arm == "ARM" and size == s.sizes[-1] and budget == max(s.budgets):
                 run.mark_reference()
@@ -166,12 +200,22 @@ class DiffusionExperiment:
         blocks = data.blocks(self.val_tokens, s.block_len)[: s.n_prompts].to(self.device)
         return blocks[:, : s.prompt_len], blocks[:, s.prompt_len : s.prompt_len + s.gen_len]
 
-    def _generate(self, name: str, model: nn.Module, prompt: torch.Tensor, config: SamplerConfig | None, w: float = 0.0,
-                  seed: int = 0, trace: bool = False):
+    def _generate(
+        self,
+        name: str,
+        model: nn.Module,
+        prompt: torch.Tensor,
+        config: SamplerConfig | None,
+        w: float = 0.0,
+        seed: int = 0,
+        trace: bool = False,
+    ):
         generator = torch.Generator(device=self.device).manual_seed(seed)
         with _autocast(self.device):
             if name.startswith("ARM"):
-                return autoregressive_generate(model, prompt, self.settings.gen_len, config.temperature, generator, trace)
+                return autoregressive_generate(
+                    model, prompt, self.settings.gen_len, config.temperature, generator, trace
+                )
             denoise = mdm.denoiser(model) if w == 0 else guided(mdm.denoiser(model), prompt.shape[1], self.mask_id, w)
             return diffusion_generate(denoise, prompt, self.settings.gen_len, self.mask_id, config, generator, trace)
 
@@ -190,17 +234,35 @@ class DiffusionExperiment:
         models = self.sampling_models(callback)
         judge, _ = load_model(s.judge, device=self.device)
         prompt, reference = self.prompts()
-        quality = [{"model": "held-out text", "sampler": "data", "steps": 0,
-                    "judge_ppl": self._judge_ppl(judge, torch.cat([prompt, reference], 1)), "entropy": unigram_entropy(reference)}]
-        configs = {name: [SamplerConfig(steps=s.gen_len, temperature=s.temperature)] if name.startswith("ARM") else
-                   [SamplerConfig(steps=k, algorithm=a, temperature=s.temperature) for a in s.samplers for k in s.steps]
-                   for name in models}
+        quality = [
+            {
+                "model": "held-out text",
+                "sampler": "data",
+                "steps": 0,
+                "judge_ppl": self._judge_ppl(judge, torch.cat([prompt, reference], 1)),
+                "entropy": unigram_entropy(reference),
+            }
+        ]
+        configs = {
+            name: [SamplerConfig(steps=s.gen_len, temperature=s.temperature)]
+            if name.startswith("ARM")
+            else [SamplerConfig(steps=k, algorithm=a, temperature=s.temperature) for a in s.samplers for k in s.steps]
+            for name in models
+        }
         for name, model in models.items():
             for config in configs[name]:
                 out = self._generate(name, model, prompt, config)
                 sampler = "left-to-right" if name.startswith("ARM") else config.algorithm
-                quality.append({"model": name, "sampler": sampler, "steps": config.steps, "judge_ppl": self._judge_ppl(judge, out.tokens),
-                                "entropy": unigram_entropy(out.tokens[:, s.prompt_len :]), "forwards_per_sample": out.network_rows / len(prompt)})
+                quality.append(
+                    {
+                        "model": name,
+                        "sampler": sampler,
+                        "steps": config.steps,
+                        "judge_ppl": self._judge_ppl(judge, out.tokens),
+                        "entropy": unigram_entropy(out.tokens[:, s.prompt_len :]),
+                        "forwards_per_sample": out.network_rows / len(prompt),
+                    }
+                )
         del judge
         contenders = {}
         for batch in s.timing_batches:
@@ -209,8 +271,12 @@ class DiffusionExperiment:
                     label = (name, "left-to-right" if name.startswith("ARM") else config.algorithm, config.steps, batch)
                     contenders[label] = lambda m=model, n=name, c=config, b=batch: self._generate(n, m, prompt[:b], c)
         timings = interleaved(contenders, self.device, rounds=s.timing_rounds, warmup=1)
-        speed = pd.DataFrame([{"model": n, "sampler": a, "steps": k, "batch": b, "s_per_sample": t.median_s / b, "spread": t.spread}
-                              for (n, a, k, b), t in timings.items()])
+        speed = pd.DataFrame(
+            [
+                {"model": n, "sampler": a, "steps": k, "batch": b, "s_per_sample": t.median_s / b, "spread": t.spread}
+                for (n, a, k, b), t in timings.items()
+            ]
+        )
         with start_run(KIND, "sampling", params=s.as_dict(), sweep=self.sweep) as run:
             quality_table = pd.DataFrame(quality)
             run.log_artifact("quality.json", quality_table.to_dict("records"))
@@ -225,6 +291,20 @@ class DiffusionExperiment:
         table = self.scaling_table
         rows = table[(table["arm"] == arm) & (table["size"] == self.settings.sizes[-1])]
         return rows.sort_values("budget").iloc[-1].to_dict()
+
+    def traces(self, steps: int) -> dict[str, Trace]:
+        """One prompt written by the largest MDM (low-confidence, `steps` steps) and the largest ARM, step by step."""
+        s = self.settings
+        models = self.sampling_models()
+        prompt = self.prompts()[0][:1]
+        mdm_name = next(n for n in models if n.startswith("MDM"))
+        arm_name = [n for n in models if n.startswith("ARM")][-1]
+        mdm_config = SamplerConfig(steps=steps, temperature=s.temperature)
+        arm_config = SamplerConfig(steps=s.gen_len, temperature=s.temperature)
+        return {
+            f"{mdm_name}, {steps} steps": self._generate(mdm_name, models[mdm_name], prompt, mdm_config, trace=True),
+            f"{arm_name}, left to right": self._generate(arm_name, models[arm_name], prompt, arm_config, trace=True),
+        }
 
     # -- 3. guidance ---------------------------------------------------------------------------
     def guidance(self) -> pd.DataFrame:
@@ -245,14 +325,24 @@ class DiffusionExperiment:
             denoise = guided(mdm.denoiser(model), s.cond_len, self.mask_id, w)
             row = {"w": w, "arm_nll": arm_nll}
             if w in s.guidance_ws:
-                row["elbo"] = float(mdm.elbo(denoise, blocks, s.cond_len, self.mask_id, s.elbo_samples, s.seed).mean()) / n_target
-                row["chain_rule_nll"] = float(mdm.chain_rule_nll(denoise, blocks, s.cond_len, self.mask_id).mean()) / n_target
+                row["elbo"] = (
+                    float(mdm.elbo(denoise, blocks, s.cond_len, self.mask_id, s.elbo_samples, s.seed).mean()) / n_target
+                )
+                row["chain_rule_nll"] = (
+                    float(mdm.chain_rule_nll(denoise, blocks, s.cond_len, self.mask_id).mean()) / n_target
+                )
             rows.append(row)
         judge, _ = load_model(s.judge, device=self.device)
         prompt, _ = self.prompts()
         for row in rows:
             if row["w"] in s.guidance_gen_ws:
-                out = self._generate(mdm_name, model, prompt, SamplerConfig(steps=s.guidance_steps, temperature=s.temperature), w=row["w"])
+                out = self._generate(
+                    mdm_name,
+                    model,
+                    prompt,
+                    SamplerConfig(steps=s.guidance_steps, temperature=s.temperature),
+                    w=row["w"],
+                )
                 row["judge_ppl"] = self._judge_ppl(judge, out.tokens)
                 row["entropy"] = unigram_entropy(out.tokens[:, s.prompt_len :])
         table = pd.DataFrame(rows)
@@ -264,7 +354,8 @@ class DiffusionExperiment:
 
     # -- 4. reversal curse ---------------------------------------------------------------------
     def reversal(self) -> pd.DataFrame:
-        """Both arms, each seed, trained on the facts for the same steps; exact match per direction (MDM also guided)."""
+        """Both arms, each seed, trained on the facts for the same steps; exact match per direction (MDM: also
+        guided)."""
         s = self.settings
         facts = reversal.build(self.tokenizer, s.n_people, s.paraphrases, seed=0)
         rows = []
@@ -272,9 +363,15 @@ class DiffusionExperiment:
             for arm in ("ARM", "MDM"):
                 model = self.new_model(arm, s.reversal_size, seed)
                 loss_fn = causal_lm_loss if arm == "ARM" else mdm.diffusion_loss
-                config = TrainConfig(steps=s.reversal_steps, lr=s.reversal_lr, warmup_steps=max(1, s.reversal_steps // 20),
-                                     weight_decay=s.weight_decay, log_every=max(1, s.reversal_steps // 10), checkpoint=False,
-                                     compile=s.compile)
+                config = TrainConfig(
+                    steps=s.reversal_steps,
+                    lr=s.reversal_lr,
+                    warmup_steps=max(1, s.reversal_steps // 20),
+                    weight_decay=s.weight_decay,
+                    log_every=max(1, s.reversal_steps // 10),
+                    checkpoint=False,
+                    compile=s.compile,
+                )
                 tokens = s.reversal_steps * s.reversal_batch * facts.row_len
                 params = s.as_dict() | {"arm": arm, "seed": seed, "n_params": count_parameters(model)}
                 with start_run(REVERSAL_KIND, f"reversal {arm} seed {seed}", params=params, sweep=self.sweep) as run:
@@ -282,12 +379,23 @@ class DiffusionExperiment:
                     metrics = train(model, batches, config, loss_fn=loss_fn, run=run, progress=self.progress)
                     for w in (0.0,) if arm == "ARM" else (0.0, s.reversal_cfg):
                         acc = reversal.accuracy(self._answerer(arm, model, w), facts, self.tokenizer, self.device)
-                        row = {"arm": arm, "seed": seed, "w": w, "seen_acc": acc["seen"], "reverse_acc": acc["reverse"],
-                               "epochs": tokens / facts.rows.numel(), "tokens_per_s": metrics.get("tokens_per_s", math.nan), "run_id": run.id}
+                        row = {
+                            "arm": arm,
+                            "seed": seed,
+                            "w": w,
+                            "seen_acc": acc["seen"],
+                            "reverse_acc": acc["reverse"],
+                            "epochs": tokens / facts.rows.numel(),
+                            "tokens_per_s": metrics.get("tokens_per_s", math.nan),
+                            "run_id": run.id,
+                        }
                         rows.append(row)
                         run.log({f"seen_acc_w{w}": acc["seen"], f"reverse_acc_w{w}": acc["reverse"]}, s.reversal_steps)
-                    run.update_summary(reverse_acc=max(r["reverse_acc"] for r in rows if r["run_id"] == run.id),
-                                       seen_acc=max(r["seen_acc"] for r in rows if r["run_id"] == run.id), epochs=row["epochs"])
+                    run.update_summary(
+                        reverse_acc=max(r["reverse_acc"] for r in rows if r["run_id"] == run.id),
+                        seen_acc=max(r["seen_acc"] for r in rows if r["run_id"] == run.id),
+                        epochs=row["epochs"],
+                    )
                     if arm == "ARM" and seed == s.reversal_seeds[0]:
                         run.mark_reference()
         return pd.DataFrame(rows)
@@ -299,7 +407,11 @@ class DiffusionExperiment:
             with _autocast(self.device):
                 if arm == "ARM":
                     return autoregressive_generate(model, prompt, n_new, temperature=0.0).tokens
-                denoise = mdm.denoiser(model) if w == 0 else guided(mdm.denoiser(model), prompt.shape[1], self.mask_id, w)
-                return diffusion_generate(denoise, prompt, n_new, self.mask_id, SamplerConfig(steps=n_new, temperature=0.0)).tokens
+                denoise = (
+                    mdm.denoiser(model) if w == 0 else guided(mdm.denoiser(model), prompt.shape[1], self.mask_id, w)
+                )
+                return diffusion_generate(
+                    denoise, prompt, n_new, self.mask_id, SamplerConfig(steps=n_new, temperature=0.0)
+                ).tokens
 
         return generate

@@ -42,7 +42,9 @@ Denoiser = Callable[[torch.Tensor], torch.Tensor]  # x_t [R, L] → float32 logi
 def make_bidirectional(model: nn.Module, mask_token_id: int) -> nn.Module:
     """Turn a LLaMA-family model whose embedding has a row for [M] into an MDM (in place)."""
     if model.get_input_embeddings().num_embeddings <= mask_token_id:
-        raise WorkbenchError(f"the embedding has {model.get_input_embeddings().num_embeddings} rows: no row for mask id {mask_token_id}")
+        raise WorkbenchError(
+            f"the embedding has {model.get_input_embeddings().num_embeddings} rows: no row for mask id {mask_token_id}"
+        )
     for layer in model.model.layers:
         layer.self_attn.is_causal = False  # read by transformers' sdpa_attention_forward → SDPA is_causal=False
     model.config.mask_token_id = mask_token_id
@@ -62,7 +64,9 @@ def masked_diffusion_llama(vocab_size: int | None = None, seed: int = 0, **shape
 def mask_token_id(model: nn.Module) -> int:
     mask = getattr(model.config, "mask_token_id", None)
     if mask is None:
-        raise WorkbenchError("this model is not a masked diffusion model: build it with masked_diffusion_llama or make_bidirectional")
+        raise WorkbenchError(
+            "this model is not a masked diffusion model: build it with masked_diffusion_llama or make_bidirectional"
+        )
     return mask
 
 
@@ -90,17 +94,23 @@ def stratified_times(n: int, device: torch.device | str, generator: torch.Genera
     return (u + torch.arange(n, device=device) / n) % 1
 
 
-def forward_process(x: torch.Tensor, rate: torch.Tensor, mask_id: int, maskable: torch.Tensor | None = None,
-                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """x [R, L], per-row mask rate [R] → (x_t, masked [R, L] bool): each (maskable) token → [M] with probability rate."""
+def forward_process(
+    x: torch.Tensor,
+    rate: torch.Tensor,
+    mask_id: int,
+    maskable: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """x [R, L], mask rate [R] → (x_t, masked [R, L]): each (maskable) token becomes [M] with probability rate."""
     masked = torch.rand(x.shape, device=x.device, generator=generator) < rate[:, None]
     if maskable is not None:
         masked &= maskable
     return torch.where(masked, mask_id, x), masked
 
 
-def weighted_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, scale: torch.Tensor,
-                           dense: bool) -> torch.Tensor:
+def weighted_cross_entropy(
+    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, scale: torch.Tensor, dense: bool
+) -> torch.Tensor:
     """Σ_i scale_i · CE(h_i Wᵀ, y_i) over the rows with scale_i ≠ 0. hidden [N, d], weight [V, d], targets, scale [N].
 
     `dense` (inside torch.compile): every row, zero-weighted where unmasked, so shapes stay static
@@ -129,7 +139,9 @@ def diffusion_loss(model: nn.Module, batch: torch.Tensor, eps: float = MASK_EPS)
     noisy, masked = forward_process(batch, rate, mask_id)
     hidden = decoder_states(model, noisy).flatten(0, 1)  # [B·L, d]
     scale = (masked / rate[:, None]).flatten()  # [B·L]: 1/p at masked positions, 0 elsewhere
-    total = weighted_cross_entropy(hidden, model.lm_head.weight[:mask_id], batch.flatten(), scale, torch.compiler.is_compiling())
+    total = weighted_cross_entropy(
+        hidden, model.lm_head.weight[:mask_id], batch.flatten(), scale, torch.compiler.is_compiling()
+    )
     return total / (n_rows * length)
 
 
@@ -160,8 +172,15 @@ def _target_logprob(denoise: Denoiser, x: torch.Tensor, targets: torch.Tensor) -
 
 
 @torch.no_grad()
-def elbo(denoise: Denoiser, tokens: torch.Tensor, prompt_len: int, mask_id: int, samples: int = 32, seed: int = 0,
-         rows_per_pass: int = 128) -> torch.Tensor:
+def elbo(
+    denoise: Denoiser,
+    tokens: torch.Tensor,
+    prompt_len: int,
+    mask_id: int,
+    samples: int = 32,
+    seed: int = 0,
+    rows_per_pass: int = 128,
+) -> torch.Tensor:
     """Monte Carlo estimate of (1) for the continuation tokens[:, prompt_len:] given the prompt: [B] nats.
 
     Per row, `samples` times t_j stratified over (0, 1) from a fixed seed (the same draws for every
@@ -186,7 +205,9 @@ def elbo(denoise: Denoiser, tokens: torch.Tensor, prompt_len: int, mask_id: int,
 
 
 @torch.no_grad()
-def chain_rule_nll(denoise: Denoiser, tokens: torch.Tensor, prompt_len: int, mask_id: int, rows_per_pass: int = 128) -> torch.Tensor:
+def chain_rule_nll(
+    denoise: Denoiser, tokens: torch.Tensor, prompt_len: int, mask_id: int, rows_per_pass: int = 128
+) -> torch.Tensor:
     """Exact NLL of the continuation tokens[:, prompt_len:] under left-to-right unmasking: [B] nats.
 
     −log p(x_P..x_{L−1} | prompt) = Σ_k −log p_θ(x_{P+k} | prompt, x_P..x_{P+k−1}, [M]…[M]): one
@@ -199,9 +220,13 @@ def chain_rule_nll(denoise: Denoiser, tokens: torch.Tensor, prompt_len: int, mas
     n_steps = len(positions)
     rows = tokens.repeat_interleave(n_steps, dim=0)  # [B·K, L]
     scored = positions.repeat(n_rows)  # [B·K]
-    noisy = torch.where(torch.arange(length, device=tokens.device)[None] >= scored[:, None], mask_id, rows)  # future masked
+    noisy = torch.where(
+        torch.arange(length, device=tokens.device)[None] >= scored[:, None], mask_id, rows
+    )  # future masked
     terms = []
     for start in range(0, len(rows), rows_per_pass):
-        logprob = _target_logprob(denoise, noisy[start : start + rows_per_pass], rows[start : start + rows_per_pass])  # [r, L]
+        logprob = _target_logprob(
+            denoise, noisy[start : start + rows_per_pass], rows[start : start + rows_per_pass]
+        )  # [r, L]
         terms.append(-logprob.gather(1, scored[start : start + rows_per_pass, None]).squeeze(1))
     return torch.cat(terms).view(n_rows, n_steps).sum(-1)

@@ -23,7 +23,13 @@ SIZES = {
     "t3": {"n_layers": 2, "d_model": 64, "n_heads": 2, "n_kv_heads": 2, "d_ff": 192},  # 3.2M: CPU smoke
     "s": {"n_layers": 4, "d_model": 128, "n_heads": 4, "n_kv_heads": 4, "d_ff": 512},  # 7.1M
     "m": {"n_layers": 6, "d_model": 192, "n_heads": 6, "n_kv_heads": 6, "d_ff": 768},  # 13.0M
-    "l": {"n_layers": 8, "d_model": 256, "n_heads": 4, "n_kv_heads": 4, "d_ff": 1024},  # 21.0M (SMDM's 6M body, 8 layers)
+    "l": {
+        "n_layers": 8,
+        "d_model": 256,
+        "n_heads": 4,
+        "n_kv_heads": 4,
+        "d_ff": 1024,
+    },  # 21.0M (SMDM's 6M body, 8 layers)
 }
 
 
@@ -80,9 +86,14 @@ class DiffusionProfile(Profile):
         if unknown:
             raise WorkbenchError(f"unknown model size(s) {', '.join(unknown)}: use {', '.join(SIZES)}")
         if max(self.timing_batches) > self.n_prompts:
-            raise WorkbenchError(f"timing batches ({max(self.timing_batches)}) cannot exceed n_prompts ({self.n_prompts})")
+            raise WorkbenchError(
+                f"timing batches ({max(self.timing_batches)}) cannot exceed n_prompts ({self.n_prompts})"
+            )
         if self.prompt_len + self.gen_len > self.block_len or self.cond_len >= self.block_len:
-            raise WorkbenchError(f"prompt_len + gen_len ({self.prompt_len + self.gen_len}) and cond_len must fit in block_len ({self.block_len})")
+            raise WorkbenchError(
+                f"prompt_len + gen_len ({self.prompt_len + self.gen_len}) and cond_len must fit in "
+                f"block_len ({self.block_len})"
+            )
 
     def runs(self, part: str) -> bool:
         """Whether this profile runs the experiment `part`."""
@@ -92,10 +103,33 @@ class DiffusionProfile(Profile):
 DiffusionProfile.presets = {
     # CPU, about a minute: tiny models, a few steps each; every code path of the full run.
     "smoke": {
-        "sizes": ("t1", "t2", "t3"), "budgets": (1.5e10, 3e10), "batch_size": 8, "block_len": 32, "lr": 3e-3, "eval_blocks": 4, "elbo_samples": 4,
-        "curve_points": 2, "curve_blocks": 2, "curve_samples": 2, "n_prompts": 4, "prompt_len": 8, "gen_len": 24, "steps": (4, 24),
-        "timing_batches": (1, 4), "timing_rounds": 1, "cond_len": 16, "guidance_ws": (0.0, 1.0), "guidance_gen_ws": (0.0, 1.0), "guidance_steps": 8,
-        "n_people": 12, "paraphrases": 2, "reversal_size": "t2", "reversal_steps": 30, "reversal_batch": 16, "reversal_seeds": (0,), "cpu_threads": 1,
+        "sizes": ("t1", "t2", "t3"),
+        "budgets": (1e10, 2e10),
+        "batch_size": 8,
+        "block_len": 32,
+        "lr": 3e-3,
+        "eval_blocks": 4,
+        "elbo_samples": 4,
+        "curve_points": 2,
+        "curve_blocks": 2,
+        "curve_samples": 2,
+        "n_prompts": 4,
+        "prompt_len": 8,
+        "gen_len": 16,
+        "steps": (4, 16),
+        "timing_batches": (1, 4),
+        "timing_rounds": 1,
+        "cond_len": 16,
+        "guidance_ws": (0.0, 1.0),
+        "guidance_gen_ws": (0.0, 1.0),
+        "guidance_steps": 8,
+        "n_people": 8,
+        "paraphrases": 2,
+        "reversal_size": "t2",
+        "reversal_steps": 20,
+        "reversal_batch": 16,
+        "reversal_seeds": (0,),
+        "cpu_threads": 1,
     },
     "full": {},
 }

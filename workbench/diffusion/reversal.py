@@ -22,24 +22,155 @@ import torch
 from ..errors import WorkbenchError
 
 FIRST = (
-    "Daphne", "Aldric", "Brisa", "Corvin", "Delphine", "Eamon", "Fenna", "Galen", "Hesper", "Isolde", "Jorah",
-    "Kestrel", "Liora", "Maren", "Nyx", "Orrin", "Perrin", "Quilla", "Rowan", "Sabine", "Tamsin", "Ulric", "Vesna",
-    "Wystan", "Xanthe", "Yorick", "Zelie", "Anselm", "Bryony", "Caspian", "Dorin", "Elowen", "Fintan", "Gisela",
-    "Halvard", "Ilse", "Jessamy", "Kaspar", "Linnea", "Mireille"
+    "Daphne",
+    "Aldric",
+    "Brisa",
+    "Corvin",
+    "Delphine",
+    "Eamon",
+    "Fenna",
+    "Galen",
+    "Hesper",
+    "Isolde",
+    "Jorah",
+    "Kestrel",
+    "Liora",
+    "Maren",
+    "Nyx",
+    "Orrin",
+    "Perrin",
+    "Quilla",
+    "Rowan",
+    "Sabine",
+    "Tamsin",
+    "Ulric",
+    "Vesna",
+    "Wystan",
+    "Xanthe",
+    "Yorick",
+    "Zelie",
+    "Anselm",
+    "Bryony",
+    "Caspian",
+    "Dorin",
+    "Elowen",
+    "Fintan",
+    "Gisela",
+    "Halvard",
+    "Ilse",
+    "Jessamy",
+    "Kaspar",
+    "Linnea",
+    "Mireille",
 )
 LAST = (
-    "Vell", "Thornquist", "Abernath", "Calloway", "Drummle", "Everhart", "Falkner", "Grisby", "Hollin", "Ingram",
-    "Jessop", "Kettleby", "Lindqvist", "Marchbank", "Nettleton", "Oakhurst", "Pendry", "Quillfeather",
-    "Ravensworth", "Stallard", "Tolliver", "Underhill", "Varga", "Whitcombe", "Yarrow", "Zellweger", "Ashdown",
-    "Birchall", "Coldwell", "Dunmore", "Elsworth", "Fairbairn", "Gantley", "Harwood", "Ilkley", "Jarman", "Kimber",
-    "Loxley", "Montague", "Norcott"
+    "Vell",
+    "Thornquist",
+    "Abernath",
+    "Calloway",
+    "Drummle",
+    "Everhart",
+    "Falkner",
+    "Grisby",
+    "Hollin",
+    "Ingram",
+    "Jessop",
+    "Kettleby",
+    "Lindqvist",
+    "Marchbank",
+    "Nettleton",
+    "Oakhurst",
+    "Pendry",
+    "Quillfeather",
+    "Ravensworth",
+    "Stallard",
+    "Tolliver",
+    "Underhill",
+    "Varga",
+    "Whitcombe",
+    "Yarrow",
+    "Zellweger",
+    "Ashdown",
+    "Birchall",
+    "Coldwell",
+    "Dunmore",
+    "Elsworth",
+    "Fairbairn",
+    "Gantley",
+    "Harwood",
+    "Ilkley",
+    "Jarman",
+    "Kimber",
+    "Loxley",
+    "Montague",
+    "Norcott",
 )
-ROLES = ("composer", "director", "author", "architect", "founder", "inventor", "captain", "painter", "discoverer", "translator",
-         "editor", "sculptor", "designer", "keeper", "narrator", "conductor", "cartographer", "choreographer", "curator", "pilot")
-ADJECTIVES = ("Amber", "Silent", "Hollow", "Crimson", "Northern", "Glass", "Iron", "Velvet", "Winter", "Golden", "Broken", "Hidden",
-              "Silver", "Distant", "Quiet", "Emerald", "Burning", "Frozen", "Painted", "Endless")
-NOUNS = ("Harbor", "Lantern", "Garden", "Tower", "River", "Atlas", "Orchard", "Bridge", "Compass", "Cathedral", "Meadow", "Archive",
-         "Observatory", "Lighthouse", "Voyage", "Labyrinth", "Citadel", "Canyon", "Symphony", "Almanac")
+ROLES = (
+    "composer",
+    "director",
+    "author",
+    "architect",
+    "founder",
+    "inventor",
+    "captain",
+    "painter",
+    "discoverer",
+    "translator",
+    "editor",
+    "sculptor",
+    "designer",
+    "keeper",
+    "narrator",
+    "conductor",
+    "cartographer",
+    "choreographer",
+    "curator",
+    "pilot",
+)
+ADJECTIVES = (
+    "Amber",
+    "Silent",
+    "Hollow",
+    "Crimson",
+    "Northern",
+    "Glass",
+    "Iron",
+    "Velvet",
+    "Winter",
+    "Golden",
+    "Broken",
+    "Hidden",
+    "Silver",
+    "Distant",
+    "Quiet",
+    "Emerald",
+    "Burning",
+    "Frozen",
+    "Painted",
+    "Endless",
+)
+NOUNS = (
+    "Harbor",
+    "Lantern",
+    "Garden",
+    "Tower",
+    "River",
+    "Atlas",
+    "Orchard",
+    "Bridge",
+    "Compass",
+    "Cathedral",
+    "Meadow",
+    "Archive",
+    "Observatory",
+    "Lighthouse",
+    "Voyage",
+    "Labyrinth",
+    "Citadel",
+    "Canyon",
+    "Symphony",
+    "Almanac",
+)
 
 # Each template ends with the answer slot, so a test prompt is an exact prefix of a training row.
 NAME_TO_DESCRIPTION = ("{name} is the", "{name} has long been known as the", "Ask anyone: {name} is the")
@@ -67,7 +198,10 @@ def make_people(n: int, seed: int = 0) -> list[Person]:
     rng = random.Random(seed)
     names = rng.sample([f"{f} {s}" for f in FIRST for s in LAST], n)
     descriptions = rng.sample([f"{r} of {a} {o}" for r in ROLES for a in ADJECTIVES for o in NOUNS], n)
-    return [Person(name, description, "N2D" if i < n // 2 else "D2N") for i, (name, description) in enumerate(zip(names, descriptions))]
+    return [
+        Person(name, description, "N2D" if i < n // 2 else "D2N")
+        for i, (name, description) in enumerate(zip(names, descriptions))
+    ]
 
 
 @dataclass
@@ -83,7 +217,10 @@ class ReversalData:
 
 def _sentence(tokenizer, prompt: str, answer: str) -> list[int]:
     """Prompt and answer tokenised apart, so that a test prompt is an exact prefix of its sentence."""
-    return tokenizer(prompt, add_special_tokens=False)["input_ids"] + tokenizer(f" {answer}.", add_special_tokens=False)["input_ids"]
+    return (
+        tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        + tokenizer(f" {answer}.", add_special_tokens=False)["input_ids"]
+    )
 
 
 def build(tokenizer, n_people: int, paraphrases: int, seed: int = 0) -> ReversalData:
@@ -92,7 +229,9 @@ def build(tokenizer, n_people: int, paraphrases: int, seed: int = 0) -> Reversal
     if not 1 <= paraphrases <= len(NAME_TO_DESCRIPTION):
         raise WorkbenchError(f"paraphrases must be in 1..{len(NAME_TO_DESCRIPTION)}, got {paraphrases}")
     people = make_people(n_people, seed)
-    sentences = [_sentence(tokenizer, p.prompt(p.trained, k), p.answer(p.trained)) for p in people for k in range(paraphrases)]
+    sentences = [
+        _sentence(tokenizer, p.prompt(p.trained, k), p.answer(p.trained)) for p in people for k in range(paraphrases)
+    ]
     tests = [_sentence(tokenizer, p.prompt(d, 0), p.answer(d)) for p in people for d in DIRECTIONS]
     row_len = max(len(s) for s in sentences + tests) + 2  # at least two EOS after the longest sentence
     eos = tokenizer.eos_token_id

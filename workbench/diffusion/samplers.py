@@ -41,7 +41,9 @@ class SamplerConfig:
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.temperature < 0 or self.algorithm not in ALGORITHMS:
-            raise WorkbenchError(f"a sampler needs steps ≥ 1, temperature ≥ 0 and algorithm in {ALGORITHMS}; got {self}")
+            raise WorkbenchError(
+                f"a sampler needs steps ≥ 1, temperature ≥ 0 and algorithm in {ALGORITHMS}; got {self}"
+            )
 
 
 @dataclass
@@ -71,8 +73,13 @@ def _keep_masked(n_masked: torch.Tensor, t: float, s: float) -> torch.Tensor:
 
 @torch.no_grad()
 def diffusion_generate(
-    denoise: Denoiser, prompt: torch.Tensor, gen_len: int, mask_id: int, config: SamplerConfig | None = None,
-    generator: torch.Generator | None = None, trace: bool = False,
+    denoise: Denoiser,
+    prompt: torch.Tensor,
+    gen_len: int,
+    mask_id: int,
+    config: SamplerConfig | None = None,
+    generator: torch.Generator | None = None,
+    trace: bool = False,
 ) -> Trace:
     """Continue every row of `prompt` [B, P] with `gen_len` tokens; returns a `Trace` (tokens [B, P + gen_len])."""
     config = config or SamplerConfig()
@@ -119,14 +126,26 @@ def diffusion_generate(
 
 
 @torch.no_grad()
-def autoregressive_generate(model: nn.Module, prompt: torch.Tensor, gen_len: int, temperature: float = 1.0,
-                            generator: torch.Generator | None = None, trace: bool = False) -> Trace:
+def autoregressive_generate(
+    model: nn.Module,
+    prompt: torch.Tensor,
+    gen_len: int,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+    trace: bool = False,
+) -> Trace:
     """The ARM's counterpart, through `workbench.generate.sample` (KV cache): one token per step, left to right.
 
     With `trace`, one teacher-forced forward gives p(x_i | x_<i) of every token drawn, so the
     teaching view can show both models' confidences on the same scale.
     """
-    tokens = sample(model, prompt, SampleConfig(max_new_tokens=gen_len, temperature=temperature), eos_token_id=None, generator=generator)
+    tokens = sample(
+        model,
+        prompt,
+        SampleConfig(max_new_tokens=gen_len, temperature=temperature),
+        eos_token_id=None,
+        generator=generator,
+    )
     result = Trace(tokens=tokens, network_rows=prompt.shape[0] * gen_len)
     if trace:
         probs = torch.softmax(model(input_ids=tokens[:, :-1]).logits.float(), -1)  # [B, L-1, V]

@@ -1,0 +1,52 @@
+"""The reversal-curse data set: one direction per person in training, exact-match scoring."""
+
+import torch
+
+from workbench.diffusion import reversal
+from workbench.models import load_tokenizer
+
+
+def test_people_are_unique_and_split_between_directions():
+    people = reversal.make_people(40, seed=1)
+    assert len({p.name for p in people}) == len({p.description for p in people}) == 40
+    assert [p.trained for p in people].count("N2D") == 20
+
+
+def test_each_person_is_trained_in_one_direction_and_tests_are_prefixes():
+    tokenizer = load_tokenizer()
+    data = reversal.build(tokenizer, 10, paraphrases=2, seed=0)
+    texts = [tokenizer.decode(row[row != data.eos]) for row in data.rows]
+    assert len(texts) == 20
+    for person in data.people:
+        seen = [t for t in texts if person.name in t]
+        assert len(seen) == 2 and all(person.description in t for t in seen)
+        assert all(
+            t.startswith(person.prompt(person.trained, 0)) or t.startswith(person.prompt(person.trained, 1))
+            for t in seen
+        )
+        reverse = "D2N" if person.trained == "N2D" else "N2D"
+        assert not any(t.startswith(person.prompt(reverse, 0)) for t in seen)  # the reverse question never appears
+    first = data.people[0]
+    prompt_ids = tokenizer(first.prompt(first.trained), add_special_tokens=False)["input_ids"]
+    assert data.rows[0, : len(prompt_ids)].tolist() == prompt_ids  # a test prompt is an exact prefix of its row
+
+
+def test_accuracy_scores_an_oracle_perfectly_and_a_constant_answer_not():
+    tokenizer = load_tokenizer()
+    data = reversal.build(tokenizer, 6, paraphrases=1, seed=0)
+    answers = {}
+    for person in data.people:
+        for direction in reversal.DIRECTIONS:
+            ids = tokenizer(person.prompt(direction), add_special_tokens=False)["input_ids"]
+            answers[tuple(ids)] = tokenizer(f" {person.answer(direction)}.", add_special_tokens=False)["input_ids"]
+
+    def oracle(prompt, n_new):
+        rows = [p + answers[tuple(p)] + [data.eos] * n_new for p in prompt.tolist()]
+        return torch.tensor([r[: prompt.shape[1] + n_new] for r in rows])
+
+    def constant(prompt, n_new):
+        return torch.cat([prompt, torch.full((len(prompt), n_new), data.eos)], 1)
+
+    perfect = reversal.accuracy(oracle, data, tokenizer, "cpu")
+    assert perfect["seen"] == perfect["reverse"] == 1.0
+    assert reversal.accuracy(constant, data, tokenizer, "cpu")["seen"] == 0.0
