@@ -192,11 +192,14 @@ def test_view_follows_new_rows_the_filter_and_the_selection(store):
     dashboard.refresh()
     dashboard.kinds.value = ["probe"]  # the filter: curves, compare and sweeps follow it
     assert {t.name for t in dashboard.curves.object.data} == {f"#{run.id} new", f"#{old} old"}
+    dashboard.tabs.active = 1  # the compare tab (each tab is brought up to date when opened)
     assert dashboard.baseline.value == old  # marked as reference, though "new" is newer
+    dashboard.tabs.active = 0
     dashboard.table.selection = [1]  # only "old"
     assert [t.name for t in dashboard.curves.object.data] == [f"#{old} old"]
     assert dashboard.run_select.value == old  # the run page follows the last run ticked
     dashboard.table.selection = [0, 1]
+    dashboard.tabs.active = 1
     dashboard.baseline.value = run.id  # the user picks the baseline
     assert list(dashboard.compare.value.columns[2:4]) == [f"#{run.id} new (baseline)", f"#{old} old"]
 

@@ -34,6 +34,7 @@ from .runs import store as default_store
 
 REFRESH_MS = 1000
 X_AXES = {"step": "step", "wall time (s)": "time_s"}
+RUN_TAB = 3  # Curves, Compare, Sweeps, Run
 FILE_ROUTES = ("notebooks", "artifacts")  # folders of the workbench home the server serves, for the run page's links
 
 
@@ -164,7 +165,8 @@ class Dashboard:
         self.baseline.param.watch(lambda _: self._update_compare(force=True), "value")
         for widget in (self.sweep, self.sweep_metric):
             widget.param.watch(lambda _: self._update_sweep(force=True), "value")
-        self.run_select.param.watch(lambda _: self._update_run(force=True), "value")
+        self.run_select.param.watch(lambda _: self.tabs.active == RUN_TAB and self._update_run(force=True), "value")
+        self.tabs.param.watch(lambda _: self._update_all(), "active")
         self.refresh()
 
     # -- the periodic callback ----------------------------------------------------------------------
@@ -187,10 +189,8 @@ class Dashboard:
         )
 
     def _update_all(self) -> None:
-        self._update_curves()
-        self._update_compare()
-        self._update_sweep()
-        self._update_run()
+        """Bring the tab in view up to date; the others catch up when opened (a session starts fast)."""
+        (self._update_curves, self._update_compare, self._update_sweep, self._update_run)[self.tabs.active]()
 
     # -- runs table and selection -------------------------------------------------------------------
     def _filtered(self) -> pd.DataFrame:
@@ -362,7 +362,7 @@ class Dashboard:
         self._update_run()
         if run_id in self.run_select.options.values():
             self.run_select.value = run_id
-            self.tabs.active = 3
+            self.tabs.active = RUN_TAB
 
     def _update_run(self, force: bool = False) -> None:
         import panel as pn

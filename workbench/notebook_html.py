@@ -313,12 +313,14 @@ def to_html(path: str | Path) -> Path:
                 data["text/html"] = f"<pre>{html.escape(text)}</pre>" if text else data.get("text/plain", "")
     notebook.metadata.pop("widgets", None)
     body, _ = HTMLExporter(template_name="lab").from_notebook_node(notebook)
-    body = re.sub(
-        r"<!-- Load mathjax -->.*?<!-- End of mathjax configuration -->", "", body, flags=re.DOTALL
-    )  # math is MathML
-    body = re.sub(
-        r'<script[^>]*\bsrc="https?://[^"]*"[^>]*>\s*</script>', "", body
-    )  # require.js: nothing here needs it
+    # Scripts the template would fetch from a CDN: MathJax (math is MathML here), require.js and
+    # mermaid (nothing here needs them).
+    for pattern in (
+        r"<!-- Load mathjax -->.*?<!-- End of mathjax configuration -->",
+        r'<script[^>]*\bsrc="https?://[^"]*"[^>]*>\s*</script>',
+        r"<script[^>]*>(?:(?!</script>).)*https://cdnjs(?:(?!</script>).)*</script>",
+    ):
+        body = re.sub(pattern, "", body, flags=re.DOTALL)
     if figures:
         body = body.replace("</head>", f"<script>{get_plotlyjs()}</script>\n</head>", 1)
     output = path.with_suffix(".html")
