@@ -9,7 +9,13 @@ import torch
 from torch import nn
 
 from workbench.errors import WorkbenchError
-from workbench.galore import GaLoreAdamW, NaturalGaLoreAdamW, galore_param_groups, optimizer_state_bytes, woodbury_inverse_fisher
+from workbench.galore import (
+    GaLoreAdamW,
+    NaturalGaLoreAdamW,
+    galore_param_groups,
+    optimizer_state_bytes,
+    woodbury_inverse_fisher,
+)
 from workbench.galore.projector import projection_side
 
 

@@ -4,4 +4,10 @@ from .galore import GaLoreAdamW, optimizer_state_bytes
 from .groups import galore_param_groups
 from .natural import NaturalGaLoreAdamW, woodbury_inverse_fisher
 
-__all__ = ["GaLoreAdamW", "NaturalGaLoreAdamW", "galore_param_groups", "optimizer_state_bytes", "woodbury_inverse_fisher"]
+__all__ = [
+    "GaLoreAdamW",
+    "NaturalGaLoreAdamW",
+    "galore_param_groups",
+    "optimizer_state_bytes",
+    "woodbury_inverse_fisher",
+]

@@ -39,7 +39,13 @@ from ..errors import WorkbenchError
 from .projector import project, project_back, projection_side, svd_basis
 
 GALORE_DEFAULTS = dict(update_proj_gap=200, scale=0.25, proj_type="std")
-STATE_KINDS = {"exp_avg": "moments", "exp_avg_sq": "moments", "P": "projectors", "Q": "projectors", "history": "history"}
+STATE_KINDS = {
+    "exp_avg": "moments",
+    "exp_avg_sq": "moments",
+    "P": "projectors",
+    "Q": "projectors",
+    "history": "history",
+}
 
 
 class GaLoreAdamW(torch.optim.Optimizer):
@@ -59,8 +65,12 @@ class GaLoreAdamW(torch.optim.Optimizer):
         correct_bias: bool = True,
     ):
         if lr < 0 or eps < 0 or weight_decay < 0 or not all(0 <= b < 1 for b in betas):
-            raise WorkbenchError(f"invalid GaLoreAdamW settings: lr={lr}, betas={betas}, eps={eps}, weight_decay={weight_decay}")
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, correct_bias=correct_bias))
+            raise WorkbenchError(
+                f"invalid GaLoreAdamW settings: lr={lr}, betas={betas}, eps={eps}, weight_decay={weight_decay}"
+            )
+        super().__init__(
+            params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, correct_bias=correct_bias)
+        )
 
     def add_param_group(self, param_group: dict) -> None:
         """Fill GaLore's keys for projected groups and check them (a one-line error, not a crash mid-step)."""
@@ -68,7 +78,9 @@ class GaLoreAdamW(torch.optim.Optimizer):
             for key, value in GALORE_DEFAULTS.items():
                 param_group.setdefault(key, value)
             if int(param_group["rank"]) < 1 or int(param_group["update_proj_gap"]) < 1:
-                raise WorkbenchError(f"rank and update_proj_gap must be >= 1, got {param_group['rank']} and {param_group['update_proj_gap']}")
+                raise WorkbenchError(
+                    f"rank and update_proj_gap must be >= 1: {param_group['rank']}, {param_group['update_proj_gap']}"
+                )
             params = param_group["params"]
             for p in [params] if isinstance(params, torch.Tensor) else list(params):
                 projection_side(p.shape, param_group["proj_type"])  # raises for non-matrices and unknown types
@@ -94,7 +106,9 @@ class GaLoreAdamW(torch.optim.Optimizer):
                 self._adam(group, params, grads)
         return loss
 
-    def _project(self, group: dict, params: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor], list[bool]]:
+    def _project(
+        self, group: dict, params: list[torch.Tensor]
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[bool]]:
         """Refresh projectors where t mod T = 0 (skipping matrices whose gradient is not finite),
         and return the kept parameters, their low-rank gradients R and whether each was refreshed."""
         kept, lows, refreshed, skipped = [], [], [], 0
@@ -115,12 +129,16 @@ class GaLoreAdamW(torch.optim.Optimizer):
             refreshed.append(refresh)
         if skipped:
             warnings.warn(
-                f"GaLore: non-finite gradient in {skipped} projected matrices at a subspace refresh; kept their projectors "
-                f"and skipped their update this step", RuntimeWarning, stacklevel=3,
+                f"GaLore: non-finite gradient in {skipped} projected matrices at a subspace refresh; "
+                f"kept their projectors and skipped their update this step",
+                RuntimeWarning,
+                stacklevel=3,
             )
         return kept, lows, refreshed
 
-    def _precondition(self, group: dict, params: list[torch.Tensor], grads: list[torch.Tensor], refreshed: list[bool]) -> list[torch.Tensor]:
+    def _precondition(
+        self, group: dict, params: list[torch.Tensor], grads: list[torch.Tensor], refreshed: list[bool]
+    ) -> list[torch.Tensor]:
         """What Adam sees of the low-rank gradient: R itself here; Natural GaLore overrides it."""
         return grads
 

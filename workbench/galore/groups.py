@@ -17,7 +17,8 @@ TARGETS = ("attn", "mlp")
 def projected_weights(model: nn.Module, targets: tuple[str, ...] = TARGETS) -> list[nn.Parameter]:
     """Trainable weights of the `nn.Linear` modules whose name contains one of `targets`."""
     return [
-        module.weight for name, module in model.named_modules()
+        module.weight
+        for name, module in model.named_modules()
         if isinstance(module, nn.Linear) and any(t in name for t in targets) and module.weight.requires_grad
     ]
 
@@ -38,7 +39,9 @@ def galore_param_groups(
     """
     projected = projected_weights(model, targets)
     if not projected:
-        raise WorkbenchError(f"no trainable nn.Linear weight has {' or '.join(map(repr, targets))} in its module name: nothing to project")
+        raise WorkbenchError(
+            f"no trainable nn.Linear weight has {' or '.join(map(repr, targets))} in its name: nothing to project"
+        )
     ids = {id(p) for p in projected}
     others = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
     groups = [dict(params=projected, rank=rank, update_proj_gap=update_proj_gap, scale=scale, proj_type=proj_type)]

@@ -77,14 +77,18 @@ class NaturalGaLoreAdamW(GaLoreAdamW):
                 param_group.setdefault(key, value)
         super().add_param_group(param_group)
 
-    def _precondition(self, group: dict, params: list[torch.Tensor], grads: list[torch.Tensor], refreshed: list[bool]) -> list[torch.Tensor]:
+    def _precondition(
+        self, group: dict, params: list[torch.Tensor], grads: list[torch.Tensor], refreshed: list[bool]
+    ) -> list[torch.Tensor]:
         """g̃ = F̂⁻¹ g per matrix, the s×s solves batched over matrices of the same K."""
         flats = []
         for p, grad, fresh in zip(params, grads, refreshed, strict=True):
             state = self.state[p]
             flat = grad.reshape(-1).to(torch.promote_types(grad.dtype, torch.float32))  # g ∈ ℝ^K, at least float32
             if "history" not in state or (fresh and group["reset_history"]):
-                state["history"] = torch.zeros(group["history"], flat.numel(), dtype=flat.dtype, device=flat.device)  # [s, K]
+                state["history"] = torch.zeros(
+                    group["history"], flat.numel(), dtype=flat.dtype, device=flat.device
+                )  # [s, K]
                 state["history_written"] = 0
             state["history"][state["history_written"] % group["history"]].copy_(flat)  # append before solving
             state["history_written"] += 1
@@ -95,7 +99,9 @@ class NaturalGaLoreAdamW(GaLoreAdamW):
             by_size.setdefault(flat.numel(), []).append(i)
         for index in by_size.values():
             natural = woodbury_inverse_fisher(
-                torch.stack([flats[i] for i in index]), torch.stack([self.state[params[i]]["history"] for i in index]), group["damping"]
+                torch.stack([flats[i] for i in index]),
+                torch.stack([self.state[params[i]]["history"] for i in index]),
+                group["damping"],
             )
             for row, i in enumerate(index):
                 out[i] = natural[row].view_as(grads[i]).to(grads[i].dtype)

@@ -29,11 +29,13 @@ PROJ_TYPES = ("std", "reverse_std", "left", "right", "full")
 
 
 def projection_side(shape: torch.Size | tuple[int, ...], proj_type: str) -> str:
-    """"left", "right" or "full" for a gradient of `shape` (m, n) under `proj_type`."""
+    """ "left", "right" or "full" for a gradient of `shape` (m, n) under `proj_type`."""
     if proj_type not in PROJ_TYPES:
         raise WorkbenchError(f"unknown proj_type {proj_type!r}: use one of {', '.join(PROJ_TYPES)}")
     if len(shape) != 2:
-        raise WorkbenchError(f"GaLore projects matrices; got a parameter of shape {tuple(shape)}: put it in a plain AdamW group")
+        raise WorkbenchError(
+            f"GaLore projects matrices; got a parameter of shape {tuple(shape)}: put it in a plain AdamW group"
+        )
     m, n = shape
     if proj_type == "std":
         return "right" if m >= n else "left"

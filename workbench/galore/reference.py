@@ -47,8 +47,17 @@ def reference_optimizer() -> tuple[type, str]:
 
 
 def loss_curves(
-    steps: int = 300, rank: int = 16, update_proj_gap: int = 50, lr: float = 0.01, scale: float = 0.25, weight_decay: float = 0.01,
-    batch_size: int = 8, block_len: int = 64, vocab_size: int = 512, seed: int = 0, device: str | torch.device = "cpu",
+    steps: int = 300,
+    rank: int = 16,
+    update_proj_gap: int = 50,
+    lr: float = 0.01,
+    scale: float = 0.25,
+    weight_decay: float = 0.01,
+    batch_size: int = 8,
+    block_len: int = 64,
+    vocab_size: int = 512,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
 ) -> tuple[pd.DataFrame, str]:
     """Training loss per step of the same tiny LLaMA (2 layers, d=64) under our `GaLoreAdamW` and
     galore-torch's, from the same initial weights on the same batches, in float32.

@@ -1,0 +1,438 @@
+"""The GaLore experiment: AdamW, GaLore and Natural GaLore (and LoRA) at equal steps and tokens.
+
+Part "pretrain": a LLaMA of GaLore's "60M" shape (`MODEL_SIZES["47m"]`: d=512, 8 layers, SmolLM2's
+49k tokenizer) trained from scratch per seed with identical initial weights and batch order per
+seed; AdamW's learning rate is swept on the first seed and the best one runs on every seed;
+GaLore and Natural GaLore use the official scripts' settings (lr 0.01, rank 128, gap 200, scale
+0.25). Part "finetune": SmolLM2-135M continued on the corpus with its attention and MLP matrices
+trainable (embeddings and norms frozen in every arm), by AdamW, GaLore, Natural GaLore and LoRA
+whose rank is chosen so its adapters plus their Adam moments take GaLore's optimizer-state bytes.
+
+Per run: held-out loss (mean next-token NLL) along training, training time without evaluation,
+optimizer-state bytes by kind, epochs over the training split. Per part: one optimizer step of
+each method timed in interleaved rounds on the trained model (GaLore's SVD refresh amortised over
+the gap). Every run is a run of kind "galore" in the store, one sweep per experiment; the
+reference run is AdamW at its best learning rate, first seed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from ..data import batches, load_corpus, tokenize, train_val_split
+from ..errors import WorkbenchError
+from ..evaluate import perplexity
+from ..measure import interleaved, synchronize
+from ..models import MODEL_SIZES, load_model, resolve_device, tiny_llama
+from ..runs import Run, RunKind, start_run
+from ..train import TrainConfig, causal_lm_loss, should_compile, train
+from .galore import GaLoreAdamW, optimizer_state_bytes
+from .groups import galore_param_groups, projected_weights
+from .natural import NaturalGaLoreAdamW
+from .profile import PARTS, GaloreProfile
+from .reference import loss_curves
+
+KIND = RunKind(
+    "galore",
+    headline="val_loss",
+    goal="min",
+    description="GaLore / Natural GaLore against AdamW (and LoRA): held-out loss at a fixed token budget",
+)
+METHODS = {"adamw": "AdamW", "galore": "GaLore", "natural": "Natural GaLore", "lora": "LoRA"}
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+OnEval = Callable[[dict], None]  # called with {part, label, method, seed, step, val_loss, time_s}
+
+
+@dataclass
+class GaloreResults:
+    """`table`: one row per run; `curves`: held-out loss along training; `timing`: optimizer steps."""
+
+    table: pd.DataFrame
+    curves: pd.DataFrame
+    timing: pd.DataFrame
+    reference: pd.DataFrame | None  # our GaLore vs galore-torch, loss per step (None: not installed)
+    reference_note: str
+    sweep: str
+
+
+class _Clock:
+    """Training time with evaluation left out: what a user waits for the optimizer and the model."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.elapsed, self.mark = device, 0.0, time.perf_counter()
+
+    def pause(self) -> float:
+        synchronize(self.device)
+        self.elapsed += time.perf_counter() - self.mark
+        return self.elapsed
+
+    def resume(self) -> None:
+        self.mark = time.perf_counter()
+
+
+def _autocast(device: torch.device):
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+def _val_loss(model, tokens: torch.Tensor, context_len: int, windows: int | None, device: torch.device) -> float:
+    with _autocast(device):
+        return perplexity(model, tokens, context_len=context_len, batch_size=16, max_windows=windows, progress=False)[
+            "nll"
+        ]
+
+
+def _eval_steps(steps: int, every: int) -> list[int]:
+    return sorted(set(range(every, steps + 1, every)) | {steps})
+
+
+def _optimizer(
+    method: str, params, lr: float, profile: GaloreProfile, rank: int, scale: float, gap: int, pretrain: bool
+):
+    """The optimizer of one arm over `params` (a model for GaLore's grouping, or a parameter list)."""
+    fused = all(p.is_cuda for p in params.parameters() if p.requires_grad)
+    if method in ("adamw", "lora"):
+        trainable = [p for p in params.parameters() if p.requires_grad]
+        return torch.optim.AdamW(
+            trainable, lr=lr, betas=(0.9, 0.999), eps=1e-6, weight_decay=profile.weight_decay, fused=fused
+        )
+    groups = galore_param_groups(params, rank=rank, update_proj_gap=gap, scale=scale, train_others=pretrain)
+    if method == "galore":
+        return GaLoreAdamW(groups, lr=lr, weight_decay=profile.weight_decay)
+    return NaturalGaLoreAdamW(
+        groups,
+        lr=lr,
+        weight_decay=profile.weight_decay,
+        history=profile.history,
+        damping=profile.damping,
+        reset_history=profile.reset_history,
+    )
+
+
+@dataclass
+class _Part:
+    """What the arms of one part share."""
+
+    name: str
+    train_tokens: torch.Tensor
+    val_tokens: torch.Tensor
+    steps: int
+    batch_size: int
+    block_len: int
+    eval_every: int
+    eval_windows: int | None
+    clip_norm: float | None
+    compile: bool | None
+
+
+def _train_arm(
+    model,
+    part: _Part,
+    method: str,
+    lr: float,
+    seed: int,
+    optimizer,
+    profile: GaloreProfile,
+    sweep: str,
+    on_eval: OnEval | None,
+    progress: bool,
+    extra_state_bytes: int = 0,
+    extra: dict | None = None,
+) -> tuple[dict, list[dict], Run]:
+    """Train one arm through `workbench.train.train`; return its table row, curve and run."""
+    device = next(model.parameters()).device
+    label = f"{METHODS[method]} lr={lr:g}"
+    config = TrainConfig(
+        steps=part.steps,
+        lr=lr,
+        warmup_steps=max(1, int(profile.warmup_fraction * part.steps)),
+        min_lr_ratio=0.1,
+        clip_norm=part.clip_norm,
+        log_every=max(1, min(10, part.eval_every)),
+        eval_every=part.eval_every,
+        checkpoint=False,
+        compile=part.compile,
+    )
+    pending, curve, clock = _eval_steps(part.steps, part.eval_every), [], _Clock(device)
+
+    def evaluate(trained) -> dict[str, float]:
+        elapsed = clock.pause()
+        loss = _val_loss(trained, part.val_tokens, part.block_len, part.eval_windows, device)
+        point = dict(
+            part=part.name,
+            label=label,
+            method=METHODS[method],
+            seed=seed,
+            step=pending.pop(0),
+            val_loss=loss,
+            time_s=elapsed,
+        )
+        curve.append(point)
+        if on_eval is not None:
+            on_eval(point)
+        clock.resume()
+        return {"val_loss": loss, "train_time_s": elapsed}
+
+    params = profile.as_dict() | dict(part=part.name, method=method, lr=lr, seed=seed) | (extra or {})
+    with start_run(KIND, f"{part.name}/{label} seed={seed}", params=params, sweep=sweep) as run:
+        stream = batches(part.train_tokens, part.batch_size, part.block_len + 1, device=device, seed=seed)
+        clock.resume()
+        train(model, stream, config, optimizer=optimizer, run=run, evaluate=evaluate, progress=progress)
+        tokens = part.steps * part.batch_size * part.block_len
+        quarter = min(curve, key=lambda p: abs(p["step"] - part.steps / 4))
+        best = min(curve, key=lambda p: p["val_loss"])
+        state = optimizer_state_bytes(optimizer)
+        row = dict(
+            part=part.name,
+            method=METHODS[method],
+            label=label,
+            lr=lr,
+            seed=seed,
+            val_loss=curve[-1]["val_loss"],
+            val_loss_25=quarter["val_loss"],
+            step_25=quarter["step"],
+            best_val_loss=best["val_loss"],
+            best_step=best["step"],
+            state_mb=(state["total"] + extra_state_bytes) / 2**20,
+            moments_mb=state["moments"] / 2**20,
+            projectors_mb=state["projectors"] / 2**20,
+            history_mb=state["history"] / 2**20,
+            adapters_mb=extra_state_bytes / 2**20,
+            train_s=curve[-1]["time_s"],
+            step_ms=1000 * curve[-1]["time_s"] / part.steps,
+            tokens=tokens,
+            epochs=tokens / len(part.train_tokens),
+            run_id=run.id,
+        ) | (extra or {})
+        run.update_summary(**{k: v for k, v in row.items() if k not in ("part", "method", "label")})
+    return row, curve, run
+
+
+def _time_steps(
+    optimizers: dict[str, torch.optim.Optimizer],
+    refresh: dict[str, torch.optim.Optimizer],
+    gap: int,
+    device: torch.device,
+    rounds: int,
+    part: str,
+) -> list[dict]:
+    """Median step of each optimizer on fixed random gradients, interleaved; GaLore's SVD refresh
+    (timed as an optimizer with gap 1) is amortised over `gap` for GaLore and Natural GaLore alike."""
+    generator = torch.Generator(device=device).manual_seed(0)
+    for optimizer in [*optimizers.values(), *refresh.values()]:
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                p.grad = torch.randn(p.shape, device=device, generator=generator, dtype=p.dtype)
+    timed = interleaved({name: opt.step for name, opt in optimizers.items()}, device, rounds=rounds, warmup=1)
+    svd = interleaved({name: opt.step for name, opt in refresh.items()}, device, rounds=max(1, rounds // 5), warmup=0)
+    rows = []
+    for name, timing in timed.items():
+        refresh_s = svd["GaLore"].median_s - timed["GaLore"].median_s if name in ("GaLore", "Natural GaLore") else 0.0
+        rows.append(
+            dict(
+                part=part,
+                method=name,
+                step_ms=1000 * timing.median_s,
+                spread=timing.spread,
+                amortised_ms=1000 * (timing.median_s + max(refresh_s, 0.0) / gap),
+                refresh_ms=1000 * refresh_s,
+            )
+        )
+    return rows
+
+
+def _pretrain(profile: GaloreProfile, device, sweep: str, on_eval, progress) -> tuple[list, list, list, Run | None]:
+    if profile.size not in MODEL_SIZES:
+        raise WorkbenchError(f"unknown size {profile.size!r}: use one of {', '.join(MODEL_SIZES)}")
+    shape = MODEL_SIZES[profile.size]
+    model, tokenizer = tiny_llama(**shape, max_len=profile.block_len, seed=0)
+    model = model.to(device)
+    train_tokens, val_tokens = train_val_split(tokenize(load_corpus(profile.corpus), tokenizer))
+    part = _Part(
+        "pretrain",
+        train_tokens,
+        val_tokens,
+        profile.steps,
+        profile.batch_size,
+        profile.block_len,
+        profile.eval_every,
+        profile.eval_windows,
+        clip_norm=None,
+        compile=None,
+    )
+
+    def start(seed: int) -> None:  # same model object for every arm, so the compiled step is reused
+        model.load_state_dict(tiny_llama(**shape, max_len=profile.block_len, seed=seed)[0].state_dict())
+
+    if should_compile(model, TrainConfig(), causal_lm_loss, device):  # compile once, outside every arm's clock
+        start(0)
+        warm = TrainConfig(steps=2, warmup_steps=1, checkpoint=False, clip_norm=None)
+        train(
+            model, batches(train_tokens, profile.batch_size, profile.block_len + 1, device=device), warm, progress=False
+        )
+
+    rows, curves, runs = [], [], {}
+
+    def arm(method: str, lr: float, seed: int) -> dict:
+        start(seed)
+        optimizer = _optimizer(
+            method, model, lr, profile, profile.rank, profile.scale, profile.update_proj_gap, pretrain=True
+        )
+        row, curve, run = _train_arm(model, part, method, lr, seed, optimizer, profile, sweep, on_eval, progress)
+        rows.append(row)
+        curves.extend(curve)
+        runs[(method, lr, seed)] = run
+        return row
+
+    sweep_rows = [arm("adamw", lr, 0) for lr in profile.adamw_lrs]
+    best_lr = min(sweep_rows, key=lambda r: r["val_loss"])["lr"]
+    for row in rows:
+        row["swept"] = row["lr"] != best_lr
+    for seed in range(profile.seeds):
+        if seed > 0:
+            arm("adamw", best_lr, seed)["swept"] = False
+        arm("galore", profile.galore_lr, seed)["swept"] = False
+        arm("natural", profile.galore_lr, seed)["swept"] = False
+    reference = runs[("adamw", best_lr, 0)]
+    reference.mark_reference()
+
+    optimizers = {
+        "AdamW": _optimizer(
+            "adamw", model, best_lr, profile, profile.rank, profile.scale, profile.update_proj_gap, True
+        ),
+        "GaLore": _optimizer(
+            "galore", model, profile.galore_lr, profile, profile.rank, profile.scale, profile.update_proj_gap, True
+        ),
+        "Natural GaLore": _optimizer(
+            "natural", model, profile.galore_lr, profile, profile.rank, profile.scale, profile.update_proj_gap, True
+        ),
+    }
+    refresh = {"GaLore": _optimizer("galore", model, profile.galore_lr, profile, profile.rank, profile.scale, 1, True)}
+    timing = _time_steps(optimizers, refresh, profile.update_proj_gap, device, profile.timing_rounds, "pretrain")
+    return rows, curves, timing, reference
+
+
+def _finetune_model(profile: GaloreProfile, device: torch.device):
+    if profile.ft_model == "tiny":
+        model, tokenizer = tiny_llama(**MODEL_SIZES["tiny"], max_len=profile.ft_block_len, seed=0)
+    else:
+        model, tokenizer = load_model(profile.ft_model, dtype=torch.float32, device=device)
+    model = model.to(device)
+    trainable = {id(p) for p in projected_weights(model)}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in trainable)  # the same weights train in every arm: attention and MLP matrices
+    return model, tokenizer
+
+
+def lora_rank(model: torch.nn.Module, rank: int) -> int:
+    """LoRA rank whose adapters (m+n)·r' plus their two Adam moments equal GaLore's state at `rank`:
+    3·Σ(m+n)·r' = Σ (2·max(m,n) + min(m,n))·r (one-sided projection, `proj_type="std"`)."""
+    shapes = [tuple(p.shape) for p in projected_weights(model)]
+    galore = sum((2 * max(s) + min(s)) * min(rank, min(s)) for s in shapes)
+    return max(1, round(galore / sum(3 * (m + n) for m, n in shapes)))
+
+
+def _finetune(profile: GaloreProfile, device, sweep: str, on_eval, progress) -> tuple[list, list, list]:
+    from peft import LoraConfig, get_peft_model  # imported here: only this part needs it
+
+    model, tokenizer = _finetune_model(profile, device)
+    train_tokens, val_tokens = train_val_split(tokenize(load_corpus(profile.corpus), tokenizer))
+    part = _Part(
+        "finetune",
+        train_tokens,
+        val_tokens,
+        profile.ft_steps,
+        profile.ft_batch_size,
+        profile.ft_block_len,
+        profile.ft_eval_every,
+        profile.ft_eval_windows,
+        clip_norm=1.0,
+        compile=False,
+    )
+    before = _val_loss(model, val_tokens, profile.ft_block_len, profile.ft_eval_windows, device)
+    r_lora = lora_rank(model, profile.ft_rank)
+    rows, curves, optimizers = [], [], {}
+    for method in ("adamw", "galore", "natural", "lora"):
+        if method != "adamw":
+            model, _ = _finetune_model(profile, device)
+        lr, extra_bytes, extra = (
+            (profile.lora_lr if method == "lora" else profile.ft_lr),
+            0,
+            dict(val_loss_before=before),
+        )
+        if method == "lora":
+            config = LoraConfig(r=r_lora, lora_alpha=2 * r_lora, lora_dropout=0.0, target_modules=LORA_TARGETS)
+            model = get_peft_model(
+                model, config
+            ).base_model.model  # the LLaMA with LoRA layers inside: our loss runs on it
+            extra_bytes = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+            extra |= dict(lora_rank=r_lora)
+        optimizer = _optimizer(
+            method, model, lr, profile, profile.ft_rank, profile.ft_scale, profile.ft_update_proj_gap, pretrain=False
+        )
+        row, curve, run = _train_arm(
+            model, part, method, lr, 0, optimizer, profile, sweep, on_eval, progress, extra_bytes, extra
+        )
+        row["swept"] = False
+        if method == "adamw":
+            run.mark_reference()
+        rows.append(row)
+        curves.extend(curve)
+        optimizers[method] = (model, optimizer)
+    base, _ = optimizers["galore"]
+    timing = _time_steps(
+        {
+            "AdamW": optimizers["adamw"][1],
+            "GaLore": optimizers["galore"][1],
+            "Natural GaLore": optimizers["natural"][1],
+            "LoRA": optimizers["lora"][1],
+        },
+        {
+            "GaLore": _optimizer(
+                "galore", base, profile.ft_lr, profile, profile.ft_rank, profile.ft_scale, 1, pretrain=False
+            )
+        },
+        profile.ft_update_proj_gap,
+        device,
+        profile.timing_rounds,
+        "finetune",
+    )
+    return rows, curves, timing
+
+
+def run_experiment(
+    profile: GaloreProfile, on_eval: OnEval | None = None, device: str | None = None, progress: bool = True
+) -> GaloreResults:
+    """Train every arm of `profile.part`, time the optimizers, compare with galore-torch; draws nothing."""
+    if profile.part not in PARTS:
+        raise WorkbenchError(f"unknown part {profile.part!r}: use one of {', '.join(PARTS)}")
+    device = resolve_device(device or "auto")
+    sweep = f"galore-{profile.name}-{profile.part}-{time.strftime('%Y%m%d-%H%M%S')}"
+    threads = torch.get_num_threads()
+    if device.type == "cpu" and profile.cpu_threads:
+        torch.set_num_threads(profile.cpu_threads)
+    try:
+        rows, curves, timing = [], [], []
+        reference, note = None, "not run (finetune part only)"
+        parts = ("pretrain", "finetune") if profile.part == "all" else (profile.part,)
+        for name in tqdm(parts, desc="parts", disable=not progress):
+            if name == "pretrain":
+                part_rows, part_curves, part_timing, _ = _pretrain(profile, device, sweep, on_eval, progress)
+                try:
+                    reference, note = loss_curves(steps=profile.reference_steps, device=device)
+                except WorkbenchError as error:
+                    note = str(error)
+            else:
+                part_rows, part_curves, part_timing = _finetune(profile, device, sweep, on_eval, progress)
+            rows += part_rows
+            curves += part_curves
+            timing += part_timing
+    finally:
+        torch.set_num_threads(threads)
+    return GaloreResults(pd.DataFrame(rows), pd.DataFrame(curves), pd.DataFrame(timing), reference, note, sweep)
