@@ -16,7 +16,10 @@ def pip_requirements(path: Path) -> set[str]:
 
 
 def test_conda_and_binder_match_pyproject():
-    declared = set(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"])
+    """The runtime dependencies and every optional extra but the test tools (e.g. ray, for cluster sweeps)."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    extras = {name: packages for name, packages in project["optional-dependencies"].items() if name != "test"}
+    declared = set(project["dependencies"]).union(*extras.values())
     assert pip_requirements(REPO / "environment.yml") == declared
     assert pip_requirements(REPO / "binder" / "environment.yml") == declared
 

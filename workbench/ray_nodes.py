@@ -1,7 +1,7 @@
 """Ray nodes on this machine, each a `ray start` process of its own: a cluster without a second machine.
 
     with LocalCluster([home_a, home_b]) as cluster:    # a head and a second node, one CPU each
-        os.environ.update(cluster.driver_env)            # RAY_ADDRESS and the cluster's token
+        os.environ.update(cluster.driver_env)            # RAY_ADDRESS (and RAY_AUTH_MODE)
         run_sweep(notebook, points, parallel=2, backend="ray")
         cluster.kill(1)                                  # the second node dies, as a machine would
 
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -77,10 +76,10 @@ class LocalCluster:
         self.temp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # short: Ray's socket paths must stay < 108 bytes
         self.port = free_ports(1)[0]
         self.address = f"127.0.0.1:{self.port}"
-        # Ray's token authentication, with a token of this cluster's own: explicit, so that a token
-        # file another Ray left in ~/.ray cannot make the nodes and the driver disagree.
-        token = secrets.token_hex(16)
-        self.driver_env = {"RAY_ADDRESS": self.address, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+        # Ray's token authentication is off, and explicitly so: unset, Ray turns it on wherever an
+        # earlier `ray.init()` left a token in ~/.ray, and a driver whose Ray was imported before
+        # it was told of a token sends none. These nodes live minutes, on this machine.
+        self.driver_env = {"RAY_ADDRESS": self.address, "RAY_AUTH_MODE": "disabled"}
         self.env = {**os.environ, **self.driver_env}
         self.env.pop("RAY_ADDRESS")
         if skip_slow_imports:
