@@ -70,7 +70,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from .dashboard import serve
 
-    return serve(port=args.port, address=args.address, show=args.show)
+    return serve(port=args.port, address=args.address, show=args.show, token=args.token,
+                 allow_origins=args.allow_origin)
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
@@ -117,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--port", type=int, default=0, help="default: 5006 if free, else any free port")
     dashboard.add_argument("--address", default="127.0.0.1", help="interface to bind (default: this machine only)")
     dashboard.add_argument("--show", action="store_true", help="open it in the browser")
+    dashboard.add_argument("--token", default=None,
+                           help="off 127.0.0.1: the login token (default: $WORKBENCH_DASHBOARD_TOKEN, else random, printed)")
+    dashboard.add_argument("--allow-origin", action="append", default=None, metavar="HOST[:PORT]",
+                           help="off 127.0.0.1: a browser origin to accept (repeatable; default: this host's names)")
     dashboard.set_defaults(handler=cmd_dashboard)
     launch = commands.add_parser("launch", help="train on N GPUs (or CPU processes) with torchrun, logged from rank 0",
                                  description="python -m workbench launch --nproc 2 pretrain --size 47m --steps 500")

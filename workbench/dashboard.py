@@ -21,6 +21,7 @@ these reads never block the processes writing runs. The frames and figures thems
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from . import dashboard_views as views
+from .errors import WorkbenchError
 from .runs import RunStore
 from .runs import store as default_store
 
@@ -524,14 +526,54 @@ def free_port(address: str = "127.0.0.1", preferred: int = 5006) -> int:
     raise OSError(f"no free port on {address}")
 
 
-def serve(port: int = 0, address: str = "127.0.0.1", show: bool = False) -> int:
-    """`panel serve` of dashboard_app.py: its scripts and styles come from this server, none from a CDN."""
+def _is_loopback(address: str) -> bool:
+    """Whether `address` only reaches this machine; a name that does not resolve is a one-line error."""
+    import ipaddress
+
+    try:
+        infos = socket.getaddrinfo(address, None)
+    except (socket.gaierror, UnicodeError):
+        raise WorkbenchError(f"cannot bind the dashboard to {address!r}: not an address or host name of this machine "
+                             "(use 127.0.0.1, the default, or 0.0.0.0 for every interface)") from None
+    return all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
+
+
+def _network_access(address: str, port: int, token: str | None, allow_origins: list[str]) -> tuple[list, list]:
+    """Origins and `panel serve` arguments for a dashboard reachable from other machines.
+
+    Off loopback anyone who can reach the port could read the store (paths, run names, notebooks),
+    so a login token is required (Panel's basic auth: any user name, the token as password; the
+    notebooks and artifacts routes sit behind it too) and websocket connections are accepted only
+    from the origins named: this host's names, or those given with --allow-origin. Never "*".
+    """
+    import secrets
+
+    token = token or os.environ.get("WORKBENCH_DASHBOARD_TOKEN") or secrets.token_urlsafe(12)
+    own_names = [socket.gethostname(), socket.getfqdn()]
+    hosts = allow_origins or ([] if address in ("0.0.0.0", "::") else [address]) + own_names
+    origins = list(dict.fromkeys(host if ":" in host else f"{host}:{port}" for host in hosts))
+    print(f"dashboard open to the network on {address}:{port}: log in with any user name and the token {token}; "
+          f"browsers are accepted from {', '.join(origins)} only (add others with --allow-origin HOST[:PORT])",
+          flush=True)
+    return origins, ["--basic-auth", token, "--cookie-secret", secrets.token_hex(32)]
+
+
+def serve(port: int = 0, address: str = "127.0.0.1", show: bool = False, token: str | None = None,
+          allow_origins: list[str] | None = None) -> int:
+    """`panel serve` of dashboard_app.py: its scripts and styles come from this server, none from a CDN.
+
+    On loopback (the default) it is open to this machine only; on any other address it needs a
+    token and explicit origins (see `_network_access`).
+    """
     import sys
 
     from panel.command import main as panel_main
 
+    loopback = _is_loopback(address)
     port = port or free_port(address)
-    origins = [f"{address}:{port}"] + ([f"localhost:{port}"] if address in ("127.0.0.1", "localhost") else ["*"])
+    origins, access = [f"{address}:{port}", f"localhost:{port}"], []
+    if not loopback:
+        origins, access = _network_access(address, port, token, allow_origins or [])
     app = Path(__file__).with_name("dashboard_app.py")
     home = default_store().path.parent
     for route in FILE_ROUTES:  # the run page links to executed notebooks and their HTML copies here
@@ -540,7 +582,7 @@ def serve(port: int = 0, address: str = "127.0.0.1", show: bool = False) -> int:
         f"dashboard: http://{address}:{port}/dashboard_app  (store {default_store().path}; Ctrl-C stops it)", flush=True
     )
     sys.argv = ["panel", "serve", str(app), "--address", address, "--port", str(port)]
-    sys.argv += [f"--allow-websocket-origin={origin}" for origin in origins]
+    sys.argv += [f"--allow-websocket-origin={origin}" for origin in origins] + access
     sys.argv += ["--static-dirs", *(f"{route}={home / route}" for route in FILE_ROUTES)]
     sys.argv += ["--show"] if show else []
     panel_main()  # serves until Ctrl-C

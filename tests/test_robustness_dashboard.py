@@ -1,0 +1,73 @@
+"""A dashboard bound off loopback needs a token and accepts websockets only from named origins;
+on loopback it stays open to this machine, as before."""
+
+import http.cookiejar
+import os
+import sys
+import urllib.parse
+import urllib.request
+
+import pytest
+
+from workbench.dashboard import free_port
+
+TOKEN = "s3cret-token-for-the-test"
+
+
+def websocket_status(url: str, origin: str, cookie: str = "") -> int:
+    """The HTTP status the server answers a websocket handshake with (101: accepted)."""
+    from tornado.httpclient import HTTPClientError, HTTPRequest
+    from tornado.ioloop import IOLoop
+    from tornado.websocket import websocket_connect
+
+    async def connect() -> int:
+        request = HTTPRequest(url, headers={"Origin": origin, "Cookie": cookie})
+        try:
+            connection = await websocket_connect(request)
+        except HTTPClientError as error:
+            return error.code
+        connection.close()
+        return 101
+
+    return IOLoop.current().run_sync(connect, timeout=60)
+
+
+@pytest.mark.slow
+def test_off_loopback_needs_the_token_and_a_named_origin(start_server, tmp_path):
+    port = free_port("0.0.0.0")
+    env = {**os.environ, "WORKBENCH_HOME": str(tmp_path), "WORKBENCH_DASHBOARD_TOKEN": TOKEN}
+    command = [sys.executable, "-m", "workbench", "dashboard", "--address", "0.0.0.0", "--port", str(port),
+               "--allow-origin", f"127.0.0.1:{port}"]
+    base = f"http://127.0.0.1:{port}"
+    server, first_page = start_server(command, f"{base}/dashboard_app", env, "the dashboard")
+    try:
+        assert "runs.db" not in first_page and "password" in first_page.lower()  # a login form, not the document
+        jar = http.cookiejar.CookieJar()
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+        wrong = opener.open(f"{base}/login", urllib.parse.urlencode({"username": "me", "password": "guess"}).encode())
+        assert "runs.db" not in wrong.read().decode() and not any(c.name == "user" for c in jar)
+        page = opener.open(f"{base}/login", urllib.parse.urlencode({"username": "me", "password": TOKEN}).encode())
+        assert page.status == 200 and "dashboard_app" in page.url and any(c.name == "user" for c in jar)
+        cookie = "; ".join(f"{c.name}={c.value}" for c in jar)
+        websocket = f"ws://127.0.0.1:{port}/dashboard_app/ws"
+        assert websocket_status(websocket, "http://evil.example", cookie) == 403
+        assert websocket_status(websocket, "http://evil.example") in (401, 403)
+    finally:
+        server.terminate()
+        out, _ = server.communicate(timeout=30)
+    assert f"the token {TOKEN}" in out and f"accepted from 127.0.0.1:{port} only" in out
+
+
+def test_an_address_that_is_not_one_is_a_one_line_error(capsys):
+    from workbench.cli import main
+
+    assert main(["dashboard", "--address", "no-such-host.invalid"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot bind the dashboard to 'no-such-host.invalid'" in err
+
+
+def test_loopback_needs_no_token():
+    from workbench import dashboard
+
+    assert dashboard._is_loopback("127.0.0.1") and dashboard._is_loopback("localhost")
+    assert not dashboard._is_loopback("0.0.0.0")
