@@ -1,0 +1,419 @@
+"""The Relaxed Recursive Transformers experiment: convert, relax, uptrain, exit early, batch depth-wise.
+
+Relaxed Recursive Transformers (Bae et al., arXiv:2410.20672). Every arm trains for the same steps
+on the same tokens (`steps` × `batch_size` × `block_len`, drawn by its seed):
+
+- the full model continued-trained with cross-entropy (the fair upper target; the reference run);
+- recursive models, B ∈ `loops`, initialised Stepwise / Average / Lower, no LoRA;
+- the Average model at B = loops[0] relaxed with SVD-initialised LoRA at `ranks`, and with a
+  zero-initialised LoRA at `zero_rank`;
+- the reduced-depth model (K = L/B layers, same width) trained from scratch (the paper's
+  "reduced-size" baseline), with cross-entropy only;
+- the Stepwise B = loops[0] arm again with `spread_seeds` − 1 other data orders: the seed spread.
+
+Recursive arms are uptrained with CE + forward KL from the full model (`workbench.distill`), all
+parameters trainable. Then the Stepwise B = loops[0] model is post-trained for early exit, its
+oracle and confidence-threshold exits measured, and the exits drive the depth-wise batching
+simulation with decode costs measured on that model. Every arm is a run of kind "recursive".
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from ..data import batches, load_corpus, tokenize, train_val_split
+from ..distill import DistillationLoss, DistillConfig
+from ..errors import WorkbenchError
+from ..evaluate import perplexity
+from ..models import MODEL_SIZES, load_model, resolve_device, tiny_llama
+from ..runs import RunKind, start_run
+from ..train import TrainConfig, train
+from . import batching, early_exit
+from .convert import INITS, convert
+from .profile import ARM_SETS, RecursiveProfile
+from .relax import non_embedding_parameters, relax
+
+KIND = RunKind(
+    "recursive",
+    headline="ppl",
+    goal="min",
+    description="Relaxed Recursive Transformers: held-out perplexity of looped, LoRA-relaxed and baseline models, "
+    "equal uptraining",
+)
+Callback = Callable[[str, int, dict[str, float]], None]
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    kind: str  # "continued" | "recursive" | "scratch"
+    loops: int = 1
+    init: str = ""
+    lora: str = ""  # "" | "svd" | "zero"
+    rank: int = 0
+    seed: int = 0
+
+
+def plan_arms(profile: RecursiveProfile, n_layers: int) -> list[Arm]:
+    """The arms of `profile.arms`; each subset keeps the continued baseline and the seed-spread arms."""
+    if profile.arms not in ARM_SETS:
+        raise WorkbenchError(f"unknown arms {profile.arms!r}: use one of {', '.join(ARM_SETS)}")
+    if unknown := sorted(set(profile.inits) - set(INITS)):
+        raise WorkbenchError(f"unknown initialisation(s) {', '.join(unknown)}: use {', '.join(INITS)}")
+    for loops in profile.loops:
+        if n_layers % loops:
+            raise WorkbenchError(
+                f"{n_layers} layers cannot be looped {loops} times: each of loops must divide the depth"
+            )
+    first, seed = profile.loops[0], profile.seed
+    arms = [Arm("full model, continued", "continued", seed=seed)]
+    plain = [Arm(f"B={b} {init}", "recursive", b, init, seed=seed) for b in profile.loops for init in profile.inits]
+    if profile.arms in ("all", "no_lora"):
+        arms += plain
+        arms += [Arm(f"reduced depth K={n_layers // b}, scratch", "scratch", b, seed=seed) for b in profile.loops]
+    if profile.arms == "lora":
+        arms += [arm for arm in plain if arm.loops == first and arm.init in ("stepwise", "average")]
+    if profile.arms in ("all", "lora"):
+        arms += [
+            Arm(f"B={first} average + SVD LoRA r={r}", "recursive", first, "average", "svd", r, seed)
+            for r in profile.ranks
+        ]
+        arms.append(
+            Arm(
+                f"B={first} average + zero LoRA r={profile.zero_rank}",
+                "recursive",
+                first,
+                "average",
+                "zero",
+                profile.zero_rank,
+                seed,
+            )
+        )
+    arms += [
+        Arm(f"B={first} stepwise (seed {seed + s})", "recursive", first, "stepwise", seed=seed + s)
+        for s in range(1, profile.spread_seeds)
+    ]
+    return arms
+
+
+def frequent_vocabulary(tokens: torch.Tensor, size: int) -> torch.Tensor:
+    """Token ids renumbered by frequency, the `size` - 1 most frequent kept and the rest sharing the
+    last id: a tiny random model (the smoke profile) then spends its time in its layers rather
+    than in a 49k-way softmax."""
+    ranks = torch.empty_like(counts := torch.bincount(tokens))
+    ranks[counts.argsort(descending=True)] = torch.arange(len(counts))
+    return ranks[tokens].clamp(max=size - 1)
+
+
+@dataclass
+class RecursiveResult:
+    table: pd.DataFrame  # one row per arm (and the full model as loaded)
+    exits: pd.DataFrame = field(
+        default_factory=pd.DataFrame
+    )  # per loop: exit perplexity and oracle exit rate, before/after post-training
+    thresholds: pd.DataFrame = field(
+        default_factory=pd.DataFrame
+    )  # per exit rule: mean loops, agreement with the final loop, ppl
+    throughput: pd.DataFrame = field(default_factory=pd.DataFrame)  # per batching scheme and exit rule (simulated)
+    costs: dict[int, float] = field(default_factory=dict)  # measured seconds of one loop per batch size
+    sweep: str = ""
+
+
+class RecursiveExperiment:
+    """Loads the teacher and the text once, then runs arms; `run()` does everything in order."""
+
+    def __init__(self, profile: RecursiveProfile, callback: Callback | None = None, progress: bool = True):
+        self.profile, self.callback, self.progress = profile, callback, progress
+        self.device = resolve_device("auto")
+        self.sweep = f"recursive-{profile.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        self.teacher, tokenizer = self._teacher_model()
+        tokens = tokenize(load_corpus(profile.corpus), tokenizer)
+        if profile.vocab:
+            tokens = frequent_vocabulary(tokens, profile.vocab)
+        self.train_tokens, self.val_tokens = train_val_split(tokens)
+        if profile.teacher_steps:
+            self._pretrain_teacher()
+        self.teacher.eval().requires_grad_(False)
+        self.teacher_kd = copy.deepcopy(self.teacher).to(torch.bfloat16) if self.device.type == "cuda" else self.teacher
+        self.arms = plan_arms(profile, self.teacher.config.num_hidden_layers)
+
+    def _teacher_model(self):
+        if self.profile.model == "tiny":
+            dims = {**MODEL_SIZES["tiny"], "n_layers": self.profile.tiny_layers}
+            model, tokenizer = tiny_llama(**dims, vocab_size=self.profile.vocab or None, seed=self.profile.seed)
+            return model.to(self.device), tokenizer
+        if self.profile.vocab:
+            raise WorkbenchError(
+                "vocab (a reduced vocabulary) is for the tiny random model only: set vocab=0 for a pretrained model"
+            )
+        return load_model(self.profile.model, dtype=torch.float32, device=self.device)
+
+    def _pretrain_teacher(self) -> None:
+        """A random tiny teacher is first trained a little, so that conversion starts from learned layers."""
+        config = TrainConfig(steps=self.profile.teacher_steps, lr=3e-3, warmup_steps=5, log_every=10, checkpoint=False)
+        stream = batches(
+            self.train_tokens,
+            self.profile.batch_size,
+            self.profile.block_len + 1,
+            self.device,
+            seed=self.profile.seed + 1000,
+        )
+        train(self.teacher, stream, config, progress=self.progress)
+
+    # -- evaluation ------------------------------------------------------------------------------
+    def ppl(self, model: torch.nn.Module, windows: int | None) -> float:
+        return perplexity(
+            model,
+            self.val_tokens,
+            context_len=self.profile.block_len,
+            max_windows=windows,
+            batch_size=8,
+            progress=False,
+        )["ppl"]
+
+    def epochs(self) -> float:
+        """Tokens each arm sees over the unique training tokens."""
+        return self.profile.steps * self.profile.batch_size * self.profile.block_len / len(self.train_tokens)
+
+    # -- arms ------------------------------------------------------------------------------------
+    def build(self, arm: Arm) -> torch.nn.Module:
+        if arm.kind == "continued":
+            return copy.deepcopy(self.teacher)
+        if arm.kind == "scratch":
+            settings = {
+                k: v for k, v in self.teacher.config.to_dict().items() if k != "layer_types"
+            }  # layer_types has the old depth
+            config = LlamaConfig(
+                **{**settings, "num_hidden_layers": self.teacher.config.num_hidden_layers // arm.loops}
+            )
+            torch.manual_seed(arm.seed)
+            return LlamaForCausalLM(config).to(self.device)
+        model = convert(self.teacher, arm.loops, arm.init, self.profile.tie_norms)
+        if arm.lora:
+            relax(model, self.teacher, arm.rank, arm.lora, seed=arm.seed)
+        return model
+
+    def train_arm(self, arm: Arm) -> tuple[dict, torch.nn.Module]:
+        profile = self.profile
+        params = profile.as_dict() | {
+            "arm": arm.name,
+            "arm_kind": arm.kind,
+            "arm_loops": arm.loops,
+            "init": arm.init,
+            "lora": arm.lora,
+            "rank": arm.rank,
+            "arm_seed": arm.seed,
+        }
+        with start_run(KIND, arm.name, params=params, sweep=self.sweep) as run:
+            if arm.kind == "continued":
+                run.mark_reference()
+            model = self.build(arm)
+            model.requires_grad_(True)
+            zero_shot = self.ppl(model, profile.eval_windows)
+            log_every = min(10, profile.steps)
+            if arm.kind == "recursive":
+                loss = DistillationLoss(
+                    self.teacher_kd,
+                    DistillConfig(alpha=profile.kd_alpha, beta=profile.kd_beta),
+                    run=run,
+                    log_every=log_every,
+                )
+            else:
+                loss = DistillationLoss(None, DistillConfig(alpha=1.0, beta=0.0), run=run, log_every=log_every)
+
+            def evaluate(m: torch.nn.Module) -> dict[str, float]:
+                metrics = {"val_ppl": self.ppl(m, profile.curve_windows)}
+                if self.callback is not None:
+                    self.callback(arm.name, loss.step, metrics)
+                return metrics
+
+            if self.callback is not None:
+                self.callback(arm.name, 0, {"val_ppl": self.ppl(model, profile.curve_windows)})
+            config = TrainConfig(
+                steps=profile.steps,
+                lr=profile.scratch_lr if arm.kind == "scratch" else profile.lr,
+                warmup_steps=profile.warmup_steps,
+                log_every=log_every,
+                eval_every=profile.eval_every,
+                checkpoint=False,
+                compile=profile.compile and self.device.type == "cuda",
+            )
+            stream = batches(self.train_tokens, profile.batch_size, profile.block_len + 1, self.device, seed=arm.seed)
+            start = time.perf_counter()
+            metrics = train(model, stream, config, loss_fn=loss, run=run, evaluate=evaluate, progress=self.progress)
+            row = {
+                "arm": arm.name,
+                "kind": arm.kind,
+                "loops": arm.loops,
+                "init": arm.init,
+                "lora": arm.lora,
+                "rank": arm.rank,
+                "seed": arm.seed,
+                "non_emb_params": non_embedding_parameters(model),
+                "zero_shot_ppl": zero_shot,
+                "ppl": self.ppl(model, profile.eval_windows),
+                "tokens": profile.steps * profile.batch_size * profile.block_len,
+                "epochs": self.epochs(),
+                "train_tok_s": metrics.get("tokens_per_s", float("nan")),
+                "train_s": time.perf_counter() - start,
+            }
+            run.update_summary(**{k: v for k, v in row.items() if k not in ("arm", "kind")})
+        return row, model
+
+    def teacher_row(self) -> dict:
+        return {
+            "arm": "full model, as loaded",
+            "kind": "teacher",
+            "loops": 1,
+            "init": "",
+            "lora": "",
+            "rank": 0,
+            "seed": self.profile.seed,
+            "non_emb_params": non_embedding_parameters(self.teacher),
+            "zero_shot_ppl": (p := self.ppl(self.teacher, self.profile.eval_windows)),
+            "ppl": p,
+            "tokens": 0,
+            "epochs": 0.0,
+            "train_tok_s": float("nan"),
+            "train_s": 0.0,
+        }
+
+    # -- early exit and depth-wise batching ------------------------------------------------------
+    def early_exit(self, model: torch.nn.Module, result: RecursiveResult) -> None:
+        """Post-train `model` with L_final + c·Σ KL(sg(p_B) ‖ p_b), measure its exits, simulate CDB."""
+        profile = self.profile
+        name = f"B={model.loops} stepwise + early exit"
+        with start_run(
+            KIND, name, params=profile.as_dict() | {"arm": name, "arm_kind": "early_exit"}, sweep=self.sweep
+        ) as run:
+            windows = profile.eval_windows
+
+            def measure(stage: str) -> early_exit.LoopPredictions:
+                predictions = early_exit.loop_predictions(
+                    model, self.val_tokens, profile.block_len, windows, progress=False
+                )
+                rates = early_exit.exit_rates(early_exit.oracle_exits(predictions), predictions.loops)
+                for b in range(predictions.loops):
+                    rows.append(
+                        {
+                            "stage": stage,
+                            "loop": b + 1,
+                            "exit_ppl": float(np.exp(predictions.nll[b].mean())),
+                            "oracle_exit_rate": rates[b],
+                        }
+                    )
+                return predictions
+
+            rows: list[dict] = []
+            measure("before")
+            loss = early_exit.EarlyExitLoss(weight=profile.exit_weight, run=run, log_every=min(10, profile.exit_steps))
+            config = TrainConfig(
+                steps=profile.exit_steps,
+                lr=profile.lr,
+                warmup_steps=min(profile.warmup_steps, profile.exit_steps),
+                log_every=min(10, profile.exit_steps),
+                checkpoint=False,
+            )
+            stream = batches(
+                self.train_tokens, profile.batch_size, profile.block_len + 1, self.device, seed=profile.seed + 500
+            )
+            train(model.requires_grad_(True), stream, config, loss_fn=loss, run=run, progress=self.progress)
+            after = measure("after")
+            result.exits = pd.DataFrame(rows)
+
+            rules = {"oracle": early_exit.oracle_exits(after)} | {
+                f"confidence ≥ {t}": early_exit.threshold_exits(after, t) for t in profile.thresholds
+            }
+            result.thresholds = pd.DataFrame(
+                [
+                    {
+                        "rule": rule,
+                        **early_exit.exit_summary(after, exits),
+                        **{
+                            f"exit_rate_loop{b + 1}": r for b, r in enumerate(early_exit.exit_rates(exits, after.loops))
+                        },
+                    }
+                    for rule, exits in rules.items()
+                ]
+            )
+            result.costs = batching.loop_step_costs(model, profile.cost_batch_sizes, profile.cost_context)
+            result.throughput = self.simulate(rules, after.loops, result.costs)
+            oracle = result.thresholds.iloc[0]
+            cdb = result.throughput.query("scheme == 'cdb' and exit_rule == 'oracle'").iloc[0]
+            run.update_summary(
+                ppl=float(np.exp(after.nll[-1].mean())),
+                oracle_mean_loops=oracle["mean_loops"],
+                cdb_speedup_vs_csb=cdb["speedup_vs_csb"],
+                simulated=True,
+            )
+            run.log_artifact("loop_costs.json", {str(k): v for k, v in result.costs.items()})
+            run.log_artifact("throughput.json", result.throughput.to_dict(orient="records"))
+
+    def simulate(self, rules: dict[str, np.ndarray], loops: int, costs: dict[int, float]) -> pd.DataFrame:
+        """Simulated throughput of every scheme; the no-exit schemes do not depend on the exit rule."""
+        profile, cost = self.profile, batching.cost_function(costs)
+        rows = []
+        for rule, exits in {"none": None, **rules}.items():
+            requests = batching.requests_from_exits(
+                exits if exits is not None else np.full(len(next(iter(rules.values()))), loops),
+                profile.cdb_gen_len,
+                profile.cdb_requests,
+                profile.seed,
+            )
+            for scheme in ("static", "csb") if exits is None else ("csb_exit", "cdb"):
+                sim = batching.simulate(scheme, requests, loops, profile.cdb_slots, cost)
+                rows.append(
+                    {
+                        "scheme": scheme,
+                        "exit_rule": rule,
+                        "tokens": sim.tokens,
+                        "loop_steps": sim.loop_steps,
+                        "sim_seconds": sim.seconds,
+                        "tokens_per_s": sim.tokens_per_s,
+                    }
+                )
+        table = pd.DataFrame(rows)
+        for base in ("static", "csb"):
+            table[f"speedup_vs_{base}"] = table["tokens_per_s"] / table.query("scheme == @base")["tokens_per_s"].iloc[0]
+        return table
+
+    def run(self) -> RecursiveResult:
+        rows = [self.teacher_row()]
+        exit_model = None
+        for arm in self.arms:
+            row, model = self.train_arm(arm)
+            rows.append(row)
+            first_stepwise = (
+                arm.kind == "recursive"
+                and arm.init == "stepwise"
+                and arm.loops == self.profile.loops[0]
+                and not arm.lora
+            )
+            if first_stepwise and arm.seed == self.profile.seed and self.profile.arms in ("all", "lora"):
+                exit_model = model
+            else:
+                del model
+        result = RecursiveResult(pd.DataFrame(rows), sweep=self.sweep)
+        if exit_model is not None and self.profile.exit_steps > 0:
+            self.early_exit(exit_model, result)
+        return result
+
+
+def run_experiment(
+    profile: str | RecursiveProfile = "smoke", callback: Callback | None = None, progress: bool = True, **overrides
+) -> RecursiveResult:
+    """Resolve the profile, run every arm, the early exit and the batching simulation."""
+    settings = RecursiveProfile.resolve(profile, **overrides)
+    settings = RecursiveProfile.resolve(
+        settings,
+        **{k: tuple(getattr(settings, k)) for k in ("loops", "inits", "ranks", "thresholds", "cost_batch_sizes")},
+    )
+    return RecursiveExperiment(settings, callback, progress).run()
