@@ -124,7 +124,7 @@ def test_dashboard_shows_runs_and_curves_grow_live(dashboard):
             page.goto(url)
             # the runs table lists both runs; the curves show both runs' five logged steps
             page.locator(".tabulator-row", has_text="live-probe").first.wait_for(timeout=60_000)
-            page.locator(".tabulator-row", has_text="baseline").first.wait_for(timeout=10_000)
+            page.locator(".tabulator-row", has_text="baseline").first.wait_for(timeout=30_000)
             traces = page.wait_for_function(
                 f"() => {{ const t = ({TRACES})(); return t['#2 live-probe'] === 5 && t['#1 baseline'] === 5 && t; }}",
                 timeout=30_000,
@@ -137,7 +137,7 @@ def test_dashboard_shows_runs_and_curves_grow_live(dashboard):
                 writer.stdin.flush()
                 committed = float(writer.stdout.readline())
                 page.wait_for_function(
-                    f"() => ({TRACES})()['#2 live-probe'] === {step + 1}", timeout=10_000, polling=20
+                    f"() => ({TRACES})()['#2 live-probe'] === {step + 1}", timeout=30_000, polling=20
                 )
                 latencies.append(time.time() - committed)
             page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
@@ -145,7 +145,7 @@ def test_dashboard_shows_runs_and_curves_grow_live(dashboard):
             writer.kill()
             writer.wait()  # reaped: a zombie would still count as alive
             page.locator(".tabulator-row", has_text="live-probe").filter(has_text="interrupted").first.wait_for(
-                timeout=20_000
+                timeout=30_000
             )
             browser.close()
     finally:
@@ -211,15 +211,23 @@ def populate(store) -> dict[str, int]:
     )
     run(echo, "student seed 0", {"arm": "student", "seed": 0}, curve, {"ppl": 19.2, "world_size": 1}, "echoatt-smoke-1")
     run(echo, "student seed 1", {"arm": "student", "seed": 1}, curve, {"ppl": 19.2, "world_size": 1}, "echoatt-smoke-1")
-    run(
-        echo,
-        "student n=12",
-        {"arm": "student", "seed": 0},
-        [c + 0.3 for c in curve],
-        {"ppl": 23.0},
-        "echoatt-smoke-1",
-        error="IndexError: list index out of range (cell 7)",
-    )
+    executed = store.path.parent / "notebooks" / "02_echoatt-smoke.ipynb"  # as `workbench run` leaves it
+    executed.parent.mkdir(exist_ok=True)
+    executed.write_text("{}")
+    executed.with_suffix(".html").write_text("<html><body>the executed notebook, as HTML</body></html>")
+    os.environ["WORKBENCH_NOTEBOOK"] = str(executed)  # what run_notebook tells the kernel: its runs link to the copy
+    try:
+        run(
+            echo,
+            "student n=12",
+            {"arm": "student", "seed": 0},
+            [c + 0.3 for c in curve],
+            {"ppl": 23.0},
+            "echoatt-smoke-1",
+            error="IndexError: list index out of range (cell 7)",
+        )
+    finally:
+        del os.environ["WORKBENCH_NOTEBOOK"]
     sweep = "00_tour-20261130-120000-ab12"
     store.start_run("sweep", "00_tour x 3 points", {"axes": {"layer": [5, 15, 25]}}, sweep=sweep).finish()
     for index, layer in enumerate([5, 15, 25]):
@@ -274,7 +282,7 @@ def test_filter_baseline_sweep_and_run_page_in_the_browser(dashboard):
         curves = page.wait_for_function(
             f"() => {{ const t = ({PLOTS})()[0] || []; "
             "return t.length === 4 && !t.some(x => x.name.includes('tour')) && t; }",
-            timeout=20_000,
+            timeout=30_000,
         ).json_value()
         assert {t["name"] for t in curves} == students | {f"#{ids['teacher']} teacher"}
         twins = [
@@ -288,40 +296,44 @@ def test_filter_baseline_sweep_and_run_page_in_the_browser(dashboard):
         # compare: the teacher (the experiment's reference) is the default baseline; the user picks another
         page.locator(".bk-tab", has_text="Compare").click()
         page.locator(".tabulator-col-title", has_text=f"#{ids['teacher']} teacher (baseline)").first.wait_for(
-            timeout=10_000
+            timeout=30_000
         )
         page.locator(".bk-input-group", has_text="baseline run").locator("select").select_option(
             label=f"#{ids['student seed 0']} student seed 0"
         )
         page.locator(
             ".tabulator-col-title", has_text=f"#{ids['student seed 0']} student seed 0 (baseline)"
-        ).first.wait_for(timeout=10_000)
+        ).first.wait_for(timeout=30_000)
         assert page.get_by_text("world_size").count() == 0  # a setting, not a metric
         page.screenshot(path=str(ARTIFACTS / "dashboard_compare_baseline.png"), full_page=True)
 
         # sweeps: the newest sweep selected, its metric the kind's headline, parallel coordinates drawn
         page.locator(".bk-tab", has_text="Sweeps").click()
         sweep = page.wait_for_function(
-            f"() => ({PLOTS})().find(p => p.length && p[0].type === 'parcoords')", timeout=10_000
+            f"() => ({PLOTS})().find(p => p.length && p[0].type === 'parcoords')", timeout=30_000
         ).json_value()
         assert sweep[0]["labels"] == ["arm", "seed", "ppl"]
         page.screenshot(path=str(ARTIFACTS / "dashboard_sweep.png"), full_page=True)
-        page.locator(".bk-input-group", has_text="show sweep bookkeeping").locator("input").check()
+        page.get_by_text("show sweep bookkeeping runs").click()  # the CLI sweep's points, with their notebooks' numbers
         page.locator(".bk-input-group", has_text="sweep").locator("select").first.select_option(
             label="00_tour-20261130-120000-ab12"
         )
         page.wait_for_function(
             f"() => ({PLOTS})().some(p => p.length && p[0].type === 'parcoords' "
             "&& p[0].labels.join() === 'layer,entropy')",
-            timeout=10_000,
+            timeout=30_000,
         )
 
         # the failed run's page, by address: its error, its parameters, where and with what it ran
         page.goto(f"{url}?run={ids['student n=12']}")
         page.get_by_text("IndexError: list index out of range (cell 7)").first.wait_for(timeout=60_000)
-        for text in ("git commit", "device", "version of torch", "no executed notebook recorded"):
+        for text in ("git commit", "device", "version of torch", "executed notebook: 02_echoatt-smoke.ipynb"):
             assert page.get_by_text(text).count(), text
         page.screenshot(path=str(ARTIFACTS / "dashboard_run_page.png"), full_page=True)
+        link = page.get_by_text("HTML copy: 02_echoatt-smoke.html").first.get_attribute("href")
+        assert link == "/notebooks/02_echoatt-smoke.html"
+        copy = page.request.get(url.rsplit("/", 1)[0] + link)  # served by the dashboard itself
+        assert copy.ok and "the executed notebook, as HTML" in copy.text()
         page.reload()  # a reload while the page updates itself every second: no traceback in the server's log
         page.get_by_text("IndexError: list index out of range (cell 7)").first.wait_for(timeout=60_000)
         page.close()

@@ -107,9 +107,12 @@ def visible(runs: pd.DataFrame, bookkeeping: bool = False) -> pd.DataFrame:
 
 
 def params_frame(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per run, one column per (flattened) parameter, long values shortened for a table cell."""
+    """One row per run, one column per (flattened) parameter, long values shortened for a table cell.
+    Values keep their Python type (a seed stays 0, not 0.0, where another run has none)."""
     return pd.DataFrame(
-        [{k: _short(v) for k, v in flatten(p).items()} for p in runs["params"]], index=runs["id"].to_numpy()
+        [{k: _short(v) for k, v in flatten(p).items()} for p in runs["params"]],
+        index=runs["id"].to_numpy(),
+        dtype=object,
     )
 
 
@@ -304,7 +307,7 @@ def sweep_points(runs: pd.DataFrame, sweep: str) -> pd.DataFrame:
             "error": rows["error"].fillna("").to_numpy(),
         }
     )
-    params = params_frame(rows).reset_index(drop=True)
+    params = params_frame(rows).reset_index(drop=True).infer_objects()  # numeric parameters as numbers, for the axes
     params = params[varying(params) or list(params.columns)].add_prefix("param ")
     finals = final_metrics(rows, pd.DataFrame(columns=["id", "run_id", "step", "key", "value", "time"])).reset_index(
         drop=True
