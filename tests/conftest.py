@@ -54,7 +54,9 @@ def start_server():
         deadline = time.monotonic() + 90
         while True:
             try:
-                return server, urllib.request.urlopen(url, timeout=5).read().decode()
+                # a Panel app's first page builds a whole session: seconds on a loaded machine; a short
+                # timeout would only pile up more sessions
+                return server, urllib.request.urlopen(url, timeout=60).read().decode()
             except OSError:
                 if server.poll() is not None or time.monotonic() > deadline:
                     server.kill()
