@@ -111,7 +111,17 @@ def test_guidance_verdict_flips():
 def reversal_table(mdm_reverse: float) -> pd.DataFrame:
     rows = []
     for seed in range(3):
-        rows.append({"arm": "ARM", "seed": seed, "w": 0.0, "seen_acc": 0.95, "reverse_acc": 0.0, "epochs": 100.0})
+        rows.append(
+            {
+                "arm": "ARM",
+                "seed": seed,
+                "w": 0.0,
+                "seen_acc": 0.95,
+                "reverse_acc": 0.0,
+                "reverse_infill_acc": float("nan"),
+                "epochs": 100.0,
+            }
+        )
         rows.append(
             {
                 "arm": "MDM",
@@ -119,6 +129,7 @@ def reversal_table(mdm_reverse: float) -> pd.DataFrame:
                 "w": 0.8,
                 "seen_acc": 0.9,
                 "reverse_acc": mdm_reverse + 0.01 * seed,
+                "reverse_infill_acc": 0.5,
                 "epochs": 100.0,
             }
         )

@@ -50,3 +50,22 @@ def test_accuracy_scores_an_oracle_perfectly_and_a_constant_answer_not():
     perfect = reversal.accuracy(oracle, data, tokenizer, "cpu")
     assert perfect["seen"] == perfect["reverse"] == 1.0
     assert reversal.accuracy(constant, data, tokenizer, "cpu")["seen"] == 0.0
+
+
+def test_infill_masks_the_first_entity_of_the_trained_sentence():
+    tokenizer = load_tokenizer()
+    data = reversal.build(tokenizer, 6, paraphrases=1, seed=0)
+    mask = len(tokenizer)
+    seen = []
+
+    def oracle(x):
+        seen.append(x.clone())
+        return torch.where(x == mask, data.rows, x)  # template 0 rows, in the order of the people
+
+    assert reversal.infill_accuracy(oracle, data, tokenizer, mask, "cpu") == 1.0
+    masked = seen[0] == mask
+    for person, row in zip(data.people, masked):
+        first = row.nonzero().squeeze(1)
+        assert len(first) > 0 and (first[1:] == first[:-1] + 1).all()  # one contiguous span
+        assert (first[0] == 0) == (person.trained == "N2D")  # the name opens "⟨name⟩ is the …"
+    assert reversal.infill_accuracy(lambda x: torch.where(x == mask, data.eos, x), data, tokenizer, mask, "cpu") == 0.0

@@ -5,7 +5,13 @@ import torch
 
 from workbench.diffusion import mdm
 from workbench.diffusion.guidance import guided
-from workbench.diffusion.samplers import SamplerConfig, autoregressive_generate, diffusion_generate, gumbel_argmax
+from workbench.diffusion.samplers import (
+    SamplerConfig,
+    autoregressive_generate,
+    diffusion_generate,
+    gumbel_argmax,
+    unmask,
+)
 from workbench.errors import WorkbenchError
 from workbench.models import tiny_llama
 
@@ -110,3 +116,11 @@ def test_bad_sampler_settings_are_one_line_errors():
         SamplerConfig(steps=0)
     with pytest.raises(WorkbenchError):
         SamplerConfig(algorithm="greedy")
+
+
+def test_unmask_fills_only_the_masked_positions_inside_a_sequence(model):
+    x = torch.randint(0, VOCAB, (2, 8))
+    x[:, 2:5] = VOCAB
+    out = unmask(mdm.denoiser(model), x, VOCAB, SamplerConfig(steps=3, temperature=0.0), trace=True)
+    assert torch.equal(out.tokens[:, :2], x[:, :2]) and torch.equal(out.tokens[:, 5:], x[:, 5:])
+    assert (out.tokens < VOCAB).all() and all(r.sum(1).tolist() == [1, 1] for r in out.revealed)

@@ -40,7 +40,7 @@ from ..train import TrainConfig, causal_lm_loss, train
 from . import mdm, reversal
 from .guidance import guided
 from .profile import SIZES, DiffusionProfile
-from .samplers import SamplerConfig, Trace, autoregressive_generate, diffusion_generate
+from .samplers import SamplerConfig, Trace, autoregressive_generate, diffusion_generate, unmask
 
 KIND = RunKind(
     "diffusion",
@@ -377,6 +377,11 @@ class DiffusionExperiment:
                 with start_run(REVERSAL_KIND, f"reversal {arm} seed {seed}", params=params, sweep=self.sweep) as run:
                     batches = reversal.row_batches(facts.rows, s.reversal_batch, self.device, seed)
                     metrics = train(model, batches, config, loss_fn=loss_fn, run=run, progress=self.progress)
+                    infill = math.nan
+                    if arm == "MDM":
+                        infill = reversal.infill_accuracy(
+                            self._filler(model), facts, self.tokenizer, self.mask_id, self.device
+                        )
                     for w in (0.0,) if arm == "ARM" else (0.0, s.reversal_cfg):
                         acc = reversal.accuracy(self._answerer(arm, model, w), facts, self.tokenizer, self.device)
                         row = {
@@ -385,6 +390,7 @@ class DiffusionExperiment:
                             "w": w,
                             "seen_acc": acc["seen"],
                             "reverse_acc": acc["reverse"],
+                            "reverse_infill_acc": infill,
                             "epochs": tokens / facts.rows.numel(),
                             "tokens_per_s": metrics.get("tokens_per_s", math.nan),
                             "run_id": run.id,
@@ -394,11 +400,22 @@ class DiffusionExperiment:
                     run.update_summary(
                         reverse_acc=max(r["reverse_acc"] for r in rows if r["run_id"] == run.id),
                         seen_acc=max(r["seen_acc"] for r in rows if r["run_id"] == run.id),
+                        reverse_infill_acc=infill,
                         epochs=row["epochs"],
                     )
                     if arm == "ARM" and seed == s.reversal_seeds[0]:
                         run.mark_reference()
         return pd.DataFrame(rows)
+
+    def _filler(self, model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The MDM filling masks in place: low-confidence sampler, one token per step, τ = 0."""
+
+        def fill(x: torch.Tensor) -> torch.Tensor:
+            steps = int((x == self.mask_id).sum(1).max())
+            with _autocast(self.device):
+                return unmask(mdm.denoiser(model), x, self.mask_id, SamplerConfig(steps=steps, temperature=0.0)).tokens
+
+        return fill
 
     def _answerer(self, arm: str, model: nn.Module, w: float) -> reversal.Generate:
         """Greedy answers: the ARM left to right; the MDM with the low-confidence sampler, one token per step, τ = 0."""

@@ -273,3 +273,40 @@ def accuracy(generate: Generate, data: ReversalData, tokenizer, device: torch.de
             hits["seen" if direction == person.trained else "reverse"].append(correct)
             hits[f"{person.trained}:{direction}"].append(correct)
     return {key: sum(values) / len(values) for key, values in hits.items()}
+
+
+def _find(row: list[int], span: list[int]) -> int:
+    """Start of the first occurrence of `span` in `row` (−1 if absent)."""
+    return next((i for i in range(len(row) - len(span) + 1) if row[i : i + len(span)] == span), -1)
+
+
+@torch.no_grad()
+def infill_accuracy(
+    fill: Callable[[torch.Tensor], torch.Tensor],
+    data: ReversalData,
+    tokenizer,
+    mask_id: int,
+    device: torch.device | str,
+) -> float:
+    """Exact match when the *first* entity of each person's own training sentence (template 0) is masked
+    and filled in place: the name of "⟨name⟩ is the ⟨description⟩.", the description of "The ⟨description⟩
+    is ⟨name⟩.". Predicting the first entity from the second is the reverse inference, asked in the
+    sentence seen in training; the number of masked tokens is the true one. Only a model that fills
+    masks anywhere (the MDM) can be asked this way."""
+    rows, spans = [], []
+    for person in data.people:
+        row = tokenizer(person.prompt(person.trained), add_special_tokens=False)["input_ids"]
+        row = row + tokenizer(f" {person.answer(person.trained)}.", add_special_tokens=False)["input_ids"]
+        first = person.name if person.trained == "N2D" else f" {person.description}"
+        span = tokenizer(first, add_special_tokens=False)["input_ids"]
+        start = _find(row, span)
+        if start < 0:
+            raise WorkbenchError(f"cannot locate {first!r} in its own tokenised sentence")
+        rows.append(row + [data.eos] * (data.row_len - len(row)))
+        spans.append((start, start + len(span)))
+    x = torch.tensor(rows, device=device)
+    masked = x.clone()
+    for i, (start, end) in enumerate(spans):
+        masked[i, start:end] = mask_id
+    filled = fill(masked)
+    return sum(bool((filled[i, a:b] == x[i, a:b]).all()) for i, (a, b) in enumerate(spans)) / len(spans)

@@ -82,11 +82,24 @@ def diffusion_generate(
     trace: bool = False,
 ) -> Trace:
     """Continue every row of `prompt` [B, P] with `gen_len` tokens; returns a `Trace` (tokens [B, P + gen_len])."""
-    config = config or SamplerConfig()
     if gen_len < 1:
         raise WorkbenchError(f"gen_len must be ≥ 1, got {gen_len}")
-    n_rows, device = prompt.shape[0], prompt.device
-    x = torch.cat([prompt, torch.full((n_rows, gen_len), mask_id, dtype=prompt.dtype, device=device)], dim=1)  # [B, L]
+    masks = torch.full((prompt.shape[0], gen_len), mask_id, dtype=prompt.dtype, device=prompt.device)
+    return unmask(denoise, torch.cat([prompt, masks], dim=1), mask_id, config, generator, trace)
+
+
+@torch.no_grad()
+def unmask(
+    denoise: Denoiser,
+    x: torch.Tensor,
+    mask_id: int,
+    config: SamplerConfig | None = None,
+    generator: torch.Generator | None = None,
+    trace: bool = False,
+) -> Trace:
+    """Fill every [M] of x [B, L], wherever it is (a continuation, or infilling inside a sentence)."""
+    config = config or SamplerConfig()
+    n_rows, device = x.shape[0], x.device
     times = torch.linspace(1, 0, config.steps + 1).tolist()
     result = Trace(tokens=x)
     logits = None
