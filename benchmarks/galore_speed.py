@@ -11,7 +11,7 @@ Per model size, on the same weights and the same fixed gradients (the state of e
   `workbench.train` unless --no-compile), so "whole step" = forward/backward + amortised optimizer;
 - peak memory of a whole training step (forward, backward, optimizer step) for each method alone
   (one optimizer's state allocated), for an ordinary step and for a refresh step (SVD workspace
-  included).
+  included; measured for GaLore, whose SVDs Natural GaLore shares).
 Then, with --reference-steps > 0, the loss curve of our GaLoreAdamW against galore-torch's over
 that many steps on a tiny LLaMA (skipped, with the reason, where galore-torch cannot be imported).
 """
@@ -93,8 +93,9 @@ def bench_size(size: str, args, device: torch.device) -> list[dict]:
     grads = {p: p.grad.detach().clone() for p in model.parameters()}
     factories = optimizers(model, rank, args.gap)
     opts = {name: make() for name, make in factories.items()}
-    for opt in opts.values():  # allocate every state (the first step refreshes)
-        opt.step()
+    for name, opt in opts.items():  # allocate the states (a first step refreshes; the refresh contender always does)
+        if name != "GaLore refresh":
+            opt.step()
     fwd_bwd = interleaved({"fwd+bwd": forward_backward}, device, rounds=args.rounds, warmup=1)["fwd+bwd"]
     for p, g in grads.items():
         p.grad = g
@@ -106,7 +107,8 @@ def bench_size(size: str, args, device: torch.device) -> list[dict]:
     svd_s = max(refresh_s - steps["GaLore"].median_s, 0.0)  # the SVDs of one refresh; Natural GaLore runs the same
     states = {name: optimizer_state_bytes(opt)["total"] for name, opt in opts.items()}
     del opts
-    torch.cuda.empty_cache() if device.type == "cuda" else None
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
     rows, adamw = [], next(iter(plain))
     for name in plain:
@@ -117,7 +119,7 @@ def bench_size(size: str, args, device: torch.device) -> list[dict]:
         for group in opt.param_groups:
             if "rank" in group:
                 group["update_proj_gap"] = 1  # the next step refreshes: SVD workspace included
-        peak_refresh = peak_gb(train_step(opt), device) if name != adamw else peak
+        peak_refresh = peak_gb(train_step(opt), device) if name == "GaLore" else None  # NG runs the same SVDs
         del opt
         rows.append(
             dict(
@@ -156,7 +158,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--block-len", type=int, default=None, help="default 512; smoke 32")
     parser.add_argument("--gap", type=int, default=200, help="update_proj_gap over which the SVD refresh is amortised")
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds per optimizer (default 20; smoke 3)")
-    parser.add_argument("--refresh-rounds", type=int, default=3)
+    parser.add_argument("--refresh-rounds", type=int, default=1, help="timed refresh steps (each runs every SVD)")
     parser.add_argument("--no-compile", dest="compile", action="store_false")
     parser.add_argument(
         "--reference-steps", type=int, default=None, help="galore-torch side by side (default 300; smoke 20; 0: skip)"
@@ -167,7 +169,6 @@ def main(argv: list[str] | None = None) -> dict:
     args.sizes = args.sizes or (["tiny"] if args.smoke else ["47m", "300m"])
     args.batch, args.block_len = args.batch or (2 if args.smoke else 16), args.block_len or (32 if args.smoke else 512)
     args.rounds = args.rounds or (3 if args.smoke else 20)
-    args.refresh_rounds = 1 if args.smoke else args.refresh_rounds
     reference_steps = args.reference_steps if args.reference_steps is not None else (20 if args.smoke else 300)
     print(
         f"device: {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}, torch {torch.__version__}"

@@ -18,6 +18,7 @@ reference run is AdamW at its best learning rate, first seed.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -339,43 +340,32 @@ def lora_rank(model: torch.nn.Module, rank: int) -> int:
 
 
 def _finetune(profile: GaloreProfile, device, sweep: str, on_eval, progress) -> tuple[list, list, list]:
-    from peft import LoraConfig, get_peft_model  # imported here: only this part needs it
+    try:
+        from peft import LoraConfig, get_peft_model  # imported here: only this part needs it
+    except ImportError as error:
+        LoraConfig = None  # noqa: N806
+        warnings.warn(f"LoRA arm skipped: peft cannot be imported ({error}); pip install peft", stacklevel=2)
 
     model, tokenizer = _finetune_model(profile, device)
     train_tokens, val_tokens = train_val_split(tokenize(load_corpus(profile.corpus), tokenizer))
     part = _Part(
-        "finetune",
-        train_tokens,
-        val_tokens,
-        profile.ft_steps,
-        profile.ft_batch_size,
-        profile.ft_block_len,
-        profile.ft_eval_every,
-        profile.ft_eval_windows,
-        clip_norm=1.0,
-        compile=False,
-    )
+        "finetune", train_tokens, val_tokens, profile.ft_steps, profile.ft_batch_size, profile.ft_block_len,
+        profile.ft_eval_every, profile.ft_eval_windows, clip_norm=1.0, compile=False,
+    )  # fmt: skip
     before = _val_loss(model, val_tokens, profile.ft_block_len, profile.ft_eval_windows, device)
     r_lora = lora_rank(model, profile.ft_rank)
-    rows, curves, optimizers = [], [], {}
-    for method in ("adamw", "galore", "natural", "lora"):
+    rows, curves, optimizers, galore_model = [], [], {}, None
+    for method in ("adamw", "galore", "natural", "lora") if LoraConfig else ("adamw", "galore", "natural"):
         if method != "adamw":
-            model, _ = _finetune_model(profile, device)
-        lr, extra_bytes, extra = (
-            (profile.lora_lr if method == "lora" else profile.ft_lr),
-            0,
-            dict(val_loss_before=before),
-        )
+            model, _ = _finetune_model(profile, device)  # fresh weights
+        lr, extra_bytes, extra = profile.ft_lr, 0, dict(val_loss_before=before)
         if method == "lora":
             config = LoraConfig(r=r_lora, lora_alpha=2 * r_lora, lora_dropout=0.0, target_modules=LORA_TARGETS)
-            model = get_peft_model(
-                model, config
-            ).base_model.model  # the LLaMA with LoRA layers inside: our loss runs on it
+            model = get_peft_model(model, config).base_model.model  # the LLaMA with LoRA layers: our loss runs on it
             extra_bytes = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
-            extra |= dict(lora_rank=r_lora)
-        optimizer = _optimizer(
-            method, model, lr, profile, profile.ft_rank, profile.ft_scale, profile.ft_update_proj_gap, pretrain=False
-        )
+            lr, extra = profile.lora_lr, extra | dict(lora_rank=r_lora)
+        gap = profile.ft_update_proj_gap
+        optimizer = _optimizer(method, model, lr, profile, profile.ft_rank, profile.ft_scale, gap, pretrain=False)
         row, curve, run = _train_arm(
             model, part, method, lr, 0, optimizer, profile, sweep, on_eval, progress, extra_bytes, extra
         )
@@ -384,24 +374,11 @@ def _finetune(profile: GaloreProfile, device, sweep: str, on_eval, progress) -> 
             run.mark_reference()
         rows.append(row)
         curves.extend(curve)
-        optimizers[method] = (model, optimizer)
-    base, _ = optimizers["galore"]
+        optimizers[METHODS[method]] = optimizer
+        galore_model = model if method == "galore" else galore_model
+    every_step = _optimizer("galore", galore_model, profile.ft_lr, profile, profile.ft_rank, profile.ft_scale, 1, False)
     timing = _time_steps(
-        {
-            "AdamW": optimizers["adamw"][1],
-            "GaLore": optimizers["galore"][1],
-            "Natural GaLore": optimizers["natural"][1],
-            "LoRA": optimizers["lora"][1],
-        },
-        {
-            "GaLore": _optimizer(
-                "galore", base, profile.ft_lr, profile, profile.ft_rank, profile.ft_scale, 1, pretrain=False
-            )
-        },
-        profile.ft_update_proj_gap,
-        device,
-        profile.timing_rounds,
-        "finetune",
+        optimizers, {"GaLore": every_step}, profile.ft_update_proj_gap, device, profile.timing_rounds, "finetune"
     )
     return rows, curves, timing
 
