@@ -39,11 +39,12 @@ def test_no_sharing_and_length_one_groups_change_nothing(attn):
         assert torch.equal(build_student(model, [[1], [3]]).eval()(x).logits, reference)
 
 
+@pytest.mark.parametrize("path", ["fused", "explicit"])
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
-def test_group_head_computes_the_teachers_attention(attn):
-    """The head's explicit path equals the teacher's kernel; a follower then changes the output."""
+def test_group_head_computes_the_teachers_attention(attn, path):
+    """The head equals the teacher's kernel on either path; a follower then changes the output."""
     model, x = teacher(attn), tokens()
-    student = build_student(model, [[2, 3]]).eval()
+    student = build_student(model, [[2, 3]], path=path).eval()
     captured = {}
     for name, net in (("teacher", model), ("student", student)):
         net.model.layers[2].register_forward_hook(lambda m, i, o, name=name: captured.__setitem__(name, o))
@@ -57,7 +58,9 @@ def test_parameter_count_drops_by_exactly_the_removed_q_and_k():
     model = teacher()
     groups = [[1, 2], [3, 4, 5]]
     student = build_student(model, groups)
-    per_layer = model.model.layers[0].self_attn.q_proj.weight.numel() + model.model.layers[0].self_attn.k_proj.weight.numel()
+    per_layer = (
+        model.model.layers[0].self_attn.q_proj.weight.numel() + model.model.layers[0].self_attn.k_proj.weight.numel()
+    )
     assert removed_parameters(model, groups) == 3 * per_layer == 3 * (64 * 64 + 64 * 32)
     assert count_parameters(model) - count_parameters(student) == 3 * per_layer
     assert count_parameters(model) == count_parameters(teacher())  # the teacher is untouched
@@ -72,7 +75,11 @@ def reference_forward(model, x: torch.Tensor, head_of: dict[int, int]) -> torch.
     transformers or from echoatt except the weights.
     """
     config = model.config
-    n_heads, n_kv, d_head = config.num_attention_heads, config.num_key_value_heads, config.hidden_size // config.num_attention_heads
+    n_heads, n_kv, d_head = (
+        config.num_attention_heads,
+        config.num_key_value_heads,
+        config.hidden_size // config.num_attention_heads,
+    )
     batch, length = x.shape
 
     def rms(h, weight):
@@ -91,33 +98,60 @@ def reference_forward(model, x: torch.Tensor, head_of: dict[int, int]) -> torch.
     for index, layer in enumerate(model.model.layers):
         attention = layer.self_attn
         a = rms(h, layer.input_layernorm.weight)
-        v = (a @ attention.v_proj.weight.T).view(batch, length, n_kv, d_head).transpose(1, 2).repeat_interleave(n_heads // n_kv, 1)
+        v = (
+            (a @ attention.v_proj.weight.T)
+            .view(batch, length, n_kv, d_head)
+            .transpose(1, 2)
+            .repeat_interleave(n_heads // n_kv, 1)
+        )
         if index in head_of:
             p = probabilities[head_of[index]]
         else:
             q = rope((a @ attention.q_proj.weight.T).view(batch, length, n_heads, d_head).transpose(1, 2))
-            k = rope((a @ attention.k_proj.weight.T).view(batch, length, n_kv, d_head).transpose(1, 2)).repeat_interleave(n_heads // n_kv, 1)
+            k = rope(
+                (a @ attention.k_proj.weight.T).view(batch, length, n_kv, d_head).transpose(1, 2)
+            ).repeat_interleave(n_heads // n_kv, 1)
             p = torch.softmax((q @ k.transpose(2, 3) / math.sqrt(d_head)).masked_fill(~causal, float("-inf")), -1)
             probabilities[index] = p
         h = h + ((p @ v).transpose(1, 2).reshape(batch, length, -1) @ attention.o_proj.weight.T)
         m = rms(h, layer.post_attention_layernorm.weight)
-        h = h + (F.silu(m @ layer.mlp.gate_proj.weight.T) * (m @ layer.mlp.up_proj.weight.T)) @ layer.mlp.down_proj.weight.T
+        h = (
+            h
+            + (F.silu(m @ layer.mlp.gate_proj.weight.T) * (m @ layer.mlp.up_proj.weight.T))
+            @ layer.mlp.down_proj.weight.T
+        )
     return rms(h, model.model.norm.weight) @ model.model.embed_tokens.weight.T
 
 
-def test_shared_forward_equals_the_reference_computation():
+@pytest.mark.parametrize("path", ["fused", "explicit"])
+def test_shared_forward_equals_the_reference_computation(path):
     model, x = teacher(), tokens()
     groups = [[1, 2], [3, 4, 5]]
     with torch.no_grad():
         assert torch.allclose(reference_forward(model, x, {}), model(x).logits, atol=1e-4)  # the reference is a LLaMA
         expected = reference_forward(model, x, {2: 1, 4: 3, 5: 3})
-        actual = build_student(model, groups).eval()(x).logits
+        actual = build_student(model, groups, path=path).eval()(x).logits
     assert torch.allclose(actual, expected, atol=1e-4), (actual - expected).abs().max()
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
-def test_cached_decoding_equals_uncached_and_followers_cache_only_values(attn):
-    student, x = build_student(teacher(attn), [[1, 2], [3, 4, 5]]).eval(), tokens()
+def test_fused_and_explicit_paths_give_the_same_logits_and_gradients(attn):
+    """Sharing (Q_h, K_h) inside SDPA is sharing A_h: same outputs, same gradients for every weight."""
+    model, x = teacher(attn), tokens()
+    fused, explicit = (build_student(model, [[1, 2], [3, 4, 5]], path=path) for path in ("fused", "explicit"))
+    logits = {}
+    for name, student in (("fused", fused), ("explicit", explicit)):
+        logits[name] = student(x).logits
+        logits[name].float().pow(2).mean().backward()
+    assert torch.allclose(logits["fused"], logits["explicit"], atol=1e-5)
+    for (name, a), b in zip(fused.named_parameters(), explicit.parameters(), strict=True):
+        assert torch.allclose(a.grad, b.grad, atol=1e-5, rtol=1e-4), name
+
+
+@pytest.mark.parametrize("path", ["fused", "explicit"])
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_cached_decoding_equals_uncached_and_followers_cache_only_values(attn, path):
+    student, x = build_student(teacher(attn), [[1, 2], [3, 4, 5]], path=path).eval(), tokens()
     cache = DynamicCache()
     with torch.no_grad():
         full = student(x).logits
@@ -132,8 +166,12 @@ def test_cached_decoding_equals_uncached_and_followers_cache_only_values(attn):
 
     prompt = x[:1, :6]
     with torch.no_grad():
-        cached = student.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=12, do_sample=False, use_cache=True)
-        uncached = student.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=12, do_sample=False, use_cache=False)
+        cached = student.generate(
+            prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=12, do_sample=False, use_cache=True
+        )
+        uncached = student.generate(
+            prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=12, do_sample=False, use_cache=False
+        )
     assert torch.equal(cached, uncached)
 
 

@@ -74,10 +74,21 @@ def test_smoke_experiment_end_to_end():
     for arm in arms[2:]:
         row = table[table["arm"] == arm.name].iloc[0]
         assert row["params"] == teacher["params"] - per_layer * arm.n_shared
-        assert np.isfinite(row["zero_shot_ppl"]) and np.isfinite(row["ppl"]) and row["prefill_tok_s"] > 0 and row["decode_tok_s"] > 0
-    assert set(table["arm"]) >= {"teacher (sdpa)", "teacher (eager)", "teacher + CE (continued)", "n=2 similarity (eager)"}
+        assert (
+            np.isfinite(row["zero_shot_ppl"])
+            and np.isfinite(row["ppl"])
+            and row["prefill_tok_s"] > 0
+            and row["decode_tok_s"] > 0
+        )
+    assert set(table["arm"]) >= {
+        "teacher (sdpa)",
+        "teacher (eager)",
+        "teacher + CE (continued)",
+        "n=2 similarity (eager)",
+    }
     assert table.loc[table["arm"] == "teacher (eager)", "kernel"].item() == "eager"
-    assert "explicit probabilities" in table.loc[table["arm"] == "n=2 similarity", "kernel"].item()
+    assert "sdpa on the head's Q, K" in table.loc[table["arm"] == "n=2 similarity", "kernel"].item()
+    assert "explicit probabilities" in table.loc[table["arm"] == "n=2 similarity (eager)", "kernel"].item()
     assert {trace.name for trace in live.figure.data} == {a.name for a in arms[1:]}
 
     home_store = runs.store()
@@ -100,18 +111,39 @@ def constructed_table(params_pct: float, speed: float, train_speed: float, stude
     """A finished experiment's table as `adjust` returns it, with chosen numbers (n=12, one random draw)."""
 
     def row(arm, kind, n=0, ppl=15.57, zero=15.57, pct=0.0, prefill=1.0, decode=1.0, train=1.0, kv=180.0):
-        return dict(arm=arm, kind=kind, n_shared=n, ppl=ppl, zero_shot_ppl=zero, params_change_pct=pct,
-                    prefill_vs_teacher=prefill, decode_vs_teacher=decode, train_vs_teacher=train, kv_cache_mb=kv)
+        return dict(
+            arm=arm,
+            kind=kind,
+            n_shared=n,
+            ppl=ppl,
+            zero_shot_ppl=zero,
+            params_change_pct=pct,
+            prefill_vs_teacher=prefill,
+            decode_vs_teacher=decode,
+            train_vs_teacher=train,
+            kv_cache_mb=kv,
+        )
 
     shared = dict(n=12, pct=params_pct, prefill=speed, decode=speed, train=train_speed, kv=144.0)
-    return pd.DataFrame([
-        row("teacher (sdpa)", "teacher"), row("teacher (eager)", "teacher"),
-        row("teacher + CE (continued)", "continued", ppl=12.62, prefill=np.nan, decode=np.nan, train=np.nan, kv=np.nan),
-        row("n=12 similarity", "similarity", ppl=student_ppl, zero=86.9, **shared),
-        row("n=12 similarity (eager)", "similarity", ppl=student_ppl, zero=86.9, **shared),
-        row("n=12 random#1", "random", ppl=student_ppl + 1, zero=135.8, **shared),
-        row("n=12 last", "last", ppl=student_ppl + 2, zero=127.6, **shared),
-    ])
+    return pd.DataFrame(
+        [
+            row("teacher (sdpa)", "teacher"),
+            row("teacher (eager)", "teacher"),
+            row(
+                "teacher + CE (continued)",
+                "continued",
+                ppl=12.62,
+                prefill=np.nan,
+                decode=np.nan,
+                train=np.nan,
+                kv=np.nan,
+            ),
+            row("n=12 similarity", "similarity", ppl=student_ppl, zero=86.9, **shared),
+            row("n=12 similarity (eager)", "similarity", ppl=student_ppl, zero=86.9, **shared),
+            row("n=12 random#1", "random", ppl=student_ppl + 1, zero=135.8, **shared),
+            row("n=12 last", "last", ppl=student_ppl + 2, zero=127.6, **shared),
+        ]
+    )
 
 
 def test_conclusion_verdicts_follow_the_numbers():

@@ -18,6 +18,7 @@ from ..evaluate import perplexity
 from ..generate import SampleConfig, output_cache, sample
 from ..measure import interleaved
 from .profile import EchoAttProfile
+from .student import set_path
 
 
 def autocast(device: torch.device):
@@ -37,7 +38,11 @@ def held_out_ppl(model: nn.Module, tokens: torch.Tensor, profile: EchoAttProfile
     device = next(model.parameters()).device
     with autocast(device):
         return perplexity(
-            model, tokens, context_len=profile.eval_context, batch_size=profile.eval_batch, max_windows=max_windows,
+            model,
+            tokens,
+            context_len=profile.eval_context,
+            batch_size=profile.eval_batch,
+            max_windows=max_windows,
             progress=False,
         )["ppl"]
 
@@ -86,7 +91,9 @@ def train_step_time(model: nn.Module, profile: EchoAttProfile, loss_fn: Distilla
     clone = copy.deepcopy(model).float().train().requires_grad_(True)
     device = next(clone.parameters()).device
     optimizer = torch.optim.AdamW(clone.parameters(), lr=1e-6, fused=device.type == "cuda")
-    loss_fn = loss_fn or DistillationLoss(None, DistillConfig(alpha=1.0, beta=0.0, chunk_tokens=profile.distill.chunk_tokens))
+    loss_fn = loss_fn or DistillationLoss(
+        None, DistillConfig(alpha=1.0, beta=0.0, chunk_tokens=profile.distill.chunk_tokens)
+    )
     shape = (profile.batch_size, profile.block_len + 1)
     batch = torch.randint(clone.config.vocab_size, shape, generator=torch.Generator().manual_seed(0)).to(device)
 
@@ -104,7 +111,10 @@ def train_step_time(model: nn.Module, profile: EchoAttProfile, loss_fn: Distilla
 
 
 def with_attention(model: nn.Module, attn: str) -> nn.Module:
-    """A copy of `model` whose unshared layers run the `attn` kernel ("sdpa" or "eager")."""
+    """A copy of `model` whose unshared layers run the `attn` kernel ("sdpa" or "eager"). An eager
+    student shares explicit probabilities (eager against eager); an sdpa one stays fused."""
     clone = copy.deepcopy(model)
     clone.set_attn_implementation(attn)
+    if getattr(clone, "echoatt_groups", None):
+        set_path(clone, "explicit" if attn == "eager" else "fused")
     return clone
