@@ -40,7 +40,7 @@ def test_compute_gap_reads_the_arm_frontier():
 
 
 def test_scaling_verdict_flips():
-    assert "**held**: the MDM needs more compute" in report.conclusion(scaling=scaling_table(0.3))
+    assert "**held**, the MDM needs more compute" in report.conclusion(scaling=scaling_table(0.3))
     assert "**did not hold**" in report.conclusion(scaling=scaling_table(-0.3))
 
 

@@ -93,7 +93,8 @@ class UnmaskingView:
         grid = np.array(texts + [""] * pad, dtype=object).reshape(-1, self.columns)
         z = np.concatenate([confidence, np.full(pad, np.nan)]).reshape(-1, self.columns)
         with self.figure.batch_update():
-            self.figure.data[0].z, self.figure.data[0].text = z, grid
+            self.figure.data[0].z = np.where(np.isnan(z), None, z).tolist()  # None, not NaN: widget messages are JSON
+            self.figure.data[0].text = grid
             self.figure.data[1].x, self.figure.data[1].y = new % self.columns, new // self.columns
         masked = sum(t == "▢" for t in texts)
         mean_new = float(np.nanmean(confidence[new])) if len(new) else math.nan
