@@ -73,7 +73,7 @@ class DiffusionProfile(Profile):
     n_people: int = 400
     paraphrases: int = 3
     reversal_size: str = "m"
-    reversal_steps: int = 1500
+    reversal_steps: int = 2500
     reversal_batch: int = 128
     reversal_lr: float = 2e-3
     reversal_cfg: float = 0.8  # SMDM's setting for this task (low-confidence sampler, τ = 0)
