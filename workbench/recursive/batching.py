@@ -23,6 +23,7 @@ Schemes (all with the same slots, requests and step costs):
 
 from __future__ import annotations
 
+import copy
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -44,26 +45,28 @@ def loop_step_costs(
     context_len: int = 512,
     rounds: int = 5,
     warmup: int = 2,
+    loops: int = 1,
 ) -> dict[int, float]:
-    """Measured seconds of one loop (the K shared blocks) decoding one token for each of n sequences
-    against a KV cache of `context_len` positions, for each n (median of interleaved rounds)."""
+    """Measured seconds of `loops` loops (K shared blocks each) decoding one token for each of n
+    sequences against a KV cache of `context_len` positions, for each n (median of interleaved
+    rounds). On a GPU the model runs as a bf16 copy, as a server would hold it."""
     device = next(model.parameters()).device
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    config = model.config
-    layer0 = model.model.layers[0]
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    model = copy.deepcopy(model).to(dtype) if dtype != next(model.parameters()).dtype else model
+    layers = model.model.layers[: loops * model.n_unique]
+    heads, head_dim = layers[0].n_kv_heads, layers[0].head_dim
 
     def step_for(n: int) -> Callable[[], object]:
-        hidden = torch.randn(n, 1, config.hidden_size, device=device, dtype=dtype)  # [n, 1, d]
-        cache = torch.randn(2, n, layer0.n_kv_heads, context_len, layer0.head_dim, device=device, dtype=dtype)
-        position = torch.full((1, 1), context_len, device=device)
-        rope = model.model.rotary_emb(hidden, position_ids=position)
+        hidden = torch.randn(n, 1, model.config.hidden_size, device=device, dtype=dtype)  # [n, 1, d]
+        cache = torch.randn(
+            2, n, heads, context_len, head_dim, device=device, dtype=dtype
+        )  # keys, values [n, H_kv, s, hd]
+        rope = model.model.rotary_emb(hidden, position_ids=torch.full((1, 1), context_len, device=device))
 
         def step() -> None:
-            with autocast:
-                h = hidden
-                for layer in model.model.loop_layers(0):
-                    h, _, _ = layer.decode(h, rope, cache[0], cache[1])
+            h = hidden
+            for layer in layers:
+                h, _, _ = layer.decode(h, rope, cache[0], cache[1])
 
         return step
 

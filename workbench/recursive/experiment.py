@@ -355,6 +355,7 @@ class RecursiveExperiment:
                 simulated=True,
             )
             run.log_artifact("loop_costs.json", {str(k): v for k, v in result.costs.items()})
+            run.log_artifact("oracle_exits.npy", rules["oracle"].astype(np.int8))
             run.log_artifact("throughput.json", result.throughput.to_dict(orient="records"))
 
     def simulate(self, rules: dict[str, np.ndarray], loops: int, costs: dict[int, float]) -> pd.DataFrame:
