@@ -26,8 +26,9 @@ def test_sampling_part_trains_its_own_models_and_records_runs():
     )
     experiment = DiffusionExperiment(settings, progress=False)
     quality, speed = experiment.sampling()
-    assert set(quality["model"]) == {"held-out text", "ARM C=4.0e+09", "MDM C=4.0e+09"}
+    assert set(quality["model"]) == {"held-out text", "ARM t1 C=4.0e+09", "MDM t1 C=4.0e+09"}
     assert (quality["judge_ppl"] > 1).all() and len(speed) == 2
+    assert quality["epochs"].iloc[1:].gt(0).all()
     guidance = experiment.guidance()
     assert guidance["chain_rule_nll"].notna().all()
     table = runs.store().runs(kind=KIND.name, sweep=experiment.sweep)

@@ -72,6 +72,9 @@ def unigram_entropy(tokens: torch.Tensor) -> float:
 
 
 class DiffusionExperiment:
+    """The data, the run sweep and the trained models shared by the four experiments (call them in order:
+    `sampling` and `guidance` reuse the largest models `scaling` trained, or train just those)."""
+
     def __init__(self, settings: DiffusionProfile, progress: bool = True):
         self.settings, self.progress = settings, progress
         self.device = resolve_device("auto")
@@ -88,6 +91,7 @@ class DiffusionExperiment:
         )  # [n, T]
         self.sweep = f"diffusion-{settings.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         self.models: dict[tuple[str, str, float], nn.Module] = {}
+        self.epochs: dict[str, float] = {}  # by run name: tokens seen / unique training tokens
         self.scaling_table: pd.DataFrame | None = None
 
     # -- models and their held-out loss ---------------------------------------------------------
@@ -167,6 +171,7 @@ class DiffusionExperiment:
                 "run_id": run.id,
             }
             run.update_summary(**{k: v for k, v in row.items() if k not in ("arm", "size", "run_id")})
+            self.epochs[name] = row["epochs"]
             if arm == "ARM" and size == s.sizes[-1] and budget == max(s.budgets):
                 run.mark_reference()
         return model, row
@@ -192,7 +197,7 @@ class DiffusionExperiment:
         for key in wanted:
             if key not in self.models:
                 self.models[key] = self.train_arm(*key, callback=callback)[0]
-        return {f"{arm} C={budget:.1e}": self.models[(arm, size, budget)] for arm, size, budget in wanted}
+        return {f"{arm} {size} C={budget:.1e}": self.models[(arm, size, budget)] for arm, size, budget in wanted}
 
     # -- 2. sampling quality and speed ---------------------------------------------------------
     def prompts(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -261,6 +266,7 @@ class DiffusionExperiment:
                         "judge_ppl": self._judge_ppl(judge, out.tokens),
                         "entropy": unigram_entropy(out.tokens[:, s.prompt_len :]),
                         "forwards_per_sample": out.network_rows / len(prompt),
+                        "epochs": self.epochs[name],
                     }
                 )
         del judge
@@ -323,7 +329,7 @@ class DiffusionExperiment:
         rows = []
         for w in sorted(set(s.guidance_ws) | set(s.guidance_gen_ws)):
             denoise = guided(mdm.denoiser(model), s.cond_len, self.mask_id, w)
-            row = {"w": w, "arm_nll": arm_nll}
+            row = {"w": w, "arm_nll": arm_nll, "mdm_epochs": self.epochs[mdm_name]}
             if w in s.guidance_ws:
                 row["elbo"] = (
                     float(mdm.elbo(denoise, blocks, s.cond_len, self.mask_id, s.elbo_samples, s.seed).mean()) / n_target
