@@ -12,6 +12,7 @@ Artifacts: test-artifacts/dashboard*.png, test-artifacts/dashboard_latency.json.
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -314,10 +315,11 @@ def test_filter_baseline_sweep_and_run_page_in_the_browser(dashboard):
         ).json_value()
         assert sweep[0]["labels"] == ["arm", "seed", "ppl"]
         page.screenshot(path=str(ARTIFACTS / "dashboard_sweep.png"), full_page=True)
-        page.get_by_text("show sweep bookkeeping runs").click()  # the CLI sweep's points, with their notebooks' numbers
-        page.locator(".bk-input-group", has_text="sweep").locator("select").first.select_option(
-            label="00_tour-20261130-120000-ab12"
-        )
+        page.locator(".choices__button").first.click()  # the kind filter off: the CLI sweep is the newest
+        page.get_by_text("show sweep bookkeeping runs").click()  # its points, with their notebooks' numbers
+        page.locator(".bk-input-group").filter(has=page.locator("label", has_text=re.compile("^sweep$"))).locator(
+            "select"
+        ).select_option(label="00_tour-20261130-120000-ab12")
         page.wait_for_function(
             f"() => ({PLOTS})().some(p => p.length && p[0].type === 'parcoords' "
             "&& p[0].labels.join() === 'layer,entropy')",

@@ -322,7 +322,7 @@ class Dashboard:
     # -- sweeps -------------------------------------------------------------------------------------
     def _update_sweep(self, force: bool = False) -> None:
         runs = self.feed.runs
-        groups = views.sweep_groups(self._filtered() if not self.bookkeeping.value else runs)
+        groups = views.sweep_groups(self._filtered())  # the sweeps of the runs the filter shows
         if groups != self.sweep.options:
             keep = self.sweep.value if self.sweep.value in groups else (groups[0] if groups else None)
             self.sweep.options = groups
