@@ -280,6 +280,7 @@ def _scaling_verdict(table: pd.DataFrame) -> str:
         - table[table["arm"] == "ARM"].set_index(["size", "budget"])["val_nll"]
     )
     gaps = gap["gap"].dropna()
+    extrapolated = bool((gap["arm_flops_same_nll"] < table["budget"].min()).any())
     slope_arm, slope_mdm = lines["ARM"][1], lines["MDM"][1]
     comparable = slope_arm < 0 and slope_mdm < 0 and 0.5 <= slope_mdm / slope_arm <= 2
     epochs = f"{table['epochs'].min():.1f}–{table['epochs'].max():.1f} epochs of the training text"
@@ -291,7 +292,8 @@ def _scaling_verdict(table: pd.DataFrame) -> str:
     if len(gaps) and gaps.median() > 1:
         text += (
             f"The ARM's frontier reaches the MDM's loss with {gaps.median():.1f}× less compute (median over budgets; "
-            "SMDM: about 16×): **held**, the MDM needs more compute. "
+            "SMDM: about 16×): **held**, the MDM needs more compute"
+            + (" (the ARM's line extrapolated below its smallest budget). " if extrapolated else ". ")
         )
     elif len(gaps):
         text += (
