@@ -292,6 +292,7 @@ def test_filter_baseline_sweep_and_run_page_in_the_browser(dashboard):
             if t["name"].startswith(tuple(f"#{ids[n]} " for n in ("student seed 0", "student seed 1")))
         ]
         assert len({(t["dash"], t["color"]) for t in twins}) == 2  # identical numbers, still two distinguishable lines
+        page.keyboard.press("Escape")  # close the kind menu
         page.screenshot(path=str(ARTIFACTS / "dashboard_filtered_curves.png"), full_page=True)
 
         # compare: the teacher (the experiment's reference) is the default baseline; the user picks another

@@ -258,14 +258,14 @@ def curves_figure(
                     mode="lines+markers",
                     line={"color": COLORS[index % len(COLORS)], "dash": DASHES[index % len(DASHES)], "width": 2},
                     marker={"size": 5, "symbol": SYMBOLS[(index // len(DASHES)) % len(SYMBOLS)]},
-                    hovertemplate=f"{name}<br>{x} %{{x}}<br>{key} %{{y:.5g}}<extra></extra>",
+                    hovertemplate=f"{name}: %{{y:.5g}}<extra></extra>",  # one line per run under the x
                 )
             )
         figure.update_layout(
             title=f"{key} of {frame['run'].nunique()} runs",
             xaxis_title=x,
             yaxis_title=key,
-            hovermode="closest",
+            hovermode="x unified",
             **plots.LAYOUT,
         )
         if log_y:
