@@ -38,7 +38,7 @@ class LiveCurves:
     def __call__(self, point: dict) -> None:
         name = f"{point['part']}: {point['label']} seed {point['seed']}"
         if name not in self._traces:
-            first = not any(key.startswith(f"{point['part']}: {point['method']} ") for key in self._traces)
+            first = not any(key.split(": ", 1)[1].startswith(f"{point['method']} lr=") for key in self._traces)
             self.figure.add_scatter(
                 x=[],
                 y=[],
