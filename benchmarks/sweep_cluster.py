@@ -38,7 +38,9 @@ def timed_sweeps(points: list[dict], parallel: int, folder: Path) -> dict:
         remote = run_sweep(PROBE, points, parallel=parallel, backend="ray", progress=False)
     return {"points": len(points), "parallel": parallel, "local_s": local.seconds, "local": local.counts(),
             "ray_s": remote.seconds, "ray": remote.counts(), "cluster_start_s": started,
-            "nodes_used": sorted({o.get("worker_home", "?") for o in remote.outcomes})}
+            "nodes_used": sorted({o.get("worker_home", "?") for o in remote.outcomes}),
+            "local_point_s": [round(o["seconds"], 1) for o in local.outcomes],  # each point's notebook, start to end
+            "ray_point_s": [round(o["seconds"], 1) for o in remote.outcomes]}
 
 
 def kill_mid_point(folder: Path) -> dict:

@@ -79,16 +79,21 @@ class _Stream(threading.Thread):
     def run(self) -> None:
         import ray
 
+        store = None
         while not self.done.wait(POLL_S):
-            if not self.path.is_file():
+            if store is None and self.path.is_file():
+                store = RunStore(self.path)
+            if store is None:
                 continue
-            chunk = RunStore(self.path).export_runs(after_metric=self.last_metric)
+            chunk = store.export_runs(after_metric=self.last_metric)
             chunk["artifacts"] = []  # files come home once, with the result
             stopping = ray.get(self.mirror.push.remote(self.index, chunk))  # waited for: pushes arrive in order
             self.last_metric = chunk["last_metric"]
             if stopping and not self.asked_to_stop:
                 self.asked_to_stop = True
                 _thread.interrupt_main()  # KeyboardInterrupt in the point, as SIGINT gives a local one
+        if store is not None:
+            store.db.close()
 
     def stop(self) -> None:
         self.done.set()
@@ -178,11 +183,7 @@ def run_ray(specs: list[dict], parallel: int, store: RunStore, done) -> None:
     started = not ray.is_initialized()
     if started:
         ray.init(address=address, num_cpus=None if address else parallel, include_dashboard=False, log_to_driver=False)
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    mirror = ray.remote(num_cpus=0)(Mirror).options(scheduling_strategy=here).remote()
-    gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
-    task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=0)(remote_point)
-    merge, pending, in_flight = _Merge(store), deque(specs), {}
+    mirror, merge, pending, in_flight = None, _Merge(store), deque(specs), {}
 
     def land(ref, spec: dict, status: str = "failed") -> None:
         merge.chunks(ray.get(mirror.take.remote()))  # everything it streamed comes before its result
@@ -192,6 +193,10 @@ def run_ray(specs: list[dict], parallel: int, store: RunStore, done) -> None:
             done(merge.lost(spec, f"the Ray task failed: {type(failure).__name__}: {_first_line(failure)}", status))
 
     try:
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        mirror = ray.remote(num_cpus=0)(Mirror).options(scheduling_strategy=here).remote()
+        gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+        task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=0)(remote_point)
         while pending or in_flight:
             while pending and len(in_flight) < parallel:
                 spec = pending.popleft()
@@ -201,6 +206,8 @@ def run_ray(specs: list[dict], parallel: int, store: RunStore, done) -> None:
             for ref in ready:
                 land(ref, in_flight.pop(ref))
     except KeyboardInterrupt:
+        if mirror is None:
+            raise
         ray.get(mirror.stop.remote())  # each running point raises KeyboardInterrupt in itself, and comes home
         finished, _ = ray.wait(list(in_flight), num_returns=len(in_flight), timeout=INTERRUPT_GRACE_S)
         for ref in in_flight:
@@ -210,7 +217,8 @@ def run_ray(specs: list[dict], parallel: int, store: RunStore, done) -> None:
             land(ref, spec, status="interrupted")
         raise
     finally:
-        ray.kill(mirror)
+        if mirror is not None:
+            ray.kill(mirror)
         if started:
             ray.shutdown()
 
