@@ -1,11 +1,12 @@
-"""Run notebooks in their full profile (or --profile smoke) on a GPU machine, one after another, and bring back what they
-measured: for each notebook a tar.gz (executed .ipynb, HTML copy, the run store) and, last, a
+"""Run notebooks in their full profile (or --profile smoke) on a GPU machine, one after another, and
+bring back what they measured: for each notebook a tar.gz (executed .ipynb, HTML copy, the run store) and, last, a
 table of status and wall time followed by every notebook's generated conclusion.
 
     PYTHONPATH=. WORKBENCH_GGUF_DIR=/root/wb python benchmarks/gpu_notebooks.py \
         03_recursive_transformers 04_galore_optimizers -p 04_galore_optimizers part pretrain
 
-A notebook that fails does not stop the others; its partly executed copy comes back too.
+A notebook that fails, or outlives its time limit (`-t NOTEBOOK SECONDS`, default 540), does not
+stop the others; its partly executed copy comes back too (papermill saves after every cell).
 `-p NOTEBOOK KEY VALUE` passes a parameter to one notebook (repeatable).
 """
 
@@ -14,13 +15,35 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+import subprocess
+import sys
 import tarfile
 import time
-import traceback
 from pathlib import Path
 
-from workbench.notebook import parse_value, run_notebook
+from workbench.notebook import parse_value
 from workbench.paths import home
+
+RUNNER = """
+import sys, json
+from workbench.notebook import run_notebook
+name, parameters, profile, folder = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], sys.argv[4]
+output = f"{name}-{profile}.ipynb"
+run_notebook(name, parameters, profile=profile, output_dir=folder, output_name=output, progress=False)
+"""
+
+
+def run_with_limit(name: str, parameters: dict, profile: str, folder: Path, seconds: float) -> str:
+    """Execute one notebook in its own process group; kill the group (kernel included) past `seconds`."""
+    command = [sys.executable, "-c", RUNNER, name, json.dumps(parameters), profile, str(folder)]
+    process = subprocess.Popen(command, start_new_session=True)
+    try:
+        return "ok" if process.wait(timeout=seconds) == 0 else "failed"
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        return f"killed after {seconds:.0f} s"
 
 
 def markdown_outputs(notebook: Path, last_cells: int = 2) -> str:
@@ -39,6 +62,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="+")
     parser.add_argument("-p", nargs=3, action="append", default=[], metavar=("NOTEBOOK", "KEY", "VALUE"))
+    parser.add_argument("-t", nargs=2, action="append", default=[], metavar=("NOTEBOOK", "SECONDS"))
     parser.add_argument("--profile", default="full")
     parser.add_argument("--out", default=os.environ.get("OUT", "gpu-out"))
     args = parser.parse_args()
@@ -48,12 +72,9 @@ def main() -> None:
     for name in args.notebooks:
         parameters = {key: parse_value(value) for nb, key, value in args.p if nb == name}
         folder = home() / "notebooks" / name
-        start, status = time.perf_counter(), "ok"
-        try:
-            run_notebook(name, parameters, profile=args.profile, output_dir=folder, output_name=f"{name}-{args.profile}.ipynb", progress=False)
-        except Exception:  # noqa: BLE001 - one failed notebook must not stop the rest
-            status = "failed"
-            traceback.print_exc()
+        limit = float(dict(args.t).get(name, 540))
+        start = time.perf_counter()
+        status = run_with_limit(name, parameters, args.profile, folder, limit)
         seconds = time.perf_counter() - start
         with tarfile.open(out / f"{name}.tar.gz", "w:gz") as tar:
             tar.add(folder, arcname=name)
