@@ -29,7 +29,12 @@ class SampleConfig:
     check_every: int = 16
 
     def __post_init__(self) -> None:
-        if self.max_new_tokens < 1 or self.temperature < 0 or self.check_every < 1 or (self.top_k is not None and self.top_k < 1):
+        if (
+            self.max_new_tokens < 1
+            or self.temperature < 0
+            or self.check_every < 1
+            or (self.top_k is not None and self.top_k < 1)
+        ):
             raise WorkbenchError(
                 f"sampling needs max_new_tokens ≥ 1, temperature ≥ 0, check_every ≥ 1 and top_k ≥ 1 or None; got {self}"
             )

@@ -1,0 +1,178 @@
+"""Generation on a CPU: prefill, KV-cache decoding, streaming text, and tokens/s per phase.
+
+Any LLaMA-family model (the default SmolLM2-135M, a from-scratch config, or a quantised copy from
+`quantize`) generates through `workbench.generate.sample`: the prompt runs once (prefill, a matrix
+product over T tokens: compute-bound), then one token per step through the KV cache (decode, a
+matrix-vector product per weight: memory-bound). The two phases scale differently with precision
+and threads, so they are timed apart: prefill alone, and prefill + n tokens, each in interleaved
+rounds (`workbench.measure.interleaved`); decode time is the difference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..generate import SampleConfig, sample
+from ..measure import Timing, interleaved
+
+
+def chat_prompt(tokenizer, question: str) -> torch.Tensor:
+    """One user message through the model's chat template (plain text without one) → ids [1, T]."""
+    if tokenizer.chat_template:
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": question}], add_generation_prompt=True, return_dict=True, return_tensors="pt"
+        )["input_ids"]
+    return tokenizer(question, return_tensors="pt")["input_ids"]
+
+
+class TextStream:
+    """Turns the tokens of row 0 into text pieces as they arrive: `on_text(piece)` per new piece.
+
+    A character can span several tokens (bytes of one UTF-8 character), so the text decoded so far
+    is re-decoded and only its new, complete suffix is passed on.
+    """
+
+    def __init__(self, tokenizer, on_text: Callable[[str], None], eos_token_id: int | None = None):
+        self.tokenizer, self.on_text, self.eos = tokenizer, on_text, eos_token_id
+        self.ids: list[int] = []
+        self.text = ""
+        self.done = False
+
+    def __call__(self, token: torch.Tensor) -> None:  # token [B]
+        if self.done:
+            return
+        token_id = int(token[0])
+        if token_id == self.eos:
+            self.done = True
+            return
+        self.ids.append(token_id)
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        if text.endswith("\ufffd"):  # an incomplete multi-byte character: wait for its next token
+            return
+        piece, self.text = text[len(self.text) :], text
+        if piece:
+            self.on_text(piece)
+
+
+@torch.no_grad()
+def stream_chat(
+    model: nn.Module,
+    tokenizer,
+    question: str,
+    config: SampleConfig | None = None,
+    on_text: Callable[[str], None] = lambda piece: print(piece, end="", flush=True),
+    generator: torch.Generator | None = None,
+) -> str:
+    """Answer `question`, handing each piece of text to `on_text` as soon as its token is chosen."""
+    prompt = chat_prompt(tokenizer, question).to(next(model.parameters()).device)
+    stream = TextStream(tokenizer, on_text, tokenizer.eos_token_id)
+    sample(
+        model,
+        prompt,
+        config or SampleConfig(),
+        tokenizer.eos_token_id,
+        tokenizer.pad_token_id or 0,
+        generator,
+        on_token=stream,
+    )
+    return stream.text
+
+
+@dataclass(frozen=True)
+class PhaseSpeed:
+    """Prefill and decode throughput of one model at one batch size, prompt length and thread count."""
+
+    prefill: Timing  # one forward over the prompt
+    generate: Timing  # prefill + `new_tokens` tokens
+    batch: int
+    prompt_len: int
+    new_tokens: int
+
+    @property
+    def decode_s(self) -> float:
+        """Seconds of the n − 1 decode forwards (the first new token comes from the prefill's logits)."""
+        return max(self.generate.median_s - self.prefill.median_s, 1e-12)
+
+    @property
+    def decode_tok_s(self) -> float:
+        return self.batch * (self.new_tokens - 1) / self.decode_s
+
+    @property
+    def decode_spread(self) -> float:
+        """Interquartile ranges of both timings relative to the decode time (a difference adds both noises)."""
+        iqr = (self.generate.q3_s - self.generate.q1_s) + (self.prefill.q3_s - self.prefill.q1_s)
+        return iqr / self.decode_s
+
+    @property
+    def prefill_tok_s(self) -> float:
+        return self.prefill.per_second(self.batch * self.prompt_len)
+
+    def as_row(self) -> dict[str, float]:
+        return {
+            "prefill_tok_s": self.prefill_tok_s,
+            "prefill_spread": self.prefill.spread,
+            "decode_tok_s": self.decode_tok_s,
+            "decode_spread": self.decode_spread,
+            "generate_tok_s": self.generate.per_second(self.batch * self.new_tokens),
+            "rounds": self.generate.rounds,
+        }
+
+
+def with_threads(fn: Callable[[], object], threads: int) -> Callable[[], object]:
+    """`fn` run with `threads` torch threads (set on each call, so contenders at different counts interleave)."""
+
+    def call() -> object:
+        torch.set_num_threads(threads)
+        return fn()
+
+    return call
+
+
+def phase_contenders(
+    model: nn.Module, prompt: torch.Tensor, new_tokens: int, threads: int
+) -> dict[str, Callable[[], object]]:
+    """The two timed calls of one model: prefill only, and prefill + `new_tokens` greedy tokens (no EOS stop)."""
+    config = SampleConfig(max_new_tokens=new_tokens)
+
+    def prefill() -> object:
+        with torch.no_grad():
+            return model(input_ids=prompt, use_cache=True, logits_to_keep=1)
+
+    return {
+        "prefill": with_threads(prefill, threads),
+        "generate": with_threads(lambda: sample(model, prompt, config), threads),
+    }
+
+
+def measure_phases(
+    models: dict[str, nn.Module],
+    prompt: torch.Tensor,
+    new_tokens: int,
+    threads: tuple[int, ...],
+    rounds: int,
+    warmup: int = 1,
+) -> dict[tuple[str, int], PhaseSpeed]:
+    """Prefill and decode speed of every model at every thread count, all timed in the same interleaved
+    rounds, so that the machine's drift (other processes on a shared CPU) hits every contender alike."""
+    contenders: dict[str, Callable[[], object]] = {}
+    for name, model in models.items():
+        for n in threads:
+            for phase, fn in phase_contenders(model, prompt, new_tokens, n).items():
+                contenders[f"{name}|{n}|{phase}"] = fn
+    before = torch.get_num_threads()
+    try:
+        timings = interleaved(contenders, "cpu", rounds=rounds, warmup=warmup)
+    finally:
+        torch.set_num_threads(before)
+    batch, prompt_len = prompt.shape
+    return {
+        (name, n): PhaseSpeed(
+            timings[f"{name}|{n}|prefill"], timings[f"{name}|{n}|generate"], batch, prompt_len, new_tokens
+        )
+        for name in models
+        for n in threads
+    }

@@ -1,0 +1,282 @@
+"""The CPU-inference experiment: precisions, grouped-query attention, and short from-scratch training.
+
+    experiment = CpuExperiment("full")
+    precisions = experiment.precision_table()    # tokens/s per precision x threads, perplexity, agreement
+    experiment.chat("What is a list comprehension?", on_text=print)   # streaming demo
+    gqa = experiment.gqa_table()                 # KV-cache bytes and decode tokens/s vs context
+    trained = experiment.train_table()           # MHA/GQA/MQA at equal parameters + GEB-shaped (GPU)
+
+The speed and quality of each precision are measured on the CPU of whatever machine runs this
+(`cpu_label`; on the GPU machine that is its host CPU), the training on the GPU when there is one.
+Every arm is a run of kind "cpu" in the run store, in one sweep; float32 is the reference.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from ..data import batches, blocks, load_corpus, tokenize, train_val_split
+from ..evaluate import perplexity
+from ..generate import SampleConfig, sample
+from ..models import load_model, resolve_device, tiny_llama
+from ..runs import RunKind, start_run
+from ..train import TrainConfig, train
+from .decode import measure_phases, stream_chat
+from .gqa import Shape, build, decode_speed_vs_context, variants
+from .profile import CpuProfile
+from .quantize import DESCRIPTIONS, available, next_token_quality, quantize, weight_bytes
+
+KIND = RunKind(
+    "cpu",
+    headline="decode_tok_s",
+    goal="max",
+    description="CPU inference (GEB-1.3B): decode tokens/s per precision, thread count and attention variant",
+)
+
+Callback = Callable[[str, int, dict[str, float]], None]
+
+
+def cpu_label() -> str:
+    """The CPU these numbers were measured on, e.g. "AMD EPYC, 2 cores"."""
+    name = platform.processor() or "CPU"
+    try:
+        with open("/proc/cpuinfo") as info:
+            name = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{name}, {os.cpu_count()} cores"
+
+
+class CpuExperiment:
+    """Holds the model (float32, on the CPU), its tokenizer and the held-out text of `profile.corpus`."""
+
+    def __init__(self, profile: str | CpuProfile = "smoke", progress: bool = True, **overrides):
+        self.profile = profile = CpuProfile.resolve(profile, **overrides)
+        self.progress = progress
+        if profile.model == "tiny":
+            self.model, self.tokenizer = tiny_llama(max_len=4096, seed=profile.seed)
+            self.model.eval()
+        else:
+            self.model, self.tokenizer = load_model(profile.model, dtype="float32", device="cpu")
+        self.model.requires_grad_(False)
+        self.train_tokens, self.val_tokens = train_val_split(tokenize(load_corpus(profile.corpus), self.tokenizer))
+        self.cpu = cpu_label()
+        self.threads = tuple(n for n in profile.threads if n <= (os.cpu_count() or 1)) or (1,)
+        self.precisions = [p for p in profile.precisions if available(p)]
+        self.skipped = [p for p in profile.precisions if not available(p)]
+        self.sweep = f"cpu-{profile.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        self._models: dict[str, torch.nn.Module] = {}
+
+    def params(self, **extra) -> dict:
+        return self.profile.as_dict() | {"cpu": self.cpu} | extra
+
+    def prompt(self) -> torch.Tensor:
+        """`batch` copies of the first `prompt_len` held-out tokens [B, T] (real text, so no EOS stop)."""
+        return self.val_tokens[: self.profile.prompt_len][None].repeat(self.profile.batch, 1)
+
+    def quantized(self) -> dict[str, torch.nn.Module]:
+        """Every available precision's copy of the model (built once)."""
+        for precision in self.precisions:
+            if precision not in self._models:
+                self._models[precision] = quantize(self.model, precision)
+        return self._models
+
+    # -- precisions ----------------------------------------------------------------------------
+    def precision_table(self) -> pd.DataFrame:
+        """One row per precision x thread count: prefill and decode tokens/s (median, spread), weight
+        bytes, held-out perplexity and its change, next-token and greedy agreement with float32."""
+        p = self.profile
+        models = self.quantized()
+        windows = blocks(self.val_tokens, p.ppl_context)[: p.ppl_windows]
+        prompt = self.prompt()
+        quality, greedy = {}, {}
+        for precision, model in tqdm(models.items(), desc="quality", disable=not self.progress):
+            reference = quality["float32"]["argmax"] if "float32" in quality else None
+            quality[precision] = next_token_quality(model, windows, reference)
+            greedy[precision] = sample(model, prompt[:1], SampleConfig(max_new_tokens=p.agreement_tokens))[
+                0, prompt.shape[1] :
+            ]
+        speeds = measure_phases(models, prompt, p.new_tokens, self.threads, p.rounds, p.warmup)
+        base_ppl = quality["float32"]["ppl"]
+        rows = []
+        for precision, model in models.items():
+            same = (greedy[precision] == greedy["float32"]).tolist()
+            common = {
+                "precision": precision,
+                "weight_mb": weight_bytes(model) / 1e6,
+                "ppl": quality[precision]["ppl"],
+                "ppl_change_pct": 100 * (quality[precision]["ppl"] / base_ppl - 1),
+                "next_token_agreement": quality[precision]["agreement"],
+                "greedy_agreement": sum(same) / len(same),
+                "first_divergence": same.index(False) if False in same else None,
+            }
+            precision_rows = [common | {"threads": n} | speeds[(precision, n)].as_row() for n in self.threads]
+            best = max(precision_rows, key=lambda row: row["threads"])
+            with start_run(
+                KIND, precision, self.params(part="precision", precision=precision), sweep=self.sweep
+            ) as run:
+                if precision == "float32":
+                    run.mark_reference()
+                run.update_summary(
+                    decode_tok_s=best["decode_tok_s"],
+                    prefill_tok_s=best["prefill_tok_s"],
+                    ppl=common["ppl"],
+                    description=DESCRIPTIONS[precision],
+                    rows=precision_rows,
+                )
+            rows += precision_rows
+        table = pd.DataFrame(rows)
+        reference = table[table["precision"] == "float32"].set_index("threads")["decode_tok_s"]
+        table["decode_speedup"] = table["decode_tok_s"] / table["threads"].map(reference)
+        table.attrs["cpu"] = self.cpu
+        return table
+
+    def chat(self, question: str, on_text: Callable[[str], None] | None = None, precision: str = "int8") -> str:
+        """Stream an answer from the `precision` copy (float32 if it is not available)."""
+        models = self.quantized()
+        model = models.get(precision, self.model)
+        config = SampleConfig(max_new_tokens=self.profile.chat_tokens)
+        return stream_chat(
+            model, self.tokenizer, question, config, on_text or (lambda piece: print(piece, end="", flush=True))
+        )
+
+    # -- grouped-query attention on the CPU -------------------------------------------------------
+    def gqa_shapes(self) -> list[Shape]:
+        p = self.profile
+        reference = Shape(p.gqa_layers, p.gqa_d_model, p.gqa_heads, p.gqa_kv_heads[0], p.gqa_d_ff, len(self.tokenizer))
+        return variants(reference, p.gqa_kv_heads)
+
+    def gqa_table(self) -> pd.DataFrame:
+        """Per variant and context: KV-cache bytes (formula and measured tensors) and decode tokens/s."""
+        p = self.profile
+        rows = decode_speed_vs_context(
+            self.gqa_shapes(), p.gqa_contexts, p.gqa_decode_tokens, p.rounds, p.warmup, p.gqa_threads, p.seed
+        )
+        table = pd.DataFrame(rows)
+        for variant, group in table.groupby("variant", sort=False):
+            longest = group.loc[group["context"].idxmax()]
+            with start_run(
+                KIND, f"decode {variant}", self.params(part="gqa", variant=variant), sweep=self.sweep
+            ) as run:
+                run.update_summary(
+                    decode_tok_s=float(longest["decode_tok_s"]),
+                    context=int(longest["context"]),
+                    kv_bytes=int(longest["kv_bytes_measured"]),
+                    rows=group.to_dict(orient="records"),
+                )
+        table.attrs["cpu"] = self.cpu
+        return table
+
+    # -- from-scratch training (GPU in the full profile) -----------------------------------------
+    def train_arms(self) -> list[tuple[str, Shape, tuple[int, ...]]]:
+        """(name, shape, seeds): the variants at equal parameters, every seed, and the GEB-shaped model, one seed."""
+        p = self.profile
+        vocab = len(self.tokenizer)
+        reference = Shape(
+            p.train_layers,
+            p.train_d_model,
+            p.train_heads,
+            p.train_kv_heads[0],
+            p.train_d_ff,
+            vocab,
+            max_len=p.block_len,
+        )
+        arms = [(shape.name, shape, p.seeds) for shape in variants(reference, p.train_kv_heads)]
+        geb = Shape(
+            p.geb_layers,
+            p.geb_d_model,
+            p.geb_heads,
+            p.geb_kv_heads,
+            p.geb_d_ff,
+            vocab,
+            tie_embeddings=False,
+            max_len=p.block_len,
+        )
+        return arms + [(f"GEB-shaped {geb.name}, untied", geb, p.seeds[:1])]
+
+    def train_table(self, callback: Callback | None = None) -> pd.DataFrame:
+        """Train every arm on `steps` x `batch_size` x `block_len` tokens; held-out loss per seed.
+
+        `callback(arm, step, metrics)` receives the validation loss at every evaluation (live curves).
+        """
+        p = self.profile
+        device = resolve_device("auto")
+        train_unique = len(self.train_tokens)
+        tokens_seen = p.steps * p.batch_size * p.block_len
+        rows = []
+        for name, shape, seeds in self.train_arms():
+            for seed in seeds:
+                label = f"{name} seed {seed}"
+                model = build(shape, seed, self.tokenizer).to(device)
+                params = sum(q.numel() for q in {id(q): q for q in model.parameters()}.values())
+                evaluate = self._evaluator(label, callback)
+                config = TrainConfig(
+                    steps=p.steps,
+                    lr=p.lr,
+                    warmup_steps=p.warmup_steps,
+                    log_every=max(1, p.steps // 20),
+                    eval_every=p.eval_every,
+                    checkpoint=False,
+                    compile=p.compile,
+                )
+                with start_run(
+                    KIND, f"train {label}", self.params(part="train", variant=name, train_seed=seed), self.sweep
+                ) as run:
+                    metrics = train(
+                        model,
+                        batches(self.train_tokens, p.batch_size, p.block_len + 1, device, seed),
+                        config,
+                        run=run,
+                        evaluate=evaluate,
+                        progress=self.progress,
+                    )
+                    row = {
+                        "variant": name,
+                        "seed": seed,
+                        "n_kv_heads": shape.n_kv_heads,
+                        "params": params,
+                        "tied": shape.tie_embeddings,
+                        "val_loss": metrics["val_loss"],
+                        "val_ppl": metrics["val_ppl"],
+                        "train_loss": metrics["train_loss"],
+                        "tokens": tokens_seen,
+                        "epochs": tokens_seen / train_unique,
+                    }
+                    run.update_summary(**{k: v for k, v in row.items() if k not in ("variant", "seed")})
+                rows.append(row)
+                del model
+        table = pd.DataFrame(rows)
+        table.attrs["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else self.cpu
+        return table
+
+    def _evaluator(self, label: str, callback: Callback | None) -> Callable[[torch.nn.Module], dict[str, float]]:
+        """Held-out loss on `eval_windows` windows of `block_len` tokens (bf16 autocast on a GPU)."""
+        p = self.profile
+        calls = [0]
+
+        def evaluate(model: torch.nn.Module) -> dict[str, float]:
+            device = next(model.parameters()).device
+            autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+            with autocast:
+                result = perplexity(
+                    model,
+                    self.val_tokens,
+                    context_len=p.block_len,
+                    batch_size=8,
+                    max_windows=p.eval_windows,
+                    progress=False,
+                )
+            calls[0] += 1
+            metrics = {"val_loss": result["nll"], "val_ppl": result["ppl"]}
+            if callback is not None:
+                callback(label, min(calls[0] * p.eval_every, p.steps), metrics)
+            return metrics
+
+        return evaluate

@@ -1,0 +1,112 @@
+"""Settings of the CPU-inference experiment (GEB-1.3B's claims at SmolLM2-135M's scale).
+
+    settings = CpuProfile.resolve("smoke", threads=(1,))   # notebook parameters, CLI -p, library calls
+
+Three parts, each with a fixed budget named here:
+- precisions: prefill and decode tokens/s of `model` at each precision and thread count (batch
+  `batch`, a `prompt_len`-token prompt, `new_tokens` generated), timed in `rounds` interleaved rounds;
+  held-out perplexity on `ppl_windows` windows of `ppl_context` tokens; greedy agreement with float32.
+- grouped-query attention: MHA/GQA/MQA variants of one from-scratch shape (`gqa_*`), KV-cache bytes
+  and decode tokens/s with a cache of each of `gqa_contexts` tokens.
+- training (GPU in the full profile): the same three variants at equal parameters (`train_*`), and a
+  GEB-shaped model (`geb_*`), each trained on `steps` x `batch_size` x `block_len` tokens per seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..profiles import Profile
+
+
+@dataclass(frozen=True)
+class CpuProfile(Profile):
+    """Every measurement of one experiment, with its budget explicit (field defaults: the full run)."""
+
+    model: str = "smollm2-135m"  # a model name for `load_model`, or "tiny" (random tiny LLaMA, smoke)
+    precisions: tuple[str, ...] = ("float32", "bfloat16", "int8", "int8-dynamic", "int4")
+    threads: tuple[int, ...] = (1, 2, 4, 16)  # torch threads; counts above the machine's cores are skipped
+    batch: int = 1
+    prompt_len: int = 128
+    new_tokens: int = 64
+    rounds: int = 3  # interleaved timing rounds (median and interquartile spread)
+    warmup: int = 1
+    corpus: str = "python-docs"
+    ppl_context: int = 256
+    ppl_windows: int = 8  # held-out windows scored per precision (the same text for every precision)
+    agreement_tokens: int = 32  # greedy tokens compared with float32's
+    chat_tokens: int = 48
+    # grouped-query attention on the CPU: one shape (SmolLM2-135M's), n_kv_heads varied
+    gqa_layers: int = 30
+    gqa_d_model: int = 576
+    gqa_heads: int = 9
+    gqa_kv_heads: tuple[int, ...] = (9, 3, 1)  # MHA, GQA 3:1 (SmolLM2's), MQA
+    gqa_d_ff: int = 1536  # of the first variant; the others' FFN is widened to equal parameters
+    gqa_contexts: tuple[int, ...] = (256, 1024, 4096)
+    gqa_decode_tokens: int = 16
+    gqa_threads: int | None = None  # None: all cores
+    # from-scratch training of the variants at equal parameters, and the GEB-shaped model
+    train: bool = True
+    train_layers: int = 8
+    train_d_model: int = 512
+    train_heads: int = 8
+    train_kv_heads: tuple[int, ...] = (8, 2, 1)  # MHA, GQA 4:1 (GEB's ratio), MQA
+    train_d_ff: int = 1344  # of the first variant (MHA); the others' FFN is widened to equal parameters
+    geb_layers: int = 12  # GEB-1.3B: 24 layers, d 2048, 16 heads / 4 KV heads, FFN 5632, untied embeddings
+    geb_d_model: int = 512
+    geb_heads: int = 8
+    geb_kv_heads: int = 2
+    geb_d_ff: int = 1408  # GEB's FFN ratio 5632 / 2048 = 2.75
+    steps: int = 200
+    batch_size: int = 16
+    block_len: int = 512
+    lr: float = 1e-3
+    warmup_steps: int = 20
+    seeds: tuple[int, ...] = (0, 1, 2)
+    eval_windows: int = 64  # held-out windows of `block_len` tokens for validation loss
+    eval_every: int = 50
+    compile: bool = False  # short runs: torch.compile's one-off cost per shape exceeds what it saves
+    seed: int = 0
+
+
+CpuProfile.presets = {
+    # CPU, about a minute: a random tiny LLaMA through every code path (its numbers mean nothing).
+    "smoke": dict(
+        model="tiny",
+        threads=(1,),
+        prompt_len=16,
+        new_tokens=8,
+        rounds=2,
+        ppl_context=32,
+        ppl_windows=2,
+        agreement_tokens=8,
+        chat_tokens=8,
+        gqa_layers=2,
+        gqa_d_model=64,
+        gqa_heads=4,
+        gqa_kv_heads=(4, 2, 1),
+        gqa_d_ff=128,
+        gqa_contexts=(32, 128),
+        gqa_decode_tokens=4,
+        train_layers=2,
+        train_d_model=64,
+        train_heads=4,
+        train_kv_heads=(4, 2, 1),
+        train_d_ff=128,
+        geb_layers=2,
+        geb_d_model=64,
+        geb_heads=4,
+        geb_kv_heads=1,
+        geb_d_ff=176,
+        steps=3,
+        batch_size=2,
+        block_len=32,
+        warmup_steps=1,
+        seeds=(0,),
+        eval_windows=2,
+        eval_every=3,
+    ),
+    # One H200 machine, about 4 minutes: the CPU parts on its host CPU (labelled so), then 3 variants x
+    # 3 seeds + the GEB-shaped model, each 200 x 16 x 512 = 1.6M tokens (about 3.4 epochs of python-docs).
+    "full": {},
+}

@@ -1,0 +1,318 @@
+"""Figures, short tables and the generated conclusion of the CPU-inference experiment.
+
+The claims checked, from GEB-1.3B ("GEB-1.3B: Open Lightweight Large Language Model",
+arXiv:2406.09900): (a) a small model with GQA decodes usefully on a CPU in float32 (GEB: 12
+tokens/s for 1.3B parameters); (b) quantisation makes it faster still (here: int8 at least 1.5x
+float32 with held-out perplexity within 2%); (c) grouped-query attention divides the KV cache by
+H/G and speeds up long-context decoding; (d) at equal parameters it costs little or no quality.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from .. import plots
+
+GEB_FP32_TOK_S = 12.0  # GEB-1.3B's README: CPU, float32
+TARGET_SPEEDUP = 1.5
+TARGET_PPL_PCT = 2.0
+PRECISION_COLORS = {
+    "float32": "#1f77b4",
+    "bfloat16": "#9467bd",
+    "int8": "#2ca02c",
+    "int8-dynamic": "#d62728",
+    "int8-torchao": "#8c564b",
+    "int4": "#ff7f0e",
+}
+VARIANT_COLORS = ["#d62728", "#2ca02c", "#1f77b4", "#ff7f0e"]  # MHA, GQA, MQA, GEB-shaped
+
+
+def _at_max_threads(table: pd.DataFrame) -> pd.DataFrame:
+    return table[table["threads"] == table["threads"].max()].set_index("precision")
+
+
+def precision_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Few named columns, at the largest thread count measured."""
+    top = _at_max_threads(table)
+    return pd.DataFrame(
+        {
+            "decode tok/s": top["decode_tok_s"].round(1),
+            "± (IQR %)": (100 * top["decode_spread"]).round(0),
+            "× float32": top["decode_speedup"].round(2),
+            "prefill tok/s": top["prefill_tok_s"].round(0),
+            "weights MB": top["weight_mb"].round(0),
+            "perplexity": top["ppl"].round(3),
+            "Δ ppl %": top["ppl_change_pct"].round(2),
+            "next-token agreement": top["next_token_agreement"].round(3),
+        }
+    )
+
+
+def speed_figure(table: pd.DataFrame, machine: str = "") -> go.Figure:
+    """Prefill and decode tokens/s against threads, one line per precision (error bars: IQR)."""
+    figure = make_subplots(rows=1, cols=2, subplot_titles=("prefill tokens/s", "decode tokens/s"))
+    for precision, rows in table.groupby("precision", sort=False):
+        color = PRECISION_COLORS.get(precision)
+        for col, key in ((1, "prefill"), (2, "decode")):
+            figure.add_scatter(
+                x=rows["threads"],
+                y=rows[f"{key}_tok_s"],
+                name=precision,
+                legendgroup=precision,
+                showlegend=col == 1,
+                mode="lines+markers",
+                line=dict(color=color),
+                row=1,
+                col=col,
+                error_y=dict(type="data", array=rows[f"{key}_tok_s"] * rows[f"{key}_spread"] / 2, visible=True),
+            )
+    figure.update_xaxes(title_text="threads", type="category")
+    figure.update_yaxes(rangemode="normal")
+    figure.update_layout(
+        title=f"Tokens/s per precision and thread count{f' ({machine})' if machine else ''}", **plots.LAYOUT
+    )
+    return figure
+
+
+def tradeoff_figure(table: pd.DataFrame) -> go.Figure:
+    """Decode speed-up over float32 against perplexity change, one point per precision: up and left is better."""
+    top = _at_max_threads(table)
+    figure = go.Figure()
+    for precision, row in top.iterrows():
+        figure.add_scatter(
+            x=[row["ppl_change_pct"]],
+            y=[row["decode_speedup"]],
+            name=precision,
+            mode="markers+text",
+            text=[precision],
+            textposition="top center",
+            marker=dict(size=12, color=PRECISION_COLORS.get(precision)),
+        )
+    figure.add_hline(y=TARGET_SPEEDUP, line_dash="dash", annotation_text=f"target {TARGET_SPEEDUP}x")
+    figure.add_vrect(x0=-TARGET_PPL_PCT, x1=TARGET_PPL_PCT, fillcolor="green", opacity=0.06, line_width=0)
+    figure.update_layout(
+        title="Speed against quality (largest thread count)",
+        xaxis_title="perplexity change vs float32 (%)",
+        yaxis_title="decode speed-up vs float32",
+        showlegend=False,
+        **plots.LAYOUT,
+    )
+    return figure
+
+
+def gqa_figure(table: pd.DataFrame, machine: str = "") -> go.Figure:
+    """KV-cache megabytes (measured; the formula's dashed) and decode tokens/s against context, per variant."""
+    figure = make_subplots(rows=1, cols=2, subplot_titles=("KV cache (MB, float32)", "decode tokens/s"))
+    for i, (variant, rows) in enumerate(table.groupby("variant", sort=False)):
+        color = VARIANT_COLORS[i % len(VARIANT_COLORS)]
+        figure.add_scatter(
+            x=rows["context"],
+            y=rows["kv_bytes_measured"] / 1e6,
+            name=variant,
+            legendgroup=variant,
+            mode="lines+markers",
+            line=dict(color=color),
+            row=1,
+            col=1,
+        )
+        figure.add_scatter(
+            x=rows["context"],
+            y=rows["kv_bytes_formula"] / 1e6,
+            name=f"{variant} formula",
+            legendgroup=variant,
+            mode="lines",
+            line=dict(color=color, dash="dot"),
+            showlegend=False,
+            row=1,
+            col=1,
+        )
+        figure.add_scatter(
+            x=rows["context"],
+            y=rows["decode_tok_s"],
+            name=variant,
+            legendgroup=variant,
+            showlegend=False,
+            mode="lines+markers",
+            line=dict(color=color),
+            row=1,
+            col=2,
+            error_y=dict(type="data", array=rows["decode_tok_s"] * rows["decode_spread"] / 2, visible=True),
+        )
+    figure.update_xaxes(title_text="cached tokens", type="log")
+    figure.update_yaxes(type="log", row=1, col=1)
+    figure.update_layout(
+        title=f"Grouped-query attention at decode time{f' ({machine})' if machine else ''}", **plots.LAYOUT
+    )
+    return figure
+
+
+def training_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean and spread (std over seeds) of the held-out loss per trained arm, with parameters and epochs."""
+    grouped = table.groupby("variant", sort=False)
+    return pd.DataFrame(
+        {
+            "params (M)": (grouped["params"].first() / 1e6).round(2),
+            "KV heads": grouped["n_kv_heads"].first(),
+            "seeds": grouped["seed"].count(),
+            "val loss": grouped["val_loss"].mean().round(4),
+            "± std": grouped["val_loss"].std(ddof=1).round(4),
+            "val ppl": np.exp(grouped["val_loss"].mean()).round(2),
+            "epochs": grouped["epochs"].first().round(2),
+        }
+    )
+
+
+def training_figure(table: pd.DataFrame) -> go.Figure:
+    """Held-out loss per arm: mean over seeds with its std, each seed a dot."""
+    summary = training_summary(table)
+    figure = go.Figure(
+        go.Bar(
+            x=summary.index,
+            y=summary["val loss"],
+            error_y=dict(type="data", array=summary["± std"].fillna(0), visible=True),
+            marker_color=[VARIANT_COLORS[i % len(VARIANT_COLORS)] for i in range(len(summary))],
+            name="mean",
+        )
+    )
+    figure.add_scatter(
+        x=table["variant"], y=table["val_loss"], mode="markers", marker=dict(color="black", size=6), name="seeds"
+    )
+    low, high = table["val_loss"].min(), table["val_loss"].max()
+    pad = max(0.05, (high - low) * 0.5)
+    figure.update_yaxes(range=[low - pad, high + pad])
+    figure.update_layout(
+        title="Held-out loss after equal-token training", yaxis_title="validation loss (nats/token)", **plots.LAYOUT
+    )
+    return figure
+
+
+class LiveCurves:
+    """Validation loss during training, drawn as it arrives (pass as `callback` to `train_table`).
+
+    Display `figure` (a plotly FigureWidget) first; each point updates it in place, without an
+    Output capture (which stalls a headless papermill run).
+    """
+
+    def __init__(self, title: str = "Held-out loss during training"):
+        self.figure = go.FigureWidget()
+        self.figure.update_layout(
+            title=title, xaxis_title="optimizer step", yaxis_title="validation loss", **plots.LAYOUT
+        )
+
+    def __call__(self, arm: str, step: int, metrics: dict[str, float]) -> None:
+        traces = {trace.name: trace for trace in self.figure.data}
+        if arm in traces:
+            with self.figure.batch_update():
+                traces[arm].x, traces[arm].y = (*traces[arm].x, step), (*traces[arm].y, metrics["val_loss"])
+        else:
+            self.figure.add_scatter(x=[step], y=[metrics["val_loss"]], name=arm, mode="lines+markers")
+
+
+# -- the conclusion ---------------------------------------------------------------------------------
+def _precision_claims(table: pd.DataFrame) -> list[str]:
+    top = _at_max_threads(table)
+    threads = int(table["threads"].max())
+    machine = table.attrs.get("cpu", "this CPU")
+    lines = []
+    fp32 = top.loc["float32"]
+    usable = fp32["decode_tok_s"] >= GEB_FP32_TOK_S
+    lines.append(
+        f"- **(a) float32 decoding is usable on a CPU: {'held' if usable else 'did not hold'}.** "
+        f"{threads} thread(s) of {machine}: **{fp32['decode_tok_s']:.1f} tokens/s** "
+        f"(± {100 * fp32['decode_spread']:.0f}% IQR) against GEB-1.3B's {GEB_FP32_TOK_S:.0f} tokens/s for 1.3B "
+        f"parameters; decoding reads every weight once per token, so ~10x fewer weights should give ~10x the rate "
+        f"on the same CPU class."
+    )
+    if "int8" in top.index:
+        int8 = top.loc["int8"]
+        noise = int8["decode_spread"] + fp32["decode_spread"]
+        held = int8["decode_speedup"] >= TARGET_SPEEDUP and abs(int8["ppl_change_pct"]) <= TARGET_PPL_PCT
+        lines.append(
+            f"- **(b) int8 (weight-only) makes decoding faster at equal quality: "
+            f"{'held' if held else 'did not hold'}.** {int8['decode_speedup']:.2f}x float32's decode rate "
+            f"(target ≥ {TARGET_SPEEDUP}x; the two timings' spreads add to ±{100 * noise:.0f}%), perplexity "
+            f"{int8['ppl_change_pct']:+.2f}% (target within ±{TARGET_PPL_PCT:.0f}%), "
+            f"{100 * int8['next_token_agreement']:.1f}% of next-token predictions equal to float32's."
+        )
+    if "int8-dynamic" in top.index:
+        dyn = top.loc["int8-dynamic"]
+        lines.append(
+            f"- int8 with dynamically quantised activations (torch.ao): {dyn['decode_speedup']:.2f}x, perplexity "
+            f"{dyn['ppl_change_pct']:+.2f}%, {100 * dyn['next_token_agreement']:.1f}% next-token agreement: "
+            f"rounding the activations, not the weights, is what costs quality."
+        )
+    for other in ("bfloat16", "int4", "int8-torchao"):
+        if other in top.index:
+            row = top.loc[other]
+            lines.append(
+                f"- {other}: {row['decode_speedup']:.2f}x float32's decode rate, perplexity "
+                f"{row['ppl_change_pct']:+.2f}%, {100 * row['next_token_agreement']:.1f}% next-token agreement, "
+                f"{row['weight_mb']:.0f} MB of weights."
+            )
+    return lines
+
+
+def _gqa_claims(table: pd.DataFrame) -> list[str]:
+    longest = table[table["context"] == table["context"].max()].set_index("variant")
+    exact = bool((table["kv_bytes_formula"] == table["kv_bytes_measured"]).all())
+    mha = longest.iloc[int(np.argmax(longest["n_kv_heads"].to_numpy()))]
+    lines = [
+        f"- **(c) the KV cache shrinks by H/G: {'held' if exact else 'did not hold'}** (formula 2·L·B·T·G·d_head·s "
+        f"{'equals' if exact else 'differs from'} the measured tensors at every context). "
+        f"At {int(mha['context'])} tokens: "
+        + ", ".join(f"{v} {row['kv_bytes_measured'] / 1e6:.0f} MB" for v, row in longest.iterrows())
+        + "."
+    ]
+    for variant, row in longest.iterrows():
+        if row["n_kv_heads"] == mha["n_kv_heads"]:
+            continue
+        gain = row["decode_tok_s"] / mha["decode_tok_s"]
+        noise = row["decode_spread"] + mha["decode_spread"]
+        verdict = "faster beyond the noise" if gain - 1 > noise else "not distinguishable from the noise"
+        lines.append(
+            f"  - {variant}: {gain:.2f}x MHA's decode rate at {int(row['context'])} cached tokens "
+            f"(±{100 * noise:.0f}%): {verdict}."
+        )
+    return lines
+
+
+def _training_claims(table: pd.DataFrame) -> list[str]:
+    summary = training_summary(table)
+    variants = summary[summary.index.str.match(r"^(MHA|GQA|MQA)")]
+    if variants.empty:
+        return []
+    mha = variants.iloc[int(np.argmax(variants["KV heads"].to_numpy()))]
+    lines = []
+    for name, row in variants.iterrows():
+        if row["KV heads"] == mha["KV heads"]:
+            continue
+        diff = row["val loss"] - mha["val loss"]
+        noise = 2 * float(np.nanmax([row["± std"], mha["± std"], 0.0]))
+        costly = diff > noise and diff > 0.01
+        lines.append(
+            f"- **(d) {name} costs no quality at equal parameters: {'did not hold' if costly else 'held'}.** "
+            f"Held-out loss {row['val loss']:.4f} vs MHA {mha['val loss']:.4f} (difference {diff:+.4f}; two seed std "
+            f"= {noise:.4f}; "
+            f"{int(row['seeds'])} seeds, {row['epochs']:.1f} epochs)."
+        )
+    geb = summary[summary.index.str.startswith("GEB")]
+    for name, row in geb.iterrows():
+        lines.append(
+            f"- {name} ({row['params (M)']:.1f}M parameters, untied embeddings, {row['epochs']:.1f} epochs): "
+            f"held-out loss {row['val loss']:.4f} (ppl {row['val ppl']:.1f}) after the same tokens as the variants."
+        )
+    return lines
+
+
+def conclusion(precisions: pd.DataFrame, gqa: pd.DataFrame | None = None, trained: pd.DataFrame | None = None) -> str:
+    """Markdown, generated from the measured tables: which of GEB-1.3B's claims held at this scale."""
+    lines = ["**What the numbers say** (CPU speeds on a shared machine are noisy: every ratio comes with its spread)."]
+    lines += _precision_claims(precisions)
+    if gqa is not None and not gqa.empty:
+        lines += _gqa_claims(gqa)
+    if trained is not None and not trained.empty:
+        lines += _training_claims(trained)
+    return "\n".join(lines)
