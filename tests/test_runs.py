@@ -8,6 +8,7 @@ import textwrap
 import time
 
 import numpy as np
+import pytest
 
 WRITER = textwrap.dedent(
     """
@@ -56,6 +57,7 @@ def test_failed_run_records_error(store):
     assert row["status"] == "failed" and "bad input" in row["error"]
 
 
+@pytest.mark.slow
 def test_two_writers_and_a_polling_reader(store):
     writers = [spawn(store.path, f"writer-{i}", 300) for i in range(2)]
     seen, last_id, polls = 0, 0, 0
@@ -74,6 +76,7 @@ def test_two_writers_and_a_polling_reader(store):
         assert list(store.history(int(run_id))["step"]) == list(range(300))
 
 
+@pytest.mark.slow
 def test_killed_writer_is_interrupted_with_metrics_intact(store):
     writer = spawn(store.path, "doomed", 50, hang=True)
     assert writer.stdout.readline().strip() == "logged"

@@ -6,7 +6,9 @@ Bad input ends in one line that says what is wrong and how to fix it, never a tr
 from __future__ import annotations
 
 import argparse
+import errno
 import signal
+import sqlite3
 import sys
 
 from .errors import WorkbenchError
@@ -15,13 +17,33 @@ from .errors import WorkbenchError
 def _parameters(pairs: list[list[str]] | None) -> dict[str, object]:
     from .notebook import parse_value
 
-    return {key: parse_value(value) for key, value in pairs or []}
+    parameters: dict[str, object] = {}
+    for key, value in pairs or []:
+        if key in parameters:  # a later -p used to replace an earlier one silently
+            raise WorkbenchError(f"-p {key} is given twice ({parameters[key]!r} and {parse_value(value)!r}): give it "
+                                 f"once, or try several values with: python -m workbench sweep NOTEBOOK -p {key} V1 V2")
+        parameters[key] = parse_value(value)
+    return parameters
+
+
+def _check_device(profile: str, allow_cpu: bool) -> None:
+    """The full profile is sized for a GPU: on a CPU it would run for hours, so it needs asking for."""
+    if profile != "full" or allow_cpu:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise WorkbenchError("--profile full is sized for a GPU and this machine has none (it would run for hours on "
+                             "the CPU): use --profile smoke, or add --allow-cpu to run it anyway")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .notebook import run_notebook
 
-    result = run_notebook(args.notebook, _parameters(args.parameter), profile=args.profile, output_dir=args.output_dir, kernel=args.kernel)
+    parameters = _parameters(args.parameter)
+    _check_device(args.profile, args.allow_cpu)
+    result = run_notebook(args.notebook, parameters, profile=args.profile, output_dir=args.output_dir,
+                          kernel=args.kernel)
     print(f"executed notebook: {result.notebook}")
     print(f"HTML copy:         {result.html}")
     print(f"took {result.seconds:.1f} s")
@@ -46,11 +68,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     for key, *values in args.parameter or []:
         if not values:
             raise WorkbenchError(f"-p {key} has no values: write -p {key} VALUE [VALUE ...]")
+        if key in axes:
+            raise WorkbenchError(f"-p {key} is given twice: put all its values in one -p {key} VALUE [VALUE ...]")
         axes[key] = [parse_value(value) for value in values]
     if bool(axes) == bool(args.points):
         raise WorkbenchError("give the grid with -p NAME VALUE [VALUE ...] (repeatable) or a file of points with --points FILE, one of the two")
     points = load_points(args.points) if args.points else grid(axes)
     gpus = args.gpus.split(",") if args.gpus else None
+    _check_device(args.profile, args.allow_cpu)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C stops the sweep cleanly, even from a background job
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # and so does `kill`
     print(f"sweep over {len(points)} points, {args.parallel} at a time ({args.backend}); watch it: python -m workbench dashboard")
@@ -87,8 +112,13 @@ def cmd_launch(args: argparse.Namespace) -> int:
     return subprocess.call(command(args.nproc, argv))
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse's own prints the whole usage first: one line instead
+        self.exit(2, f"error: {message} (see: {self.prog} -h)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m workbench", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="python -m workbench", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="execute a notebook with papermill into the runs folder")
@@ -97,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--profile", default="smoke", choices=["smoke", "full"])
     run.add_argument("--output-dir", default=None, help="where the executed notebook goes (default: $WORKBENCH_HOME/notebooks)")
     run.add_argument("--kernel", default="python3")
+    run.add_argument("--allow-cpu", action="store_true", help="run --profile full even without a GPU (hours)")
     run.set_defaults(handler=cmd_run)
 
     listing = commands.add_parser("list", help="show the notebooks and their parameters")
@@ -111,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--profile", default="smoke", choices=["smoke", "full"])
     sweep.add_argument("--backend", default="local", choices=["local", "ray"],
                        help="local processes, or a Ray cluster ($RAY_ADDRESS, else single-machine Ray; pip install 'workbench[ray]')")
+    sweep.add_argument("--allow-cpu", action="store_true", help="run --profile full even without a GPU (hours)")
     sweep.add_argument("--gpus", default=None, help="local backend: GPU ids to hand out, one per running point (0,1,2,3)")
     sweep.set_defaults(handler=cmd_sweep)
 
@@ -141,11 +173,25 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as error:  # the environment: a full disk, a folder that vanished, no permission
+        hint = "free some space" if error.errno == errno.ENOSPC else "check the path and its permissions"
+        where = f" ({error.filename})" if error.filename else ""
+        print(f"error: {error.strerror or error}{where}: {hint}, or set WORKBENCH_HOME to another folder",
+              file=sys.stderr)
+        return 2
+    except sqlite3.Error as error:  # the run store: full disk, locked by a stuck process
+        print(f"error: the run store failed ({error}): free disk space, or stop the process holding it",
+              file=sys.stderr)
+        return 2
     except Exception as error:
         from .notebook import NotebookFailed
 
-        if isinstance(error, NotebookFailed):
-            html = f" (HTML: {error.html})" if error.html else ""
-            print(f"error: {error}\n  the partly executed notebook: {error.notebook}{html}", file=sys.stderr)
-            return 1
-        raise
+        if not isinstance(error, NotebookFailed):
+            raise
+        html = f" (HTML: {error.html})" if error.html else ""
+        if error.bad_input:  # a WorkbenchError raised in a cell: a parameter the user can fix, one line
+            print(f"error: {error.error.removeprefix('WorkbenchError: ')} (in cell {error.cell} of the notebook; "
+                  f"partly executed copy: {error.notebook})", file=sys.stderr)
+            return 2
+        print(f"error: {error}\n  the partly executed notebook: {error.notebook}{html}", file=sys.stderr)
+        return 1

@@ -73,10 +73,30 @@ def _python_docs() -> tuple[str, ...]:
 
 
 def _local_text(path: Path) -> tuple[str, ...]:
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix in TEXT_SUFFIXES and p.is_file())
+    files = (
+        [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix in TEXT_SUFFIXES and p.is_file())
+    )
     if not files:
-        raise WorkbenchError(f"no text files ({', '.join(TEXT_SUFFIXES)}) under {path}: point to a text file or a folder of them")
-    return tuple(f.read_text(encoding="utf-8", errors="replace") for f in files)
+        raise WorkbenchError(
+            f"no text files ({', '.join(TEXT_SUFFIXES)}) under {path}: point to a text file or a folder of them"
+        )
+    documents = tuple(_read_text(f) for f in files)
+    if not any(d.strip() for d in documents):
+        raise WorkbenchError(f"the corpus {path} is empty (no text in {len(files)} file(s)): point to a file with text")
+    return documents
+
+
+def _read_text(file: Path) -> str:
+    """A file's text, refusing what is not UTF-8 text (a binary file would tokenise to noise, silently)."""
+    data = file.read_bytes()
+    nul = data.find(b"\0", 0, 65536)
+    try:
+        if nul >= 0:
+            raise UnicodeDecodeError("utf-8", data, nul, nul + 1, "a NUL byte, so binary")
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise WorkbenchError(f"{file} is not UTF-8 text ({error.reason} at byte {error.start}): "
+                             "give a plain-text corpus (.txt, .md, ...), or convert it with iconv") from None
 
 
 def _hf_dataset(name: str, config: str | None, split: str, text_field: str) -> tuple[str, ...]:
@@ -87,11 +107,16 @@ def _hf_dataset(name: str, config: str | None, split: str, text_field: str) -> t
     try:
         rows = datasets.load_dataset(name, config, split=split)
     except Exception as error:  # datasets raises many types; all mean "not reachable or not found"
-        raise WorkbenchError(f"cannot load dataset {name!r} ({type(error).__name__}): offline? Use {DEFAULT_CORPUS!r} or a local text file") from None
+        raise WorkbenchError(
+            f"cannot load dataset {name!r} ({type(error).__name__}): offline? "
+            f"Use {DEFAULT_CORPUS!r} or a local text file"
+        ) from None
     return tuple(t for t in rows[text_field] if t.strip())
 
 
-def load_corpus(source: str = DEFAULT_CORPUS, config: str | None = None, split: str = "train", text_field: str = "text") -> Corpus:
+def load_corpus(
+    source: str = DEFAULT_CORPUS, config: str | None = None, split: str = "train", text_field: str = "text"
+) -> Corpus:
     """A corpus by name: "python-docs" (embedded), a text file or folder, or "hf:NAME" (datasets)."""
     if source == DEFAULT_CORPUS:
         return Corpus(source, _python_docs())
@@ -99,7 +124,9 @@ def load_corpus(source: str = DEFAULT_CORPUS, config: str | None = None, split: 
         return Corpus(source, _hf_dataset(source[3:], config, split, text_field))
     path = Path(source).expanduser()
     if not path.exists():
-        raise WorkbenchError(f"corpus {source!r} not found: give {DEFAULT_CORPUS!r}, a text file or folder that exists, or 'hf:DATASET'")
+        raise WorkbenchError(
+            f"corpus {source!r} not found: give {DEFAULT_CORPUS!r}, a text file or folder that exists, or 'hf:DATASET'"
+        )
     return Corpus(path.name, _local_text(path))
 
 
@@ -137,13 +164,20 @@ def blocks(tokens: torch.Tensor, block_len: int) -> torch.Tensor:
     """Packed, non-overlapping blocks [n_blocks, block_len]; the ragged tail is dropped."""
     n_blocks = len(tokens) // block_len
     if n_blocks == 0:
-        raise WorkbenchError(f"the text has {len(tokens)} tokens, fewer than one block of {block_len}: use a shorter block or more text")
+        raise WorkbenchError(
+            f"the text has {len(tokens)} tokens, fewer than one block of {block_len}: use a shorter block or more text"
+        )
     return tokens[: n_blocks * block_len].view(n_blocks, block_len)
 
 
 def batches(
-    tokens: torch.Tensor, batch_size: int, block_len: int, device: str | torch.device = "cpu", seed: int = 0,
-    rank: int = 0, world_size: int = 1,
+    tokens: torch.Tensor,
+    batch_size: int,
+    block_len: int,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> Iterator[torch.Tensor]:
     """Endless batches [batch_size, block_len] of randomly chosen packed blocks.
 

@@ -71,7 +71,9 @@ def gguf_dir() -> Path:
             )
         folder = Path(next(iter(spec.submodule_search_locations)))
     if not (folder / GGUF_FILE).is_file():
-        raise WorkbenchError(f"{GGUF_FILE} is missing from {folder}: reinstall with `{INSTALL_HINT}` or fix ${GGUF_DIR_ENV}")
+        raise WorkbenchError(
+            f"{GGUF_FILE} is missing from {folder}: reinstall with `{INSTALL_HINT}` or fix ${GGUF_DIR_ENV}"
+        )
     return folder
 
 
@@ -178,7 +180,9 @@ def _weights_problem(folder: Path) -> str | None:
             tensors = load_file(file)
         except (SafetensorError, OSError) as error:
             return f"{file.name} cannot be read ({error})"
-        bad = [key for key, tensor in tensors.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+        bad = [
+            key for key, tensor in tensors.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()
+        ]
         if bad:
             return f"{file.name} holds NaN or infinite values in {len(bad)} tensors (first: {bad[0]})"
     return None
@@ -205,7 +209,9 @@ def load_cached(name: str, write, dtype: torch.dtype, attn: str) -> PreTrainedMo
         if problem is None:
             return model
         if attempt:
-            raise WorkbenchError(f"the model cache {folder} is still damaged after a rebuild ({problem}): delete it and retry")
+            raise WorkbenchError(
+                f"the model cache {folder} is still damaged after a rebuild ({problem}): delete it and retry"
+            )
         warnings.warn(f"the cached {name} is damaged ({problem}): rebuilding it from its source", stacklevel=2)
         _discard(folder)
     raise AssertionError("unreachable")
@@ -250,8 +256,14 @@ def _source(name_or_path: str) -> tuple[str, dict]:
 
 
 def _hub_error(name: str, error: Exception) -> WorkbenchError:
-    offline = os.environ.get("HF_HUB_OFFLINE") == "1" or "offline" in str(error).lower() or "connect" in str(error).lower()
-    reason = "it is not in the local Hugging Face cache and the Hub cannot be reached (offline?)" if offline else f"{error}".splitlines()[0]
+    offline = (
+        os.environ.get("HF_HUB_OFFLINE") == "1" or "offline" in str(error).lower() or "connect" in str(error).lower()
+    )
+    reason = (
+        "it is not in the local Hugging Face cache and the Hub cannot be reached (offline?)"
+        if offline
+        else f"{error}".splitlines()[0]
+    )
     return WorkbenchError(
         f"cannot load model {name!r}: {reason}. Use the offline default {DEFAULT_MODEL!r}, a local model directory, "
         f"or a Hub id you have downloaded"
@@ -300,9 +312,12 @@ def load_model(
 MODEL_SIZES = {  # LLaMA shapes trained from scratch: `tiny_llama(**MODEL_SIZES[size])`
     # n_kv_heads: grouped-query attention, 4 query heads per KV head; d_ff ~ 8/3 d (SwiGLU), a multiple of 64
     "tiny": dict(n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, d_ff=128),  # tests: a second on a CPU
-    "47m": dict(n_layers=8, d_model=512, n_heads=8, n_kv_heads=2, d_ff=1344),  # 46.9M with the 49,152-token tied embedding
+    "47m": dict(
+        n_layers=8, d_model=512, n_heads=8, n_kv_heads=2, d_ff=1344
+    ),  # 46.9M with the 49,152-token tied embedding
     "112m": dict(n_layers=12, d_model=768, n_heads=12, n_kv_heads=3, d_ff=2048),  # 112.1M
 }
+
 
 def tiny_llama(
     n_layers: int = 2,
@@ -321,7 +336,9 @@ def tiny_llama(
     comparisons) and for tests that need a real architecture in milliseconds.
     """
     if d_model % n_heads or n_heads % n_kv_heads:
-        raise WorkbenchError(f"d_model ({d_model}) must divide by n_heads ({n_heads}), and n_heads by n_kv_heads ({n_kv_heads})")
+        raise WorkbenchError(
+            f"d_model ({d_model}) must divide by n_heads ({n_heads}), and n_heads by n_kv_heads ({n_kv_heads})"
+        )
     tokenizer = load_tokenizer()
     config = LlamaConfig(
         vocab_size=vocab_size or len(tokenizer),
@@ -357,5 +374,7 @@ def chat(model: PreTrainedModel, tokenizer, question: str, max_new_tokens: int =
     else:
         prompt = tokenizer(question, return_tensors="pt")["input_ids"]
     prompt = prompt.to(next(model.parameters()).device)
-    output = sample(model, prompt, SampleConfig(max_new_tokens=max_new_tokens), tokenizer.eos_token_id, tokenizer.pad_token_id or 0)
+    output = sample(
+        model, prompt, SampleConfig(max_new_tokens=max_new_tokens), tokenizer.eos_token_id, tokenizer.pad_token_id or 0
+    )
     return tokenizer.decode(output[0, prompt.shape[1] :], skip_special_tokens=True).strip()

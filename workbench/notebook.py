@@ -63,7 +63,9 @@ def fail_open_runs(result) -> None:
 
 def check_profile(profile: str) -> str:
     if profile not in PROFILES:
-        raise WorkbenchError(f"unknown profile {profile!r}: use 'smoke' (CPU, tiny, about a minute) or 'full' (GPU, real size)")
+        raise WorkbenchError(
+            f"unknown profile {profile!r}: use 'smoke' (CPU, tiny, about a minute) or 'full' (GPU, real size)"
+        )
     return profile
 
 
@@ -71,7 +73,7 @@ def find_notebook(name: str | Path) -> Path:
     """A notebook by path, or by name in the bundled folder ("00_tour", "tour", "00_tour.ipynb")."""
     path = Path(name).expanduser()
     if path.is_file():
-        return path.resolve()
+        return _readable_notebook(path.resolve())
     stem = path.name.removesuffix(".ipynb")
     matches = sorted(p for p in NOTEBOOK_DIR.glob("*.ipynb") if p.stem == stem or p.stem.split("_", 1)[-1] == stem)
     if not matches:
@@ -80,12 +82,73 @@ def find_notebook(name: str | Path) -> Path:
     return matches[0]
 
 
+def _readable_notebook(path: Path) -> Path:
+    """`path` if it holds a Jupyter notebook (nbformat JSON), else a one-line error."""
+    import nbformat
+
+    try:
+        nbformat.read(path, as_version=4)
+    except (OSError, UnicodeDecodeError, ValueError, nbformat.reader.NotJSONError, AttributeError, KeyError) as error:
+        reason = type(error).__name__ if not str(error) else str(error).splitlines()[0][:80]
+        raise WorkbenchError(f"{path} is not a Jupyter notebook ({reason}): give an .ipynb file "
+                             f"(a jupytext .py pairs with one: jupytext --to ipynb {path.name})") from None
+    return path
+
+
+def check_parameters(stem: str, given: dict, known: dict) -> None:
+    """Refuse names the notebook lacks and values of another type than its default (None: any)."""
+    if given and not known:
+        raise WorkbenchError(f"{stem} has no cell tagged 'parameters', so it takes no -p values: tag the cell that "
+                             "sets its defaults 'parameters' (JupyterLab: property inspector, cell tags)")
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise WorkbenchError(f"{stem} has no parameter {', '.join(unknown)}: its parameters are {', '.join(known)}")
+    for name, value in given.items():
+        default = known[name]
+        if default is None or value is None or isinstance(default, str):  # a text default may also be an expression
+            continue
+        kinds = {float: (int, float), list: (list, tuple), tuple: (list, tuple)}.get(type(default), type(default))
+        if not isinstance(value, kinds) or isinstance(value, bool) != isinstance(default, bool):
+            kind = type(default).__name__
+            raise WorkbenchError(f"{stem}: {name} takes {kind} values like {default!r}, not {value!r}")
+
+
+def check_kernel(kernel: str) -> None:
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    specs = KernelSpecManager()
+    try:
+        specs.get_kernel_spec(kernel)
+    except NoSuchKernel:
+        available = ", ".join(sorted(specs.find_kernel_specs()))
+        raise WorkbenchError(f"no Jupyter kernel named {kernel!r}: use one of {available} "
+                             "(see `jupyter kernelspec list`)") from None
+
+
+def output_folder(output_dir: str | Path | None) -> Path:
+    """The folder executed notebooks go to, created, or a one-line error if it cannot be."""
+    folder = Path(output_dir).expanduser() if output_dir else home() / "notebooks"
+    if folder.exists() and not folder.is_dir():
+        raise WorkbenchError(f"the output folder {folder} is a file: give a folder with --output-dir")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise WorkbenchError(f"cannot create the output folder {folder} ({error.strerror}): "
+                             "give a writable one with --output-dir") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise WorkbenchError(f"cannot write into the output folder {folder}: give a writable one with --output-dir")
+    return folder
+
+
 def notebook_parameters(path: str | Path) -> dict[str, object]:
     """The defaults of a notebook's `parameters` cell, by name."""
     import papermill
 
     found = papermill.inspect_notebook(str(find_notebook(path)))
-    return {name: ast.literal_eval(spec["default"]) if _is_literal(spec["default"]) else spec["default"] for name, spec in found.items()}
+    return {
+        name: ast.literal_eval(spec["default"]) if _is_literal(spec["default"]) else spec["default"]
+        for name, spec in found.items()
+    }
 
 
 def _is_literal(text: str) -> bool:
@@ -122,9 +185,10 @@ def parse_value(text: str) -> object:
 class NotebookFailed(Exception):
     """A notebook raised in a cell; carries where the partly executed copy (and its HTML) is."""
 
-    def __init__(self, cell: int | None, error: str, notebook: Path, html: Path | None):
-        super().__init__(f"the notebook failed in cell {cell}: {error}")
+    def __init__(self, cell: int | None, error: str, notebook: Path, html: Path | None, bad_input: bool = False):
+        super().__init__(f"the notebook failed in cell {cell}: {error}" if cell else f"the notebook failed: {error}")
         self.cell, self.error, self.notebook, self.html = cell, error, notebook, html
+        self.bad_input = bad_input  # the cell raised a WorkbenchError: a parameter or input the user can fix
 
 
 @dataclass
@@ -159,17 +223,21 @@ def run_notebook(
     `sweep`: the tag of the sweep point this execution is (the notebook's runs carry it).
     """
     import papermill
+    from nbclient.exceptions import DeadKernelError
     from papermill.exceptions import PapermillExecutionError
 
     source = find_notebook(notebook)
     check_profile(profile)
-    parameters = {**(parameters or {}), "profile": profile}
+    parameters = dict(parameters or {})
+    if "profile" in parameters:  # it used to be replaced silently by `profile`
+        raise WorkbenchError(
+            f"set the profile with --profile {parameters['profile']} (profile= in Python), not -p profile"
+        )
     known = notebook_parameters(source)
-    unknown = sorted(set(parameters) - set(known))
-    if unknown:
-        raise WorkbenchError(f"{source.stem} has no parameter {', '.join(unknown)}: its parameters are {', '.join(known)}")
-    folder = Path(output_dir) if output_dir else home() / "notebooks"
-    folder.mkdir(parents=True, exist_ok=True)
+    check_parameters(source.stem, parameters, known)
+    parameters |= {"profile": profile} if "profile" in known else {}
+    check_kernel(kernel)
+    folder = output_folder(output_dir)
     output = folder / (output_name or f"{source.stem}-{profile}-{time.strftime('%Y%m%d-%H%M%S')}.ipynb")
     os.environ["WORKBENCH_NOTEBOOK"] = str(output)  # the kernel inherits it: its runs link to this executed copy
     if sweep:
@@ -177,11 +245,16 @@ def run_notebook(
     start = time.perf_counter()
     try:
         papermill.execute_notebook(
-            str(source), str(output), parameters=parameters, kernel_name=kernel, cwd=str(source.parent), progress_bar=progress,
-            extra_arguments=KERNEL_ARGUMENTS,
+            str(source), str(output), parameters=parameters, kernel_name=kernel, cwd=str(source.parent),
+            progress_bar=progress, extra_arguments=KERNEL_ARGUMENTS,
         )
     except PapermillExecutionError as failure:
-        raise NotebookFailed(failure.exec_count, f"{failure.ename}: {failure.evalue}", output, _html_if_possible(output, html)) from None
+        error = f"{failure.ename}: {failure.evalue}"
+        raise NotebookFailed(failure.exec_count, error, output, _html_if_possible(output, html),
+                             bad_input=failure.ename == "WorkbenchError") from None
+    except DeadKernelError:
+        error = "its kernel died (killed, or out of memory?)"
+        raise NotebookFailed(None, error, output, _html_if_possible(output, html)) from None
     seconds = time.perf_counter() - start
     os.environ.pop("WORKBENCH_NOTEBOOK", None)
     os.environ.pop(SWEEP_VARIABLE, None)

@@ -41,6 +41,7 @@ from typing import Any, Self
 import numpy as np
 import pandas as pd
 
+from .errors import WorkbenchError
 from .paths import home
 
 HEARTBEAT_S = 2.0
@@ -155,14 +156,53 @@ class RunStore:
 
     def __init__(self, path: str | Path | None = None):
         self.path = Path(path) if path else home() / "runs.db"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = _connect(self.path)
-        self.db.executescript(SCHEMA)
+        self.readonly = False
         self._lock = threading.RLock()  # one transaction at a time on the shared connection
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = _connect(self.path)
+            self.db.executescript(SCHEMA)
+        except sqlite3.OperationalError as error:  # a read-only file or folder: still readable
+            self.db, self.readonly = self._open_readonly(error), True
+        except sqlite3.DatabaseError as error:
+            raise self._damaged(str(error)) from None
+        except OSError as error:
+            raise WorkbenchError(f"cannot create the run store's folder {self.path.parent} ({error.strerror}): "
+                                 "set WORKBENCH_HOME to a folder you can write") from None
+        # sqlite notices damage only on the pages it touches: a store with garbage in the middle
+        # would go on taking writes. One check per process that opens it, milliseconds for a store of MBs.
+        try:
+            check = self.db.execute("PRAGMA quick_check").fetchone()[0]
+        except sqlite3.DatabaseError as error:
+            check = str(error)
+        if check != "ok":
+            raise self._damaged(check)
+
+    def _damaged(self, reason: str) -> WorkbenchError:
+        return WorkbenchError(
+            f"the run store {self.path} is damaged ({reason}): move it aside (mv {self.path} {self.path}.bad) to start "
+            f"a new one, or salvage its rows with `sqlite3 {self.path} .recover | sqlite3 new.db`"
+        )
+
+    def _open_readonly(self, error: sqlite3.OperationalError) -> sqlite3.Connection:
+        """The store read-only (`immutable`: what is in the file, no WAL), for a dashboard or a listing."""
+        if not self.path.is_file():
+            raise WorkbenchError(f"cannot create the run store {self.path} ({error}): "
+                                 "set WORKBENCH_HOME to a folder you can write") from None
+        try:
+            uri = f"{self.path.resolve().as_uri()}?immutable=1"
+            connection = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            connection.execute("SELECT COUNT(*) FROM runs").fetchone()
+        except sqlite3.DatabaseError as second:
+            raise self._damaged(str(second)) from None
+        return connection
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction: committed whole, or rolled back; never left open, even by Ctrl-C."""
+        if self.readonly:
+            raise WorkbenchError(f"the run store {self.path} is read-only here: make it and its folder writable, "
+                                 "or set WORKBENCH_HOME to another folder")
         with self._lock, _sigint_deferred():
             try:
                 self.db.execute("BEGIN IMMEDIATE")

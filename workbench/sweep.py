@@ -27,6 +27,7 @@ against a store of its own on its worker and its rows, metrics and files come ho
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
 import os
@@ -41,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import WorkbenchError
-from .notebook import check_profile, find_notebook, notebook_parameters
+from .notebook import check_parameters, check_profile, find_notebook, notebook_parameters
 from .paths import home
 from .runs import RunStore, sweep_group, store as default_store  # noqa: F401 -- sweep_group: part of this module's API
 
@@ -202,6 +203,9 @@ def run_sweep(
                 f"{path.stem} has no sweepable parameter {', '.join(unknown)}: its parameters are "
                 f"{', '.join(k for k in known if k != 'profile')} (set the profile with --profile)"
             )
+        check_parameters(path.stem, point, known)
+    if backend == "ray" and importlib.util.find_spec("ray") is None:  # before the sweep's run is written
+        raise WorkbenchError("the ray backend needs Ray: pip install 'workbench[ray]' (or use --backend local)")
     store = default_store()
     sweep_id = f"{path.stem}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
     names = dict.fromkeys(k for p in points for k in p)  # the swept parameters and their distinct values, in order
