@@ -42,26 +42,58 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
         for nproc in args.nprocs:
             start = time.perf_counter()
-            job = launch(nproc, ["pretrain", "--size", args.size, "--steps", str(args.steps), "--batch-size", str(args.batch_size),
-                                 "--block-len", str(args.block_len), "--corpus", args.corpus, "--log-every", str(max(1, args.steps // 10)),
-                                 "--eval-windows", "4", "--no-checkpoint"])
+            job = launch(
+                nproc,
+                [
+                    "pretrain",
+                    "--size",
+                    args.size,
+                    "--steps",
+                    str(args.steps),
+                    "--batch-size",
+                    str(args.batch_size),
+                    "--block-len",
+                    str(args.block_len),
+                    "--corpus",
+                    args.corpus,
+                    "--log-every",
+                    str(max(1, args.steps // 10)),
+                    "--eval-windows",
+                    "4",
+                    "--no-checkpoint",
+                ],
+            )
             job.wait()
             history = store().history(job.run_id())
             windows = history["tokens_per_s"].dropna().to_numpy()
             steady = windows[2:] if len(windows) > 2 else windows
-            results.append({"nproc": nproc, "global_batch": nproc * args.batch_size, "tokens_per_s": float(steady.mean()),
-                            "final_train_loss": float(history["train_loss"].dropna().iloc[-1]),
-                            "val_ppl": float(history["val_ppl"].dropna().iloc[-1]), "wall_s": time.perf_counter() - start})
-            print(f"{nproc} process(es): {results[-1]['tokens_per_s']:,.0f} tokens/s, {results[-1]['wall_s']:.0f} s", flush=True)
+            results.append(
+                {
+                    "nproc": nproc,
+                    "global_batch": nproc * args.batch_size,
+                    "tokens_per_s": float(steady.mean()),
+                    "final_train_loss": float(history["train_loss"].dropna().iloc[-1]),
+                    "val_ppl": float(history["val_ppl"].dropna().iloc[-1]),
+                    "wall_s": time.perf_counter() - start,
+                }
+            )
+            print(
+                f"{nproc} process(es): {results[-1]['tokens_per_s']:,.0f} tokens/s, {results[-1]['wall_s']:.0f} s",
+                flush=True,
+            )
     base = results[0]["tokens_per_s"] / results[0]["nproc"]
     for r in results:
         r["efficiency"] = r["tokens_per_s"] / (r["nproc"] * base)
     if os.environ.get("OUT"):
-        Path(os.environ["OUT"], "ddp_scaling.json").write_text(json.dumps({"args": vars(args), "results": results}, indent=1))
+        Path(os.environ["OUT"], "ddp_scaling.json").write_text(
+            json.dumps({"args": vars(args), "results": results}, indent=1)
+        )
     print(f"{'procs':>5} {'global batch':>12} {'tokens/s':>10} {'efficiency':>10} {'train loss':>10} {'val ppl':>8}")
     for r in results:
-        print(f"{r['nproc']:>5} {r['global_batch']:>12} {r['tokens_per_s']:10,.0f} {r['efficiency']:10.0%} {r['final_train_loss']:10.3f} "
-              f"{r['val_ppl']:8.1f}")
+        print(
+            f"{r['nproc']:>5} {r['global_batch']:>12} {r['tokens_per_s']:10,.0f} {r['efficiency']:10.0%} "
+            f"{r['final_train_loss']:10.3f} {r['val_ppl']:8.1f}"
+        )
     return results
 
 

@@ -26,7 +26,11 @@ def replace_section(path: Path, section: str) -> None:
     """Put `section` (starting "## EchoAtt") into `path`, replacing an earlier EchoAtt section."""
     text = path.read_text() if path.is_file() else "# Measured results\n"
     pattern = re.compile(r"## EchoAtt\b.*?(?=\n## |\Z)", re.S)
-    text = pattern.sub(lambda _: section.rstrip("\n") + "\n", text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
+    text = (
+        pattern.sub(lambda _: section.rstrip("\n") + "\n", text)
+        if pattern.search(text)
+        else text.rstrip("\n") + "\n\n" + section
+    )
     path.write_text(text)
 
 
@@ -35,7 +39,12 @@ def main() -> None:
     parser.add_argument("--profile", default="full", choices=["smoke", "full"])
     parser.add_argument("--steps", type=int, default=None, help="training steps per arm (full: 200)")
     parser.add_argument("--random-draws", type=int, default=None, help="random arms per budget (full: 3)")
-    parser.add_argument("--results", type=Path, default=None, help="markdown file whose EchoAtt section is replaced (e.g. docs/results.md)")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help="markdown file whose EchoAtt section is replaced (e.g. docs/results.md)",
+    )
     args = parser.parse_args()
 
     start = time.perf_counter()
@@ -47,11 +56,20 @@ def main() -> None:
         Path(out).mkdir(parents=True, exist_ok=True)
         (Path(out) / "echoatt_results.md").write_text(markdown)
         (Path(out) / "echoatt_results.json").write_text(
-            json.dumps({"table": result.table.to_dict(orient="records"), "similarity": result.similarity.tolist(), "sweep": result.sweep}, default=str)
+            json.dumps(
+                {
+                    "table": result.table.to_dict(orient="records"),
+                    "similarity": result.similarity.tolist(),
+                    "sweep": result.sweep,
+                },
+                default=str,
+            )
         )
     if args.results:
         replace_section(args.results, markdown)
-    with __import__("pandas").option_context("display.width", 250, "display.max_columns", 30, "display.max_colwidth", 40):
+    with __import__("pandas").option_context(
+        "display.width", 250, "display.max_columns", 30, "display.max_colwidth", 40
+    ):
         print(display_table(result.table).drop(columns=["attention kernel"]).to_string(index=False))
     print()
     print(markdown)

@@ -27,7 +27,9 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--profile", default="smoke")
     args = parser.parse_args()
-    axes = {key: [parse_value(v) for v in values] for key, *values in args.parameter or [["x", "0.0", "1.0", "2.0", "3.0"]]}
+    axes = {
+        key: [parse_value(v) for v in values] for key, *values in args.parameter or [["x", "0.0", "1.0", "2.0", "3.0"]]
+    }
     points = grid(axes)
     times = {}
     for parallel in (1, args.parallel):

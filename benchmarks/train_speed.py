@@ -19,7 +19,8 @@ first segment of each arm (cuBLAS and torch.compile warm-up) is not timed.
 
 Reported per arm: tokens/s, step time, the step's peak memory above what was allocated before it
 (activations, gradients, temporaries; weights and optimizer states of both arms are resident
-throughout; the warm-up segment counts, since that is where CUDA graphs allocate their pool), MFU = 6·N·tokens/s / 989e12 (N = parameters, tied embeddings once; 989 TFLOP/s =
+throughout; the warm-up segment counts, since that is where CUDA graphs allocate their pool),
+MFU = 6·N·tokens/s / 989e12 (N = parameters, tied embeddings once; 989 TFLOP/s =
 H200 dense bf16 peak), also with the attention term, (6·N + 12·L·d·T)·tokens/s, and the loss
 curves' agreement over the run (10-step window means). The table is printed last; with $OUT set,
 the numbers go to $OUT/train_speed.json.
@@ -47,7 +48,10 @@ from workbench.runs import RunStore
 from workbench.train import TrainConfig, cosine_schedule, default_optimizer, train
 
 PEAK_FLOPS = 989e12  # H200 SXM dense bf16, vendor datasheet
-EARLIER_PLAIN = {"47m": 506e3, "112m": 283e3}  # tokens/s of a plain loop measured earlier on an H200 (issue 5), for reference
+EARLIER_PLAIN = {
+    "47m": 506e3,
+    "112m": 283e3,
+}  # tokens/s of a plain loop measured earlier on an H200 (issue 5), for reference
 
 
 class Clock:
@@ -127,14 +131,20 @@ class Profiler:
         synchronize(self.device)
         try:
             self.profile.__exit__(None, None, None)
-            return [(e.name, e.time_range.elapsed_us()) for e in self.profile.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+            return [
+                (e.name, e.time_range.elapsed_us())
+                for e in self.profile.events()
+                if e.device_type == torch.autograd.DeviceType.CUDA
+            ]
         except Exception as error:  # noqa: BLE001
             print(f"(no kernel profile: {error})")
             return []
 
 
 def attention_kernels(kernels: list[tuple[str, float]]) -> list[str]:
-    return sorted({n[:60] for n, _ in kernels if any(k in n.lower() for k in ("flash", "fmha", "attention", "sdpa", "cudnn"))})
+    return sorted(
+        {n[:60] for n, _ in kernels if any(k in n.lower() for k in ("flash", "fmha", "attention", "sdpa", "cudnn"))}
+    )
 
 
 def top_kernels(kernels: list[tuple[str, float]], n: int = 6) -> list[tuple[str, float]]:
@@ -178,8 +188,15 @@ def bench_size(size: str, tokens: torch.Tensor, args, device: torch.device, stor
     plain_model = copy.deepcopy(model)
     n_params = count_parameters(model)
     compile = {"auto": None, "on": True, "off": False}[args.compile]
-    config = TrainConfig(steps=args.steps, lr=args.lr, warmup_steps=args.warmup, log_every=args.window, checkpoint=False, compile=compile,
-                         compile_mode=args.compile_mode)
+    config = TrainConfig(
+        steps=args.steps,
+        lr=args.lr,
+        warmup_steps=args.warmup,
+        log_every=args.window,
+        checkpoint=False,
+        compile=compile,
+        compile_mode=args.compile_mode,
+    )
     stream = lambda: batches(tokens, args.batch_size, args.block_len + 1, device, seed=args.seed)  # noqa: E731
     plain = PlainLoop(plain_model, stream(), config)
     clock, profiles = Clock(device), {}
@@ -200,25 +217,44 @@ def bench_size(size: str, tokens: torch.Tensor, args, device: torch.device, stor
     tokens_per_step = args.batch_size * args.block_len
     flops_6n = 6 * n_params
     flops_attn = flops_6n + 12 * spec["n_layers"] * spec["d_model"] * args.block_len
-    result = {"size": size, "params": n_params, **spec, "batch": args.batch_size, "seq": args.block_len, "steps": args.steps,
-              "segment": args.segment, "wall_s": wall, "arms": {}}
+    result = {
+        "size": size,
+        "params": n_params,
+        **spec,
+        "batch": args.batch_size,
+        "seq": args.block_len,
+        "steps": args.steps,
+        "segment": args.segment,
+        "wall_s": wall,
+        "arms": {},
+    }
     for arm, segments in clock.segments.items():
         timed = segments[1:] or segments  # the first segment is warm-up (compile, cuBLAS)
         seconds, steps = sum(s["seconds"] for s in timed), sum(s["steps"] for s in timed)
         tok_s = steps * tokens_per_step / seconds
         result["arms"][arm] = {
-            "tokens_per_s": tok_s, "step_ms": 1000 * seconds / steps, "timed_steps": steps,
-            "warmup_s": segments[0]["seconds"], "peak_step_mem_gb": max(s["peak_bytes"] for s in segments) / 1e9,
+            "tokens_per_s": tok_s,
+            "step_ms": 1000 * seconds / steps,
+            "timed_steps": steps,
+            "warmup_s": segments[0]["seconds"],
+            "peak_step_mem_gb": max(s["peak_bytes"] for s in segments) / 1e9,
             "mfu_6n": flops_6n * tok_s / PEAK_FLOPS if device.type == "cuda" else None,
             "mfu_6n_attn": flops_attn * tok_s / PEAK_FLOPS if device.type == "cuda" else None,
-            "kernels_per_step": len(profiles.get(arm, [])) or None, "attention_kernels": attention_kernels(profiles.get(arm, [])),
-            "kernel_busy_ms": sum(us for _, us in profiles.get(arm, [])) / 1000 or None, "top_kernels": top_kernels(profiles.get(arm, [])),
+            "kernels_per_step": len(profiles.get(arm, [])) or None,
+            "attention_kernels": attention_kernels(profiles.get(arm, [])),
+            "kernel_busy_ms": sum(us for _, us in profiles.get(arm, [])) / 1000 or None,
+            "top_kernels": top_kernels(profiles.get(arm, [])),
         }
     result["speedup"] = result["arms"]["workbench"]["tokens_per_s"] / result["arms"]["plain"]["tokens_per_s"]
     result["loss"] = {
-        "window": args.window, "plain": plain_windows.tolist(), "workbench": fast_windows.tolist(),
-        "max_abs_diff": float(np.abs(diff).max()), "final_diff": float(diff[-1]), "final_plain": float(plain_windows[-1]),
-        "windows_within_3se": int((np.abs(diff) <= 3 * noise).sum()), "windows": len(diff),
+        "window": args.window,
+        "plain": plain_windows.tolist(),
+        "workbench": fast_windows.tolist(),
+        "max_abs_diff": float(np.abs(diff).max()),
+        "final_diff": float(diff[-1]),
+        "final_plain": float(plain_windows[-1]),
+        "windows_within_3se": int((np.abs(diff) <= 3 * noise).sum()),
+        "windows": len(diff),
     }
     del model, plain_model, plain
     if device.type == "cuda":
@@ -227,30 +263,39 @@ def bench_size(size: str, tokens: torch.Tensor, args, device: torch.device, stor
 
 
 def table(results: list[dict], device: torch.device) -> str:
-    lines = [f"{'size':>5} {'params':>7} {'arm':>9} {'tokens/s':>10} {'step ms':>8} {'step mem GB':>11} {'MFU 6N':>7} "
-             f"{'MFU +attn':>9} {'kernels':>7} {'speed-up':>8}"]
+    lines = [
+        f"{'size':>5} {'params':>7} {'arm':>9} {'tokens/s':>10} {'step ms':>8} {'step mem GB':>11} {'MFU 6N':>7} "
+        f"{'MFU +attn':>9} {'kernels':>7} {'speed-up':>8}"
+    ]
     for r in results:
         for arm in ("plain", "workbench"):
             a = r["arms"][arm]
             mfu = f"{a['mfu_6n']:7.1%} {a['mfu_6n_attn']:9.1%}" if a["mfu_6n"] is not None else f"{'-':>7} {'-':>9}"
             ratio = f"{r['speedup']:7.2f}x" if arm == "workbench" else ""
-            lines.append(f"{r['size']:>5} {r['params'] / 1e6:6.1f}M {arm:>9} {a['tokens_per_s']:10.0f} {a['step_ms']:8.1f} "
-                         f"{a['peak_step_mem_gb']:11.2f} {mfu} {a['kernels_per_step'] or '-':>7} {ratio:>8}")
+            lines.append(
+                f"{r['size']:>5} {r['params'] / 1e6:6.1f}M {arm:>9} {a['tokens_per_s']:10.0f} {a['step_ms']:8.1f} "
+                f"{a['peak_step_mem_gb']:11.2f} {mfu} {a['kernels_per_step'] or '-':>7} {ratio:>8}"
+            )
     for r in results:
         if "note" in r:
             lines.append(f"{r['size']}: the workbench arm ran WITHOUT compile: {r['note']}")
         if r["size"] in EARLIER_PLAIN:
             earlier = EARLIER_PLAIN[r["size"]]
-            lines.append(f"{r['size']}: the plain loop measured earlier on an H200 ran {earlier:,.0f} tokens/s; this run's plain arm "
-                         f"{r['arms']['plain']['tokens_per_s'] / earlier:.2f}x that, the workbench arm "
-                         f"{r['arms']['workbench']['tokens_per_s'] / earlier:.2f}x that")
+            lines.append(
+                f"{r['size']}: the plain loop measured earlier on an H200 ran {earlier:,.0f} tokens/s; "
+                "this run's plain arm "
+                f"{r['arms']['plain']['tokens_per_s'] / earlier:.2f}x that, the workbench arm "
+                f"{r['arms']['workbench']['tokens_per_s'] / earlier:.2f}x that"
+            )
     lines.append("")
     lines.append(f"loss curves ({results[0]['loss']['window']}-step window means, same batches): ")
     for r in results:
         loss = r["loss"]
-        lines.append(f"  {r['size']}: final plain {loss['final_plain']:.3f}, workbench - plain {loss['final_diff']:+.4f} "
-                     f"(max |diff| {loss['max_abs_diff']:.4f}); {loss['windows_within_3se']}/{loss['windows']} windows within "
-                     f"3 standard errors of the plain loop's step-to-step noise")
+        lines.append(
+            f"  {r['size']}: final plain {loss['final_plain']:.3f}, workbench - plain {loss['final_diff']:+.4f} "
+            f"(max |diff| {loss['max_abs_diff']:.4f}); {loss['windows_within_3se']}/{loss['windows']} windows within "
+            f"3 standard errors of the plain loop's step-to-step noise"
+        )
     for r in results:
         for arm in ("plain", "workbench"):
             a = r["arms"][arm]
@@ -258,24 +303,34 @@ def table(results: list[dict], device: torch.device) -> str:
                 lines.append(f"  {r['size']} {arm} attention kernels: {', '.join(a['attention_kernels'])}")
             if a["kernel_busy_ms"]:
                 top = "; ".join(f"{share:.0%} {name}" for name, share in a["top_kernels"])
-                lines.append(f"  {r['size']} {arm}: GPU busy {a['kernel_busy_ms']:.1f} of {a['step_ms']:.1f} ms per step; {top}")
+                lines.append(
+                    f"  {r['size']} {arm}: GPU busy {a['kernel_busy_ms']:.1f} of {a['step_ms']:.1f} ms per step; {top}"
+                )
     if device.type == "cuda":
-        lines.append(f"device: {torch.cuda.get_device_name(device)}; MFU against {PEAK_FLOPS / 1e12:.0f} TFLOP/s dense bf16")
+        lines.append(
+            f"device: {torch.cuda.get_device_name(device)}; MFU against {PEAK_FLOPS / 1e12:.0f} TFLOP/s dense bf16"
+        )
     return "\n".join(lines)
 
 
 def markdown(results: list[dict]) -> str:
     """The table for docs/results.md."""
-    lines = ["| model | arm | tokens/s | step ms | step memory GB | MFU (6N) | MFU (6N + attention) | speed-up | loss, last window |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | arm | tokens/s | step ms | step memory GB | MFU (6N) | MFU (6N + attention) | speed-up "
+        "| loss, last window |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         for arm in ("plain", "workbench"):
             a, loss = r["arms"][arm], r["loss"]
             mfu = f"{a['mfu_6n']:.1%} | {a['mfu_6n_attn']:.1%}" if a["mfu_6n"] is not None else "- | -"
             last = loss["final_plain"] + (loss["final_diff"] if arm == "workbench" else 0)
             ratio = f"**{r['speedup']:.2f}x**" if arm == "workbench" else ""
-            lines.append(f"| {r['params'] / 1e6:.1f}M (d={r['d_model']}, {r['n_layers']} layers) | {arm} | {a['tokens_per_s']:,.0f} | "
-                         f"{a['step_ms']:.1f} | {a['peak_step_mem_gb']:.2f} | {mfu} | {ratio} | {last:.3f} |")
+            lines.append(
+                f"| {r['params'] / 1e6:.1f}M (d={r['d_model']}, {r['n_layers']} layers) | {arm} | "
+                f"{a['tokens_per_s']:,.0f} | "
+                f"{a['step_ms']:.1f} | {a['peak_step_mem_gb']:.2f} | {mfu} | {ratio} | {last:.3f} |"
+            )
     return "\n".join(lines)
 
 
@@ -290,8 +345,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--compile", default="auto", choices=["auto", "on", "off"], help="the workbench arm's compile (auto: on a GPU)")
-    parser.add_argument("--compile-mode", default="auto", help="torch.compile mode of the workbench arm (auto: CUDA graphs here)")
+    parser.add_argument(
+        "--compile", default="auto", choices=["auto", "on", "off"], help="the workbench arm's compile (auto: on a GPU)"
+    )
+    parser.add_argument(
+        "--compile-mode", default="auto", help="torch.compile mode of the workbench arm (auto: CUDA graphs here)"
+    )
     parser.add_argument("--corpus", default="python-docs", help="'python-docs' (embedded) or a text file")
     args = parser.parse_args(argv)
     smoke = args.smoke
@@ -309,8 +368,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     start = time.perf_counter()
     tokens, _ = train_val_split(tokenize(load_corpus(args.corpus), load_tokenizer()))
-    print(f"corpus {args.corpus}: {len(tokens):,} training tokens ({time.perf_counter() - start:.1f} s); device {device}; "
-          f"torch {torch.__version__}; {args.steps} steps per arm, alternating every {args.segment}", flush=True)
+    print(
+        f"corpus {args.corpus}: {len(tokens):,} training tokens ({time.perf_counter() - start:.1f} s); "
+        f"device {device}; "
+        f"torch {torch.__version__}; {args.steps} steps per arm, alternating every {args.segment}",
+        flush=True,
+    )
     results = []
     with tempfile.TemporaryDirectory() as folder:
         store = RunStore(Path(folder) / "runs.db")
@@ -321,15 +384,28 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 if args.compile == "off":
                     raise
                 traceback.print_exc()
-                print(f"{size}: the workbench arm failed ({type(error).__name__}); measuring again without compile", flush=True)
-                results.append(bench_size(size, tokens, argparse.Namespace(**{**vars(args), "compile": "off"}), device, store))
-                results[-1]["note"] = f"compile failed: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+                print(
+                    f"{size}: the workbench arm failed ({type(error).__name__}); measuring again without compile",
+                    flush=True,
+                )
+                results.append(
+                    bench_size(size, tokens, argparse.Namespace(**{**vars(args), "compile": "off"}), device, store)
+                )
+                results[-1]["note"] = (
+                    f"compile failed: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+                )
             r = results[-1]
-            print(f"{size}: {r['speedup']:.2f}x in {r['wall_s']:.0f} s (workbench warm-up incl. compile "
-                  f"{r['arms']['workbench']['warmup_s']:.0f} s)", flush=True)
+            print(
+                f"{size}: {r['speedup']:.2f}x in {r['wall_s']:.0f} s (workbench warm-up incl. compile "
+                f"{r['arms']['workbench']['warmup_s']:.0f} s)",
+                flush=True,
+            )
     if os.environ.get("OUT"):
-        Path(os.environ["OUT"], "train_speed.json").write_text(json.dumps({"device": str(device), "torch": torch.__version__,
-                                                                            "args": vars(args), "results": results}, indent=1))
+        Path(os.environ["OUT"], "train_speed.json").write_text(
+            json.dumps(
+                {"device": str(device), "torch": torch.__version__, "args": vars(args), "results": results}, indent=1
+            )
+        )
         Path(os.environ["OUT"], "train_speed.md").write_text(markdown(results) + "\n")
     print(table(results, device))
     return results

@@ -47,6 +47,7 @@ def test_gpt2_style_model():
     assert model.config._attn_implementation == backend
 
 
+@pytest.mark.slow
 def test_default_model_grouped_query_maps(default_model):
     model, tokenizer = default_model
     ids = tokenizer("The quick brown fox jumps over the lazy dog.", return_tensors="pt")["input_ids"]

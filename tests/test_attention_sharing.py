@@ -58,7 +58,13 @@ def test_eligible_range_and_ties_are_deterministic():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(), dict(threshold=0.5, n_shared=2), dict(n_shared=7), dict(threshold=0.5, max_block=1), dict(threshold=0.5, eligible=[1, 3])],
+    [
+        dict(),
+        dict(threshold=0.5, n_shared=2),
+        dict(n_shared=7),
+        dict(threshold=0.5, max_block=1),
+        dict(threshold=0.5, eligible=[1, 3]),
+    ],
 )
 def test_bad_requests_raise_one_line_errors(kwargs):
     with pytest.raises(WorkbenchError):
@@ -72,7 +78,12 @@ def test_savings_match_the_model_weights():
 
     model, _ = tiny_llama(n_layers=4, d_model=64, n_heads=4, n_kv_heads=2)
     groups = [[0, 1, 2]]
-    removed = sum(p.numel() for layer in (1, 2) for name in ("q_proj", "k_proj") for p in getattr(model.model.layers[layer].self_attn, name).parameters())
+    removed = sum(
+        p.numel()
+        for layer in (1, 2)
+        for name in ("q_proj", "k_proj")
+        for p in getattr(model.model.layers[layer].self_attn, name).parameters()
+    )
     savings = sharing_savings(groups, model.config, seq_len=128)
     assert savings["followers"] == [1, 2] and savings["n_shared"] == 2
     assert savings["qk_params_removed"] == removed
@@ -82,8 +93,15 @@ def test_savings_match_the_model_weights():
 def test_savings_for_smollm2_config():
     from transformers import LlamaConfig
 
-    config = LlamaConfig(hidden_size=576, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3, head_dim=64,
-                         intermediate_size=1536, vocab_size=49152)
+    config = LlamaConfig(
+        hidden_size=576,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        head_dim=64,
+        intermediate_size=1536,
+        vocab_size=49152,
+    )
     savings = sharing_savings([[3, 4], [7, 8, 9]], config)
     assert savings["qk_params_removed"] == 3 * 442_368  # |W_Q| + |W_K| per layer, docs/ideas.md
     assert savings["params_fraction"] == pytest.approx(3 * 442_368 / 134_515_008, rel=1e-3)

@@ -65,13 +65,15 @@ def test_naive_and_streaming_match_the_definitions(drop_sink):
         streams[spill] = accumulator
     for metric in METRICS:
         for b, n in enumerate(lengths):
-            for l, m, h in [(0, 1, 0), (1, 3, 2), (2, 2, 1)]:
-                expected = REFERENCE[metric](_clean(maps[l, b, h].numpy(), n, drop_sink), _clean(maps[m, b, h].numpy(), n, drop_sink))
-                assert naive[metric][b, l, m, h].item() == pytest.approx(expected, abs=1e-5)
+            for first, m, h in [(0, 1, 0), (1, 3, 2), (2, 2, 1)]:
+                expected = REFERENCE[metric](
+                    _clean(maps[first, b, h].numpy(), n, drop_sink), _clean(maps[m, b, h].numpy(), n, drop_sink)
+                )
+                assert naive[metric][b, first, m, h].item() == pytest.approx(expected, abs=1e-5)
                 for accumulator in streams.values():  # float16 spill: ~1e-3 relative per entry
                     per_text = accumulator.per_text[metric][b]
                     assert accumulator.per_head_sum[metric].shape == (4, 4, 3)
-                    assert abs(per_text[l, m] - naive[metric][b, l, m].mean().item()) < 2e-3
+                    assert abs(per_text[first, m] - naive[metric][b, first, m].mean().item()) < 2e-3
         total = naive[metric].sum(0).numpy()
         assert np.allclose(streams["disk"].per_head_sum[metric], total, atol=4e-3)
         assert np.allclose(streams["disk"].per_head_sum[metric], streams["memory"].per_head_sum[metric], atol=1e-6)

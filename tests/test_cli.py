@@ -3,6 +3,10 @@
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.slow  # each test starts `python -m workbench` in a process of its own
+
 
 def workbench(*args):
     return subprocess.run([sys.executable, "-m", "workbench", *args], capture_output=True, text=True, timeout=120)

@@ -20,7 +20,7 @@ def test_embedded_corpus_ships_with_python():
     corpus = data.load_corpus()
     assert corpus.n_chars > 1_000_000 and len(corpus.documents) > 300
     assert data.load_corpus().fingerprint == corpus.fingerprint  # deterministic
-    assert any("for_stmt" in d or "The \"for\" statement" in d for d in corpus.documents)
+    assert any("for_stmt" in d or 'The "for" statement' in d for d in corpus.documents)
 
 
 def test_local_file_and_folder(tmp_path):

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow  # torchrun processes
+
 TIMEOUT_S = 240
 
 
@@ -20,13 +22,17 @@ def worker(out: Path, batch_size: int) -> None:
     from workbench.train import TrainConfig, train
 
     world = distributed.setup()
-    model, _ = tiny_llama(n_layers=2, d_model=32, n_heads=4, n_kv_heads=2, vocab_size=128, seed=world.rank)  # DDP syncs rank 0's
+    model, _ = tiny_llama(
+        n_layers=2, d_model=32, n_heads=4, n_kv_heads=2, vocab_size=128, seed=world.rank
+    )  # DDP syncs rank 0's
     tokens = torch.randint(0, 128, (20_000,), generator=torch.Generator().manual_seed(0))
     stream = data.batches(tokens, batch_size, 17, seed=1, rank=world.rank, world_size=world.size)
     config = TrainConfig(steps=6, lr=1e-2, warmup_steps=1, grad_accum=2, log_every=3, checkpoint=False)
     metrics = train(model, stream, config, progress=False)
-    torch.save({"state": model.state_dict(), "loss": metrics["train_loss"], "threads": torch.get_num_threads()},
-               out / f"rank{world.rank}-of-{world.size}.pt")
+    torch.save(
+        {"state": model.state_dict(), "loss": metrics["train_loss"], "threads": torch.get_num_threads()},
+        out / f"rank{world.rank}-of-{world.size}.pt",
+    )
     distributed.teardown()
 
 
@@ -38,7 +44,19 @@ def _run(command: list[str], tmp_path: Path) -> None:
 
 def test_two_gloo_ranks_equal_one_process_with_the_global_batch(tmp_path):
     script = str(Path(__file__).resolve())
-    _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", script, str(tmp_path), "4"], tmp_path)
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            script,
+            str(tmp_path),
+            "4",
+        ],
+        tmp_path,
+    )
     _run([sys.executable, script, str(tmp_path), "8"], tmp_path)
     rank0, rank1, alone = (torch.load(tmp_path / name) for name in ("rank0-of-2.pt", "rank1-of-2.pt", "rank0-of-1.pt"))
     for key, value in rank0["state"].items():
@@ -49,7 +67,9 @@ def test_two_gloo_ranks_equal_one_process_with_the_global_batch(tmp_path):
     from workbench.models import tiny_llama
 
     init, _ = tiny_llama(n_layers=2, d_model=32, n_heads=4, n_kv_heads=2, vocab_size=128, seed=0)
-    assert not torch.allclose(init.state_dict()["model.layers.0.mlp.up_proj.weight"], alone["state"]["model.layers.0.mlp.up_proj.weight"])
+    assert not torch.allclose(
+        init.state_dict()["model.layers.0.mlp.up_proj.weight"], alone["state"]["model.layers.0.mlp.up_proj.weight"]
+    )
 
 
 def test_launch_runs_torchrun_and_rank0_logs_to_the_store(tmp_path, monkeypatch):
@@ -59,8 +79,29 @@ def test_launch_runs_torchrun_and_rank0_logs_to_the_store(tmp_path, monkeypatch)
     text = tmp_path / "text.txt"
     text.write_text("The quick brown fox jumps over the lazy dog. " * 400)
     monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parent.parent))
-    job = launch(2, ["pretrain", "--size", "tiny", "--corpus", str(text), "--steps", "4", "--batch-size", "2", "--block-len", "32",
-                     "--log-every", "2", "--eval-windows", "2", "--no-checkpoint", "--name", "ddp launch test"])
+    job = launch(
+        2,
+        [
+            "pretrain",
+            "--size",
+            "tiny",
+            "--corpus",
+            str(text),
+            "--steps",
+            "4",
+            "--batch-size",
+            "2",
+            "--block-len",
+            "32",
+            "--log-every",
+            "2",
+            "--eval-windows",
+            "2",
+            "--no-checkpoint",
+            "--name",
+            "ddp launch test",
+        ],
+    )
     rows = [frame for frame in job.follow(poll_s=0.5)]
     runs = store().runs(kind="pretrain")
     mine = runs[runs["id"] == job.run_id()].iloc[0]

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from workbench.distill import DistillConfig, DistillationLoss
+from workbench.distill import DistillationLoss, DistillConfig
 from workbench.echoatt.student import build_student
 from workbench.errors import WorkbenchError
 from workbench.models import tiny_llama
@@ -49,7 +49,11 @@ def test_kd_loss_and_gradient_equal_the_unchunked_definition():
     logits = student(input_ids=inputs).logits.flatten(0, 1)
     with torch.no_grad():
         teacher_logits = teacher(input_ids=inputs).logits.flatten(0, 1)
-    kl = (F.softmax(teacher_logits / 2, -1) * (F.log_softmax(teacher_logits / 2, -1) - F.log_softmax(logits / 2, -1))).sum(-1).mean()
+    kl = (
+        (F.softmax(teacher_logits / 2, -1) * (F.log_softmax(teacher_logits / 2, -1) - F.log_softmax(logits / 2, -1)))
+        .sum(-1)
+        .mean()
+    )
     expected = 0.3 * F.cross_entropy(logits, targets.flatten()) + 0.7 * 4 * kl
     expected.backward()
     assert torch.allclose(loss, expected, atol=1e-5)
@@ -85,8 +89,17 @@ def test_distillation_through_the_training_loop_reduces_the_kl(store):
     with torch.no_grad():
         before = measure(student, data).item()
     with store.start_run("test", "kd") as run:
-        loss = DistillationLoss(teacher, DistillConfig(alpha=0.0, beta=1.0, gamma=1.0, stage1_steps=10), run=run, log_every=5)
-        train(student, stream, TrainConfig(steps=30, lr=3e-3, warmup_steps=2, log_every=5, checkpoint=False), loss_fn=loss, run=run, progress=False)
+        loss = DistillationLoss(
+            teacher, DistillConfig(alpha=0.0, beta=1.0, gamma=1.0, stage1_steps=10), run=run, log_every=5
+        )
+        train(
+            student,
+            stream,
+            TrainConfig(steps=30, lr=3e-3, warmup_steps=2, log_every=5, checkpoint=False),
+            loss_fn=loss,
+            run=run,
+            progress=False,
+        )
         history = store.history(run.id)
     with torch.no_grad():
         after = measure(student, data).item()

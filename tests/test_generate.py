@@ -8,12 +8,19 @@ from workbench.generate import SampleConfig, next_tokens, sample
 from workbench.models import tiny_llama
 
 
+@pytest.mark.slow
 def test_greedy_matches_transformers_generate(default_model):
     model, tokenizer = default_model
     prompt = tokenizer(["The capital of France is"] * 2, return_tensors="pt")["input_ids"]  # a batch of 2
     ours = sample(model, prompt, SampleConfig(max_new_tokens=12))
-    theirs = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=12, min_new_tokens=12, do_sample=False,
-                            pad_token_id=tokenizer.pad_token_id)
+    theirs = model.generate(
+        prompt,
+        attention_mask=torch.ones_like(prompt),
+        max_new_tokens=12,
+        min_new_tokens=12,
+        do_sample=False,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     assert torch.equal(ours, theirs)
 
 

@@ -18,7 +18,14 @@ import pytest
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no chromium at {CHROMIUM} (apt-get install chromium); the browser test needs it")
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(),
+        reason=f"no chromium at {CHROMIUM} (apt-get install chromium); the browser test needs it",
+    ),
+]
 
 EXPLORE = """\
 from workbench import models
@@ -26,8 +33,8 @@ from workbench.attention.analysis import analyze, text_blocks
 from workbench.attention.explorer import Explorer, View
 
 model, tokenizer = models.load_model(dtype="float32")
-result = analyze(model, tokenizer, text_blocks(tokenizer, "python-docs", 2, 48), drop_sink="both", keep_maps_for=range(30),
-                 map_tokens=16, seq_len=48, batch_size=2, progress=False)
+result = analyze(model, tokenizer, text_blocks(tokenizer, "python-docs", 2, 48), drop_sink="both",
+                 keep_maps_for=range(30), map_tokens=16, seq_len=48, batch_size=2, progress=False)
 Explorer(result, View("cosine", "dropped", first=4, second=5, head=None, threshold=0.5))"""
 
 # Every plotly graph in the page, in order: its red boxes and its subplot titles.
@@ -48,12 +55,29 @@ def lab(tmp_path, start_server):
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(notebook, tmp_path / "explore.ipynb")
     port = free_port(preferred=0)
-    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces"),
-           "WORKBENCH_HOME": str(tmp_path / "home")}
+    env = {
+        **os.environ,
+        "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces"),
+        "WORKBENCH_HOME": str(tmp_path / "home"),
+    }
     server, _ = start_server(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--IdentityProvider.token=",
-         "--allow-root", "--ServerApp.password=", f"--ServerApp.root_dir={tmp_path}", "--LabApp.expose_app_in_browser=True"],
-        f"http://127.0.0.1:{port}/api/status", env, "JupyterLab",
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={port}",
+            "--IdentityProvider.token=",
+            "--allow-root",
+            "--ServerApp.password=",
+            f"--ServerApp.root_dir={tmp_path}",
+            "--LabApp.expose_app_in_browser=True",
+        ],
+        f"http://127.0.0.1:{port}/api/status",
+        env,
+        "JupyterLab",
     )
     yield f"http://127.0.0.1:{port}/lab/tree/explore.ipynb"
     server.terminate()
@@ -62,7 +86,9 @@ def lab(tmp_path, start_server):
 
 def set_slider(page, label: str, value: str) -> None:
     """Type a value into an ipywidgets slider's readout, as a user can, and commit it with Enter."""
-    readout = page.locator(".widget-slider", has=page.locator(".widget-label", has_text=label)).locator(".widget-readout")
+    readout = page.locator(".widget-slider", has=page.locator(".widget-label", has_text=label)).locator(
+        ".widget-readout"
+    )
     readout.click()
     page.keyboard.press("Control+A")
     page.keyboard.type(value)
@@ -77,9 +103,13 @@ def test_explorer_widgets_redraw_the_figures_in_jupyterlab(lab):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1400, "height": 2400})
         page.goto(lab)
-        page.wait_for_function("""() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
-                                         const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
-                                         return k && k.status === 'idle'; }""", timeout=120_000)
+        page.wait_for_function(
+            """() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+                       const k = w && w.sessionContext && w.sessionContext.session
+                                 && w.sessionContext.session.kernel;
+                       return k && k.status === 'idle'; }""",
+            timeout=120_000,
+        )
         page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
         status = page.locator(".widget-html", has_text="layers share attention")
         status.wait_for(timeout=180_000)
@@ -87,7 +117,9 @@ def test_explorer_widgets_redraw_the_figures_in_jupyterlab(lab):
         first = status.inner_text()
         plots = page.evaluate(PLOTS)
         groups = eval(first.split("groups ")[1])  # noqa: S307 - the status line prints a list of lists
-        assert "threshold 0.50" in first and plots[0]["shapes"] == len(groups) > 0  # one red box per group on the heatmap
+        assert (
+            "threshold 0.50" in first and plots[0]["shapes"] == len(groups) > 0
+        )  # one red box per group on the heatmap
         assert plots[2]["titles"] == ["layer 4, mean over heads", "layer 5, mean over heads"]
 
         set_slider(page, "threshold", "1")
@@ -97,8 +129,15 @@ def test_explorer_widgets_redraw_the_figures_in_jupyterlab(lab):
 
         set_slider(page, "layer b", "9")
         page.wait_for_function(f"() => ({PLOTS})()[2].titles[1] === 'layer 9, mean over heads'", timeout=30_000)
-        page.locator(".widget-dropdown", has=page.locator(".widget-label", has_text="head")).locator("select").select_option(label="2")
-        page.wait_for_function(f"() => ({PLOTS})()[2].titles.join() === 'layer 4, head 2,layer 9, head 2'", timeout=30_000)
-        assert page.evaluate(PLOTS)[1]["titles"] == [] and page.locator(".jp-OutputArea-output pre", has_text="Traceback").count() == 0
+        page.locator(".widget-dropdown", has=page.locator(".widget-label", has_text="head")).locator(
+            "select"
+        ).select_option(label="2")
+        page.wait_for_function(
+            f"() => ({PLOTS})()[2].titles.join() === 'layer 4, head 2,layer 9, head 2'", timeout=30_000
+        )
+        assert (
+            page.evaluate(PLOTS)[1]["titles"] == []
+            and page.locator(".jp-OutputArea-output pre", has_text="Traceback").count() == 0
+        )
         page.screenshot(path=str(ARTIFACTS / "lab_explorer.png"), full_page=True)
         browser.close()

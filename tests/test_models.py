@@ -7,14 +7,23 @@ from workbench import models
 from workbench.errors import WorkbenchError
 
 
+@pytest.mark.slow
 def test_default_model_is_smollm2(default_model):
     model, tokenizer = default_model
     config = model.config
-    assert (config.num_hidden_layers, config.hidden_size, config.num_attention_heads, config.num_key_value_heads) == (30, 576, 9, 3)
+    assert (config.num_hidden_layers, config.hidden_size, config.num_attention_heads, config.num_key_value_heads) == (
+        30,
+        576,
+        9,
+        3,
+    )
     assert models.count_parameters(model) == 134_515_008
-    assert models.chat(model, tokenizer, "What is the capital of France?", max_new_tokens=12).startswith("The capital of France is Paris")
+    assert models.chat(model, tokenizer, "What is the capital of France?", max_new_tokens=12).startswith(
+        "The capital of France is Paris"
+    )
 
 
+@pytest.mark.slow
 def test_first_load_from_gguf_writes_a_cache_that_gives_the_same_model(tmp_path, monkeypatch, default_model):
     """A cold cache dequantises the real GGUF; the copy it writes loads to identical logits."""
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
@@ -23,7 +32,11 @@ def test_first_load_from_gguf_writes_a_cache_that_gives_the_same_model(tmp_path,
     (stale / "config.json").write_text("{broken")
     cold, tokenizer = models.load_model(device="cpu")
     entries = sorted(p.name for p in (tmp_path / "models").iterdir())
-    assert entries == [".smollm2-135m-instruct-f32.tmp-999", "smollm2-135m-instruct-f32", "smollm2-135m-instruct-tokenizer"]
+    assert entries == [
+        ".smollm2-135m-instruct-f32.tmp-999",
+        "smollm2-135m-instruct-f32",
+        "smollm2-135m-instruct-tokenizer",
+    ]
     ids = tokenizer("The quick brown fox", return_tensors="pt")["input_ids"]
     with torch.no_grad():
         assert torch.equal(cold(ids).logits, default_model[0](ids).logits)

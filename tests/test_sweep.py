@@ -47,12 +47,14 @@ def test_bad_parameter_is_refused_before_anything_runs(tmp_path, monkeypatch):
     assert not (tmp_path / "runs.db").exists() or RunStore(tmp_path / "runs.db").runs().empty
 
 
+@pytest.mark.slow
 def test_command_line_refuses_a_sweep_without_points(tmp_path):
     process = sweep_cli(tmp_path, "--parallel", "2")
     out, err = process.communicate(timeout=120)
     assert process.returncode == 2 and err.count("\n") == 1 and "give the grid with -p" in err, err
 
 
+@pytest.mark.slow
 def test_grid_of_four_two_in_parallel_one_fails(tmp_path):
     points = tmp_path / "points.json"
     points.write_text(json.dumps([{"x": 0.0}, {"x": 1.0}, {"x": 2.0, "fail": True}, {"x": 3.0}]))
@@ -86,6 +88,7 @@ def test_grid_of_four_two_in_parallel_one_fails(tmp_path):
     assert max(overlaps) == 2, spans
 
 
+@pytest.mark.slow
 def test_ctrl_c_keeps_finished_points_and_marks_running_ones_interrupted(tmp_path):
     process = sweep_cli(tmp_path, "-p", "x", "1.0", "2.0", "3.0", "-p", "steps", "600", "-p", "delay", "0.05", "--parallel", "2")
     store_path = tmp_path / "runs.db"
@@ -111,6 +114,7 @@ def test_ctrl_c_keeps_finished_points_and_marks_running_ones_interrupted(tmp_pat
     assert len(logged) >= 4  # nothing a stopped point logged is lost
 
 
+@pytest.mark.slow
 def test_a_point_whose_process_dies_fails_and_the_sweep_goes_on(tmp_path):
     points = tmp_path / "points.json"
     points.write_text(json.dumps([{"x": 1.0, "steps": 600, "delay": 0.05}, {"x": 3.0}]))
@@ -130,6 +134,7 @@ def test_a_point_whose_process_dies_fails_and_the_sweep_goes_on(tmp_path):
     assert frame.iloc[0]["error"].startswith("the point's process died: exit code -9"), frame.iloc[0]["error"]
 
 
+@pytest.mark.slow
 def test_ray_backend_single_machine(tmp_path, monkeypatch):
     pytest.importorskip("ray", reason="Ray is an optional extra (pip install 'workbench[ray]'); the ray backend is not tested here")
     monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path))

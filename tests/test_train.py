@@ -43,6 +43,7 @@ def test_linear_cross_entropy_equals_full_logits_with_gradients(chunk):
     with torch.no_grad():
         assert torch.allclose(linear_cross_entropy(hidden, weight, targets, chunk_tokens=chunk), expected, atol=1e-5)
 
+
 def test_linear_cross_entropy_skips_gradient_work_under_no_grad(monkeypatch):
     import workbench.train as train_module
 
@@ -74,21 +75,29 @@ def test_causal_lm_loss_never_builds_the_logits_and_matches_them():
 def test_training_lowers_the_loss_and_logs_every_window(store):
     model = llama()
     with store.start_run("test", "train") as run:
-        metrics = train(model, stream(), TrainConfig(steps=40, lr=1e-2, warmup_steps=4, log_every=10, checkpoint=False), run=run,
-                        progress=False)
+        metrics = train(
+            model,
+            stream(),
+            TrainConfig(steps=40, lr=1e-2, warmup_steps=4, log_every=10, checkpoint=False),
+            run=run,
+            progress=False,
+        )
     history = store.history(run.id)
     assert list(history["step"]) == [10, 20, 30, 40]
     assert history["train_loss"].iloc[-1] < 0.5 * history["train_loss"].iloc[0]
     assert metrics["tokens_per_s"] > 0 and not model.training
 
 
+@pytest.mark.slow
 def test_compiled_step_trains_like_eager_and_leaves_the_model_eager(store):
     losses = {}
     for compile in (False, True):
         model = llama(n_layers=2)
         config = TrainConfig(steps=2, lr=1e-2, warmup_steps=1, log_every=2, checkpoint=False, compile=compile)
         with store.start_run("test", f"compile={compile}") as run:
-            losses[compile] = train(model, stream(batch_size=2, block_len=17), config, run=run, progress=False)["train_loss"]
+            losses[compile] = train(model, stream(batch_size=2, block_len=17), config, run=run, progress=False)[
+                "train_loss"
+            ]
         assert store.run(run.id)["summary"]["compiled"] is compile
         assert all(module._compiled_call_impl is None for module in model.modules())  # only the step was compiled
     assert losses[True] == pytest.approx(losses[False], abs=1e-4)
@@ -107,6 +116,7 @@ def test_attention_gets_no_mask_so_sdpa_can_pick_flash(monkeypatch):
     assert seen == [(None, True)] * 2  # a mask would rule the flash kernel out
 
 
+@pytest.mark.slow
 def test_compiled_step_is_one_graph_with_unmasked_causal_attention():
     graphs = []
 
@@ -122,7 +132,9 @@ def test_compiled_step_is_one_graph_with_unmasked_causal_attention():
 
 def test_cuda_graphs_only_where_each_backward_is_consumed_before_the_next_forward():
     assert compile_mode(TrainConfig(), world_size=1) == "reduce-overhead"
-    assert compile_mode(TrainConfig(grad_accum=2), world_size=1) == "default"  # a replay would overwrite the first micro-step's grads
+    assert (
+        compile_mode(TrainConfig(grad_accum=2), world_size=1) == "default"
+    )  # a replay would overwrite the first micro-step's grads
     assert compile_mode(TrainConfig(), world_size=2) == "default"
     assert compile_mode(TrainConfig(compile_mode="max-autotune"), world_size=2) == "max-autotune"
     with pytest.raises(WorkbenchError, match="unknown compile_mode 'fast'"):
@@ -145,6 +157,7 @@ def test_rank_shards_of_a_batch_are_the_global_batch():
         next(data.batches(tokens, 3, 17, rank=2, world_size=2))
 
 
+@pytest.mark.slow
 def test_speed_benchmark_runs_side_by_side_on_cpu(tmp_path, monkeypatch):
     monkeypatch.setenv("OUT", str(tmp_path))
     spec = importlib.util.spec_from_file_location("train_speed", REPO / "benchmarks" / "train_speed.py")

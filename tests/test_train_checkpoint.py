@@ -11,6 +11,8 @@ from workbench import data
 from workbench.models import tiny_llama
 from workbench.train import TrainConfig, train
 
+pytestmark = pytest.mark.slow  # trains and saves real (tiny) transformers models
+
 VOCAB = 128
 
 

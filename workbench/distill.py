@@ -44,7 +44,9 @@ class DistillConfig:
 
     def __post_init__(self) -> None:
         if self.temperature <= 0 or min(self.alpha, self.beta, self.gamma) < 0 or self.chunk_tokens < 1:
-            raise WorkbenchError("distillation needs temperature > 0, non-negative weights alpha/beta/gamma and chunk_tokens ≥ 1")
+            raise WorkbenchError(
+                "distillation needs temperature > 0, non-negative weights alpha/beta/gamma and chunk_tokens ≥ 1"
+            )
 
     def weights(self, step: int) -> tuple[float, float, float]:
         """(α, β, γ) in effect at optimizer step `step`."""
@@ -100,7 +102,14 @@ class DistillationLoss:
     logged every `log_every` optimizer steps (kd_kl, kd_ce, kd_hidden, stage).
     """
 
-    def __init__(self, teacher: nn.Module | None, config: DistillConfig = DistillConfig(), run: Run | None = None, log_every: int = 10):
+    def __init__(
+        self,
+        teacher: nn.Module | None,
+        config: DistillConfig | None = None,
+        run: Run | None = None,
+        log_every: int = 10,
+    ):
+        config = config or DistillConfig()
         if teacher is None and (config.beta or config.gamma) and config.alpha == 0:
             raise WorkbenchError("without a teacher only the cross-entropy term exists: set alpha > 0")
         self.teacher, self.config, self.run, self.log_every = teacher, config, run, log_every
@@ -127,10 +136,12 @@ class DistillationLoss:
             with torch.no_grad(), _LayerOutputs(self.teacher) if gamma else nullcontext() as teacher_layers:
                 teacher_hidden = self.teacher.model(input_ids=inputs, use_cache=False).last_hidden_state
             if gamma:
-                hidden_term = torch.stack([
-                    (s.float() - t.float()).pow(2).mean() / t.float().pow(2).mean()
-                    for s, t in zip(student_layers.outputs, teacher_layers.outputs, strict=True)
-                ]).mean()
+                hidden_term = torch.stack(
+                    [
+                        (s.float() - t.float()).pow(2).mean() / t.float().pow(2).mean()
+                        for s, t in zip(student_layers.outputs, teacher_layers.outputs, strict=True)
+                    ]
+                ).mean()
 
         terms = torch.zeros(2, device=student_hidden.device)
         flat_student = student_hidden.flatten(0, 1)  # [N, d]
@@ -140,8 +151,14 @@ class DistillationLoss:
         for start in range(0, flat_targets.numel(), self.config.chunk_tokens):
             piece = slice(start, start + self.config.chunk_tokens)
             terms = terms + checkpoint(
-                _chunk_terms, flat_student[piece], flat_teacher[piece] if flat_teacher is not None else None,
-                flat_targets[piece], student.lm_head, teacher_head, self.config.temperature, use_reentrant=False,
+                _chunk_terms,
+                flat_student[piece],
+                flat_teacher[piece] if flat_teacher is not None else None,
+                flat_targets[piece],
+                student.lm_head,
+                teacher_head,
+                self.config.temperature,
+                use_reentrant=False,
             )
         kl, cross_entropy = terms / flat_targets.numel()
         loss = alpha * cross_entropy + beta * self.config.temperature**2 * kl + gamma * hidden_term

@@ -62,11 +62,15 @@ def setup(backend: str | None = None) -> World:
     local_rank = int(os.environ["LOCAL_RANK"])
     if torch.cuda.is_available():
         if local_rank >= torch.cuda.device_count():
-            raise WorkbenchError(f"rank {local_rank} has no GPU ({torch.cuda.device_count()} visible): use --nproc <= the number of GPUs")
+            raise WorkbenchError(
+                f"rank {local_rank} has no GPU ({torch.cuda.device_count()} visible): use --nproc <= the number of GPUs"
+            )
         torch.cuda.set_device(local_rank)
     else:
         local_size = int(os.environ.get("LOCAL_WORLD_SIZE", size))
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_size))  # ranks share the cores, not oversubscribe them
+        torch.set_num_threads(
+            max(1, (os.cpu_count() or 1) // local_size)
+        )  # ranks share the cores, not oversubscribe them
     dist.init_process_group(backend or ("nccl" if torch.cuda.is_available() else "gloo"))
     return world()
 
@@ -103,7 +107,8 @@ class LossModule(nn.Module):
 
 
 _NO_BUFFER_SYNC = (
-    {"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+    {"forward_sync_buffers": False}
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
     else {"broadcast_buffers": False}  # the name before torch 2.13
 )
 

@@ -78,4 +78,10 @@ def perplexity(
         total_nll += sequence_nll(model, inputs[:, :-1], targets).double()
     count = int(total_count.item())
     mean_nll = total_nll.item() / count
-    return {"ppl": float(np.exp(mean_nll)), "nll": mean_nll, "n_tokens": count, "context_len": context_len, "stride": stride}
+    return {
+        "ppl": float(np.exp(mean_nll)),
+        "nll": mean_nll,
+        "n_tokens": count,
+        "context_len": context_len,
+        "stride": stride,
+    }

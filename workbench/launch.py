@@ -39,12 +39,16 @@ COMPILE = {"auto": None, "on": True, "off": False}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="torchrun ... -m workbench.launch", description="one rank of a workbench training job")
+    parser = argparse.ArgumentParser(
+        prog="torchrun ... -m workbench.launch", description="one rank of a workbench training job"
+    )
     experiments = parser.add_subparsers(dest="experiment", required=True)
     pretrain = experiments.add_parser("pretrain", help="train a LLaMA from scratch (or continue a model) on a corpus")
     pretrain.add_argument("--size", default="47m", choices=sorted(MODEL_SIZES), help="a fresh LLaMA of this size")
     pretrain.add_argument("--model", default=None, help="continue training this model instead (e.g. smollm2-135m)")
-    pretrain.add_argument("--corpus", default="python-docs", help="'python-docs' (embedded), a text file or folder, or hf:NAME")
+    pretrain.add_argument(
+        "--corpus", default="python-docs", help="'python-docs' (embedded), a text file or folder, or hf:NAME"
+    )
     pretrain.add_argument("--steps", type=int, default=200)
     pretrain.add_argument("--batch-size", type=int, default=32, help="sequences per rank per micro-step")
     pretrain.add_argument("--block-len", type=int, default=512)
@@ -59,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--no-checkpoint", dest="checkpoint", action="store_false")
     pretrain.add_argument("--seed", type=int, default=0)
     pretrain.add_argument("--name", default=None)
-    pretrain.add_argument("--tag", default=None, help="stored with the run's parameters, to find it again (launch() sets it)")
+    pretrain.add_argument(
+        "--tag", default=None, help="stored with the run's parameters, to find it again (launch() sets it)"
+    )
     return parser
 
 
@@ -69,8 +75,14 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
     args = build_parser().parse_args(argv)
     args.config = TrainConfig(
-        steps=args.steps, lr=args.lr, warmup_steps=min(args.warmup, args.steps), grad_accum=args.grad_accum,
-        log_every=args.log_every, eval_every=args.eval_every, compile=COMPILE[args.compile], strategy=args.strategy,
+        steps=args.steps,
+        lr=args.lr,
+        warmup_steps=min(args.warmup, args.steps),
+        grad_accum=args.grad_accum,
+        log_every=args.log_every,
+        eval_every=args.eval_every,
+        compile=COMPILE[args.compile],
+        strategy=args.strategy,
         checkpoint=args.checkpoint,
     )  # raises WorkbenchError on a bad strategy or step count
     return args
@@ -96,14 +108,36 @@ def pretrain(args: argparse.Namespace) -> dict:
     if world.is_main:
         distributed.barrier()
     train_tokens, val_tokens = train_val_split(tokens)
-    stream = batches(train_tokens, args.batch_size, args.block_len + 1, world.device, seed=args.seed, rank=world.rank, world_size=world.size)
+    stream = batches(
+        train_tokens,
+        args.batch_size,
+        args.block_len + 1,
+        world.device,
+        seed=args.seed,
+        rank=world.rank,
+        world_size=world.size,
+    )
 
     def evaluate(model) -> dict[str, float]:
-        ppl = perplexity(model, val_tokens, context_len=args.block_len, batch_size=args.batch_size, max_windows=args.eval_windows, progress=False)
+        ppl = perplexity(
+            model,
+            val_tokens,
+            context_len=args.block_len,
+            batch_size=args.batch_size,
+            max_windows=args.eval_windows,
+            progress=False,
+        )
         return {"val_ppl": ppl["ppl"]}
 
-    params = {k: v for k, v in vars(args).items() if k != "config"} | {"world_size": world.size, "global_batch": args.batch_size * world.size}
-    run = start_run("pretrain", args.name or f"{args.model or args.size} on {world.size} x {world.device.type}", params) if world.is_main else None
+    params = {k: v for k, v in vars(args).items() if k != "config"} | {
+        "world_size": world.size,
+        "global_batch": args.batch_size * world.size,
+    }
+    run = (
+        start_run("pretrain", args.name or f"{args.model or args.size} on {world.size} x {world.device.type}", params)
+        if world.is_main
+        else None
+    )
     try:
         metrics = train(model, stream, args.config, run=run, evaluate=evaluate)
         if run is not None:
@@ -135,9 +169,20 @@ def command(nproc: int, argv: list[str]) -> list[str]:
     if nproc < 1:
         raise WorkbenchError(f"--nproc must be >= 1, got {nproc}")
     if torch.cuda.is_available() and nproc > torch.cuda.device_count():
-        raise WorkbenchError(f"--nproc {nproc} but only {torch.cuda.device_count()} GPUs are visible: use at most that many")
+        raise WorkbenchError(
+            f"--nproc {nproc} but only {torch.cuda.device_count()} GPUs are visible: use at most that many"
+        )
     parse(argv)  # fail here, in one line, rather than in every rank
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "workbench.launch", *argv]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "workbench.launch",
+        *argv,
+    ]
 
 
 @dataclass
@@ -181,7 +226,10 @@ class Job:
     def check(self) -> None:
         if self.process.returncode:
             tail = "".join(self.log.read_text(errors="replace").splitlines(keepends=True)[-5:]).strip()
-            raise WorkbenchError(f"the launched job failed (exit {self.process.returncode}); see {self.log}: {tail.splitlines()[-1] if tail else ''}")
+            raise WorkbenchError(
+                f"the launched job failed (exit {self.process.returncode}); see {self.log}: "
+                f"{tail.splitlines()[-1] if tail else ''}"
+            )
 
 
 def launch(nproc: int, argv: list[str]) -> Job:

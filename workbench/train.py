@@ -5,6 +5,9 @@ diffusion) and optimizer (GaLore). Per step: gradient accumulation over micro-ba
 autocast on a GPU, gradient clipping, a cosine schedule with linear warm-up. A Ctrl-C saves a
 checkpoint and marks the run interrupted, so nothing trained is lost.
 
+(About 400 lines, kept in one file on purpose: the loop, its losses and what makes it fast are
+read together, top to bottom, as nanoGPT's train.py is.)
+
 Where the time goes, and what the loop does about it (benchmarks/train_speed.py measures it):
 - No host-device synchronisation inside a step: the running loss stays on the device and is read
   every `log_every` steps; batches are drawn on the device (`workbench.data.batches`).
@@ -72,17 +75,23 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.strategy == "fsdp":
-            raise WorkbenchError("FSDP is not supported by the workbench loop; use DDP (strategy='ddp'), which fits models of this size")
+            raise WorkbenchError(
+                "FSDP is not supported by the workbench loop; use DDP (strategy='ddp'), which fits models of this size"
+            )
         if self.strategy not in STRATEGIES:
             raise WorkbenchError(f"unknown strategy {self.strategy!r}: use 'ddp'")
         if self.compile_mode not in COMPILE_MODES:
             raise WorkbenchError(f"unknown compile_mode {self.compile_mode!r}: use one of {', '.join(COMPILE_MODES)}")
         if self.steps < 1 or self.grad_accum < 1 or self.log_every < 1:
-            raise WorkbenchError(f"steps, grad_accum and log_every must be >= 1, got {self.steps}, {self.grad_accum}, {self.log_every}")
+            raise WorkbenchError(
+                f"steps, grad_accum and log_every must be >= 1, got {self.steps}, {self.grad_accum}, {self.log_every}"
+            )
 
 
 # -- the loss ----------------------------------------------------------------------------------
-def _softmax_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, scale: torch.Tensor, ignore_index: int, with_grad: bool):
+def _softmax_cross_entropy(
+    logits: torch.Tensor, targets: torch.Tensor, scale: torch.Tensor, ignore_index: int, with_grad: bool
+):
     """One chunk: summed loss and, if asked, ∂(scale·loss)/∂logits = scale·(softmax(z) − onehot(y)).
 
     logits [n, V] in the matmul dtype; the arithmetic is float32, the returned gradient is in the
@@ -112,7 +121,9 @@ def _chunk_kernel(device: torch.device) -> Callable:
     if device.type != "cuda":
         return _softmax_cross_entropy
     if _compiled_chunk is None:
-        _compiled_chunk = torch.compile(_softmax_cross_entropy)  # a second chunk shape (evaluation) compiles a dynamic kernel, once
+        _compiled_chunk = torch.compile(
+            _softmax_cross_entropy
+        )  # a second chunk shape (evaluation) compiles a dynamic kernel, once
     return _compiled_chunk
 
 
@@ -126,11 +137,21 @@ class LinearCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_tokens: int, ignore_index: int,
-                grad_enabled: bool):
+    def forward(
+        ctx,
+        hidden: torch.Tensor,
+        weight: torch.Tensor,
+        targets: torch.Tensor,
+        chunk_tokens: int,
+        ignore_index: int,
+        grad_enabled: bool,
+    ):
         device = hidden.device.type
         dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
-        need_h, need_w = grad_enabled and ctx.needs_input_grad[0], grad_enabled and ctx.needs_input_grad[1]  # not under no_grad
+        need_h, need_w = (
+            grad_enabled and ctx.needs_input_grad[0],
+            grad_enabled and ctx.needs_input_grad[1],
+        )  # not under no_grad
         scale = 1.0 / (targets != ignore_index).sum().clamp(min=1).float()  # a device tensor: no sync
         w = weight.to(dtype)  # [V, d]
         grad_h = torch.empty_like(hidden) if need_h else None  # [N, d]
@@ -139,7 +160,9 @@ class LinearCrossEntropy(torch.autograd.Function):
         total = torch.zeros((), device=hidden.device, dtype=torch.float32)
         for start in range(0, len(targets), chunk_tokens):
             h = hidden[start : start + chunk_tokens].to(dtype)  # [n, d]
-            loss_sum, grad_z = kernel(h @ w.T, targets[start : start + chunk_tokens], scale, ignore_index, need_h or need_w)
+            loss_sum, grad_z = kernel(
+                h @ w.T, targets[start : start + chunk_tokens], scale, ignore_index, need_h or need_w
+            )
             total += loss_sum
             if need_h:
                 grad_h[start : start + chunk_tokens] = grad_z @ w
@@ -158,7 +181,11 @@ class LinearCrossEntropy(torch.autograd.Function):
 
 
 def linear_cross_entropy(
-    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_tokens: int = 8192, ignore_index: int = -100
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    chunk_tokens: int = 8192,
+    ignore_index: int = -100,
 ) -> torch.Tensor:
     """mean_i CE(h_i Wᵀ, y_i) over targets ≠ ignore_index; hidden [N, d], weight [V, d], targets [N]."""
     return LinearCrossEntropy.apply(hidden, weight, targets, chunk_tokens, ignore_index, torch.is_grad_enabled())
@@ -171,7 +198,9 @@ def plain_head(model: nn.Module) -> nn.Linear | None:
     """The output layer, when the model's logits are exactly `lm_head(body(x))` (no soft-capping or scale)."""
     config = getattr(model, "config", None)
     head = getattr(model, "lm_head", None)
-    if getattr(config, "model_type", None) not in FUSED_HEAD_MODEL_TYPES or not isinstance(getattr(model, "model", None), nn.Module):
+    if getattr(config, "model_type", None) not in FUSED_HEAD_MODEL_TYPES or not isinstance(
+        getattr(model, "model", None), nn.Module
+    ):
         return None
     return head if type(head) is nn.Linear and head.bias is None else None
 
@@ -346,13 +375,21 @@ def train(
             if (step + 1) % config.log_every == 0 or last:
                 train_loss = distributed.mean_over_ranks(running_loss).item() / window_steps  # the one sync per window
                 elapsed = time.perf_counter() - window_start
-                metrics = {"train_loss": train_loss, "lr": schedule.get_last_lr()[0], "tokens_per_s": window_tokens / max(elapsed, 1e-9)}
+                metrics = {
+                    "train_loss": train_loss,
+                    "lr": schedule.get_last_lr()[0],
+                    "tokens_per_s": window_tokens / max(elapsed, 1e-9),
+                }
                 running_loss.zero_()
                 window_steps, window_tokens, window_start = 0, 0, time.perf_counter()
                 bar.set_postfix(loss=f"{train_loss:.3f}")
                 if run is not None:
                     run.log(metrics, step + 1)
-            if evaluate is not None and world.is_main and ((config.eval_every and (step + 1) % config.eval_every == 0) or last):
+            if (
+                evaluate is not None
+                and world.is_main
+                and ((config.eval_every and (step + 1) % config.eval_every == 0) or last)
+            ):
                 model.eval()
                 eval_metrics = evaluate(model)
                 model.train()

@@ -62,7 +62,9 @@ class SimilarityResult:
         sink = sink or self.sinks[-1]
         key = self.key(metric, sink)
         if key not in table:
-            raise WorkbenchError(f"no {key!r} in this result: it has metrics {self.metrics} and sink variants {self.sinks}")
+            raise WorkbenchError(
+                f"no {key!r} in this result: it has metrics {self.metrics} and sink variants {self.sinks}"
+            )
         return table[key]
 
     def similarity(self, metric: str = "cosine", sink: str | None = None, per_head: bool = False) -> np.ndarray:
@@ -98,15 +100,31 @@ class SimilarityResult:
     # -- the run store -------------------------------------------------------------------------
     def save(self, run, groups: dict | list | None = None) -> None:
         """Artifacts (.npy per matrix, meta.json, maps) and a summary with the chosen groups."""
-        for name, table in (("mean", self.mean), ("std", self.std), ("per_head", self.per_head), ("per_head_std", self.per_head_std),
-                            ("cross_head", self.cross_head), ("per_text", self.per_text)):
+        for name, table in (
+            ("mean", self.mean),
+            ("std", self.std),
+            ("per_head", self.per_head),
+            ("per_head_std", self.per_head_std),
+            ("cross_head", self.cross_head),
+            ("per_text", self.per_text),
+        ):
             for key, value in table.items():
                 run.log_artifact(f"{name}__{key.replace('/', '__')}.npy", np.asarray(value))
         run.log_artifact("sink_mass.npy", self.sink_mass)
         for layer, value in self.maps.items():
             run.log_artifact(f"map__{layer}.npy", value.astype(np.float32))
-        meta = dict(model_name=self.model_name, n_layers=self.n_layers, n_heads=self.n_heads, n_texts=self.n_texts, seq_len=self.seq_len,
-                    metrics=list(self.metrics), sinks=list(self.sinks), tokens=self.tokens, seconds=self.seconds, maps=sorted(self.maps))
+        meta = dict(
+            model_name=self.model_name,
+            n_layers=self.n_layers,
+            n_heads=self.n_heads,
+            n_texts=self.n_texts,
+            seq_len=self.seq_len,
+            metrics=list(self.metrics),
+            sinks=list(self.sinks),
+            tokens=self.tokens,
+            seconds=self.seconds,
+            maps=sorted(self.maps),
+        )
         run.log_artifact("meta.json", meta)
         summary = dict(n_texts=self.n_texts, seq_len=self.seq_len, seconds=round(self.seconds, 2))
         if groups is not None:
@@ -127,9 +145,18 @@ class SimilarityResult:
                 tables[parts[0]][f"{parts[1]}/{parts[2]}"] = store.load_artifact(run_id, name)
         maps = {layer: store.load_artifact(run_id, f"map__{layer}.npy") for layer in meta["maps"]}
         return cls(
-            meta["model_name"], meta["n_layers"], meta["n_heads"], meta["n_texts"], meta["seq_len"], tuple(meta["metrics"]),
-            tuple(meta["sinks"]), sink_mass=store.load_artifact(run_id, "sink_mass.npy"), maps=maps, tokens=meta["tokens"],
-            seconds=meta["seconds"], **tables,
+            meta["model_name"],
+            meta["n_layers"],
+            meta["n_heads"],
+            meta["n_texts"],
+            meta["seq_len"],
+            tuple(meta["metrics"]),
+            tuple(meta["sinks"]),
+            sink_mass=store.load_artifact(run_id, "sink_mass.npy"),
+            maps=maps,
+            tokens=meta["tokens"],
+            seconds=meta["seconds"],
+            **tables,
         )
 
 
@@ -143,7 +170,10 @@ def text_blocks(tokenizer, corpus: str = "python-docs", n_texts: int = 16, seq_l
     tokens = data.tokenize(data.load_corpus(corpus), tokenizer)
     all_blocks = data.blocks(tokens, seq_len)
     if len(all_blocks) < n_texts:
-        raise WorkbenchError(f"corpus {corpus!r} has only {len(all_blocks)} blocks of {seq_len} tokens: ask for fewer texts or shorter ones")
+        raise WorkbenchError(
+            f"corpus {corpus!r} has only {len(all_blocks)} blocks of {seq_len} tokens: "
+            "ask for fewer texts or shorter ones"
+        )
     picks = np.linspace(0, len(all_blocks) - 1, n_texts).round().astype(int)
     return all_blocks[torch.from_numpy(picks)]
 
@@ -157,7 +187,9 @@ def _token_batches(tokenizer, texts_or_blocks, seq_len: int) -> tuple[torch.Tens
     texts = [t for t in texts_or_blocks if t.strip()]
     if not texts:
         raise WorkbenchError("no texts to analyse: pass non-empty strings or a [N, T] tensor of token blocks")
-    encoded = tokenizer(texts, return_tensors="pt", padding="longest", truncation=True, max_length=seq_len, padding_side="right")
+    encoded = tokenizer(
+        texts, return_tensors="pt", padding="longest", truncation=True, max_length=seq_len, padding_side="right"
+    )
     mask = encoded["attention_mask"]
     return encoded["input_ids"], None if bool(mask.all()) else mask
 
@@ -201,7 +233,9 @@ def analyze(
     bad = [layer for layer in keep_maps_for if not 0 <= layer < n_layers]
     if bad:
         raise WorkbenchError(f"keep_maps_for names layers {bad} outside 0..{n_layers - 1}")
-    accumulators = {s: SimilarityAccumulator(n_layers, n_heads, metrics, drop_sink=s == "dropped", spill=spill) for s in sinks}
+    accumulators = {
+        s: SimilarityAccumulator(n_layers, n_heads, metrics, drop_sink=s == "dropped", spill=spill) for s in sinks
+    }
     sink_sum = np.zeros(n_layers)
     maps: dict[int, np.ndarray] = {}
     first_batch = True
@@ -215,7 +249,9 @@ def analyze(
 
     start = time.perf_counter()
     with capture_attention(model, on_layer):
-        for begin in tqdm(range(0, len(ids), batch_size), desc="attention similarity", disable=not progress, leave=False):
+        for begin in tqdm(
+            range(0, len(ids), batch_size), desc="attention similarity", disable=not progress, leave=False
+        ):
             batch = ids[begin : begin + batch_size].to(device)
             batch_mask = None if mask is None else mask[begin : begin + batch_size].to(device)
             for accumulator in accumulators.values():
@@ -237,16 +273,27 @@ def analyze(
             tables["std"][key] = per_text.std(0)
             per_head = accumulator.per_head_sum[metric] / n_texts
             tables["per_head"][key] = per_head
-            tables["per_head_std"][key] = np.sqrt(np.maximum(accumulator.per_head_sumsq[metric] / n_texts - per_head**2, 0))
+            tables["per_head_std"][key] = np.sqrt(
+                np.maximum(accumulator.per_head_sumsq[metric] / n_texts - per_head**2, 0)
+            )
             if metric in accumulator.cross_sum:
                 tables["cross_head"][key] = accumulator.cross_sum[metric] / n_texts
     first_ids = ids[0] if mask is None else ids[0][mask[0].bool()]
     tokens = [tokenizer.decode([i]) if tokenizer is not None else str(i) for i in first_ids[:map_tokens].tolist()]
     maps = {layer: value[:, : len(tokens), : len(tokens)] for layer, value in sorted(maps.items())}
     return SimilarityResult(
-        model_name=str(getattr(model, "name_or_path", type(model).__name__)), n_layers=n_layers, n_heads=n_heads, n_texts=n_texts,
-        seq_len=ids.shape[1], metrics=metrics, sinks=sinks, sink_mass=sink_sum / n_texts, maps=maps, tokens=tokens,
-        seconds=seconds, **tables,
+        model_name=str(getattr(model, "name_or_path", type(model).__name__)),
+        n_layers=n_layers,
+        n_heads=n_heads,
+        n_texts=n_texts,
+        seq_len=ids.shape[1],
+        metrics=metrics,
+        sinks=sinks,
+        sink_mass=sink_sum / n_texts,
+        maps=maps,
+        tokens=tokens,
+        seconds=seconds,
+        **tables,
     )
 
 
@@ -269,4 +316,10 @@ def similar_block(similarity: np.ndarray, threshold: float, eligible: range | No
     inside[first : last + 1, first : last + 1] = True
     off_diagonal = ~np.eye(n_layers, dtype=bool)
     inside_mean = float(similarity[inside & off_diagonal].mean()) if last > first else float("nan")
-    return dict(first=first, last=last, length=last - first + 1, inside=inside_mean, outside=float(similarity[~inside & off_diagonal].mean()))
+    return dict(
+        first=first,
+        last=last,
+        length=last - first + 1,
+        inside=inside_mean,
+        outside=float(similarity[~inside & off_diagonal].mean()),
+    )

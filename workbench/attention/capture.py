@@ -38,7 +38,7 @@ def attention_modules(model: nn.Module) -> list[nn.Module]:
     and any transformers model whose attention modules carry a `layer_idx`.
     """
     found = {}
-    for name, module in model.named_modules():
+    for module in model.modules():
         if type(module).__name__.endswith("Attention") and isinstance(getattr(module, "layer_idx", None), int):
             found.setdefault(module.layer_idx, module)
     n_layers = getattr(model.config, "num_hidden_layers", len(found))
@@ -78,7 +78,9 @@ def capture_attention(model: nn.Module, on_layer: LayerCallback, layers: Sequenc
         def hook(module, args, output):
             probabilities = output[1] if isinstance(output, tuple) and len(output) > 1 else None
             if probabilities is None:
-                raise WorkbenchError(f"layer {index}'s attention returned no probabilities: is the model in eager mode?")
+                raise WorkbenchError(
+                    f"layer {index}'s attention returned no probabilities: is the model in eager mode?"
+                )
             on_layer(index, probabilities)
 
         return hook
@@ -103,7 +105,10 @@ def run_backbone(model: nn.Module, input_ids: torch.Tensor, attention_mask: torc
 
 @torch.no_grad()
 def attention_maps(
-    model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, layers: Sequence[int] | None = None
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    layers: Sequence[int] | None = None,
 ) -> dict[int, torch.Tensor]:
     """Full maps {ℓ: A_ℓ [B, H, T, T]} (float32, on the CPU) of the chosen layers for one batch.
 

@@ -18,7 +18,6 @@ from . import figures
 from .analysis import SimilarityResult
 from .sharing import choose_groups
 
-
 MEAN = -1  # the head menu's "mean over heads" (a None value would show as no selection at all)
 
 
@@ -50,12 +49,21 @@ class Explorer:
             "sink": widgets.Dropdown(options=list(result.sinks), value=start.sink, description="sink"),
             "first": widgets.IntSlider(value=start.first, min=0, max=last, description="layer a"),
             "second": widgets.IntSlider(value=start.second, min=0, max=last, description="layer b"),
-            "head": widgets.Dropdown(options=[("mean", MEAN)] + [(str(h), h) for h in range(result.n_heads)],
-                                     value=MEAN if start.head is None else start.head, description="head"),
-            "threshold": widgets.FloatSlider(value=start.threshold, min=0.0, max=1.0, step=0.01, description="threshold"),
+            "head": widgets.Dropdown(
+                options=[("mean", MEAN)] + [(str(h), h) for h in range(result.n_heads)],
+                value=MEAN if start.head is None else start.head,
+                description="head",
+            ),
+            "threshold": widgets.FloatSlider(
+                value=start.threshold, min=0.0, max=1.0, step=0.01, description="threshold"
+            ),
         }
         self.status = widgets.HTML()
-        self.plots = [go.FigureWidget(), go.FigureWidget(), go.FigureWidget()]  # similarity map, per-head pair, the pair's maps
+        self.plots = [
+            go.FigureWidget(),
+            go.FigureWidget(),
+            go.FigureWidget(),
+        ]  # similarity map, per-head pair, the pair's maps
         controls = list(self.controls.values())
         self.widget = widgets.VBox([widgets.HBox(controls[:3]), widgets.HBox(controls[3:]), self.status, *self.plots])
         for control in controls:
@@ -68,7 +76,9 @@ class Explorer:
 
     def groups(self) -> list[list[int]]:
         view = self.view()
-        return choose_groups(self.result.similarity(view.metric, view.sink), threshold=view.threshold, max_block=self.max_block)
+        return choose_groups(
+            self.result.similarity(view.metric, view.sink), threshold=view.threshold, max_block=self.max_block
+        )
 
     def missing_maps(self) -> list[int]:
         """Layers of the chosen pair whose maps the analysis did not keep (`keep_maps_for`)."""
@@ -88,9 +98,11 @@ class Explorer:
     def redraw(self, change: dict | None = None) -> None:
         view, groups = self.view(), self.groups()
         missing = self.missing_maps()
-        self.status.value = (f"<b>{view.metric}</b>, sink {view.sink}: at threshold {view.threshold:.2f}, "
-                             f"{sum(len(g) - 1 for g in groups)} layers share attention, groups {groups}"
-                             + (f"; maps of layers {missing} were not kept (analyze's keep_maps_for)" if missing else ""))
+        self.status.value = (
+            f"<b>{view.metric}</b>, sink {view.sink}: at threshold {view.threshold:.2f}, "
+            f"{sum(len(g) - 1 for g in groups)} layers share attention, groups {groups}"
+            + (f"; maps of layers {missing} were not kept (analyze's keep_maps_for)" if missing else "")
+        )
         shown = self.figures()
         if missing:
             shown.append(go.Figure(layout=dict(title=f"maps of layers {missing} were not kept")))
@@ -100,7 +112,9 @@ class Explorer:
                 plot.add_traces(figure.data)
                 plot.layout = figure.layout
             # A merged relayout never shrinks an array (fewer group boxes, other subplot titles): send those whole.
-            plot.plotly_relayout({name: [item.to_plotly_json() for item in figure.layout[name]] for name in ("shapes", "annotations")})
+            plot.plotly_relayout(
+                {name: [item.to_plotly_json() for item in figure.layout[name]] for name in ("shapes", "annotations")}
+            )
 
     def _ipython_display_(self) -> None:
         from IPython.display import display

@@ -68,7 +68,8 @@ def choose_groups(
     if n_shared is not None and not 0 <= n_shared <= (stop - first) * (max_block - 1) // max_block:
         limit = (stop - first) * (max_block - 1) // max_block
         raise WorkbenchError(
-            f"n_shared={n_shared} is not possible: at most {limit} followers fit in layers {first}..{stop - 1} with max_block={max_block}"
+            f"n_shared={n_shared} is not possible: at most {limit} followers fit in layers {first}..{stop - 1} "
+            f"with max_block={max_block}"
         )
 
     if threshold is not None:
@@ -109,7 +110,9 @@ def followers(groups: Sequence[Sequence[int]]) -> list[int]:
     return sorted(i for group in groups for i in group[1:])
 
 
-def sharing_savings(groups: Sequence[Sequence[int]], config, seq_len: int = 1024, n_parameters: int | None = None) -> dict:
+def sharing_savings(
+    groups: Sequence[Sequence[int]], config, seq_len: int = 1024, n_parameters: int | None = None
+) -> dict:
     """What sharing removes, from the model config: parameters and forward FLOPs per sequence.
 
     Per follower: |W_Q| + |W_K| = d·(H + H_kv)·d_head (+ biases if the model has them); FLOPs at

@@ -67,9 +67,13 @@ def check_metrics(metrics: Sequence[str]) -> tuple[str, ...]:
 # -- valid entries and sink removal ------------------------------------------------------------
 
 
-def valid_entries(attention_mask: torch.Tensor | None, batch: int, length: int, drop_sink: bool, device) -> torch.Tensor:
+def valid_entries(
+    attention_mask: torch.Tensor | None, batch: int, length: int, drop_sink: bool, device
+) -> torch.Tensor:
     """Boolean [B, 1, T, T]: causal, unpadded (right padding) and, with `drop_sink`, not key 0."""
-    valid = torch.ones(length, length, dtype=torch.bool, device=device).tril()[None, None].expand(batch, 1, length, length)
+    valid = (
+        torch.ones(length, length, dtype=torch.bool, device=device).tril()[None, None].expand(batch, 1, length, length)
+    )
     if attention_mask is not None:
         real = attention_mask.to(device=device, dtype=torch.bool)  # [B, T]
         valid = valid & real[:, None, :, None] & real[:, None, None, :]
@@ -199,7 +203,9 @@ class SimilarityAccumulator:
         self._batch = dict(
             valid=valid,
             valid_rows=valid.any(-1),  # [B, 1, T]
-            maps=_make_spill(self.spill_kind, L, (batch, H, length, length), device) if {"cosine", "jsd"} & set(self.metrics) else None,
+            maps=_make_spill(self.spill_kind, L, (batch, H, length, length), device)
+            if {"cosine", "jsd"} & set(self.metrics)
+            else None,
             gram=_make_spill(self.spill_kind, L, (batch, H, length, length), device) if "cka" in self.metrics else None,
             plogp=torch.zeros(L, batch, H, length, device=device),  # Σ_j p log p of every row
             seen=set(),
@@ -236,7 +242,9 @@ class SimilarityAccumulator:
                 if "jsd" in self.metrics:
                     mlogm = mlogm + _block_mlogm(block)
             if state["gram"] is not None:
-                inner["cka"] = inner["cka"] + _block_gram(state["gram"].read_rows(start, stop))  # K is not causal: all keys
+                inner["cka"] = inner["cka"] + _block_gram(
+                    state["gram"].read_rows(start, stop)
+                )  # K is not causal: all keys
         results = {}  # metric -> per-head [B, L, L, H] and, for cosine/CKA, cross-head [B, L·H, L·H]
         for metric, gram in inner.items():
             gram = gram.double()
@@ -287,7 +295,10 @@ def _block_mlogm(block: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def naive_similarity(
-    maps: torch.Tensor, attention_mask: torch.Tensor | None = None, metrics: Sequence[str] = METRICS, drop_sink: bool = False
+    maps: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    metrics: Sequence[str] = METRICS,
+    drop_sink: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Per-head similarities {metric: [B, L, L, H]} from a full stack of maps [L, B, H, T, T].
 
@@ -311,7 +322,11 @@ def naive_similarity(
                 jsd[layer] = 0.5 * (plogp[layer] + plogp) - mlogm
             out[metric] = (jsd / (n_rows[None, None, :, None] * LN2)).clamp_min(0).permute(2, 0, 1, 3)
             continue
-        features = cleaned if metric == "cosine" else torch.stack([centred_gram(cleaned[layer], valid_rows) for layer in range(L)])
+        features = (
+            cleaned
+            if metric == "cosine"
+            else torch.stack([centred_gram(cleaned[layer], valid_rows) for layer in range(L)])
+        )
         flat = features.permute(1, 2, 0, 3, 4).reshape(B, H, L, T * T)
         gram = (flat @ flat.transpose(-1, -2)).double()  # [B, H, L, L]
         norms = gram.diagonal(dim1=-2, dim2=-1).clamp_min(1e-30).sqrt()

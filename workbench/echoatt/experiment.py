@@ -60,7 +60,12 @@ def teacher_similarity(
     sink column dropped unless `profile.drop_sink` is False), on blocks of training text."""
     texts = blocks(tokens, profile.similarity_len)[: profile.similarity_texts]
     result = analyze(
-        model, tokenizer, texts, metrics=(profile.metric,), drop_sink=profile.drop_sink, seq_len=profile.similarity_len,
+        model,
+        tokenizer,
+        texts,
+        metrics=(profile.metric,),
+        drop_sink=profile.drop_sink,
+        seq_len=profile.similarity_len,
         progress=progress,
     )
     return result.similarity(profile.metric, sink="dropped" if profile.drop_sink else "kept")
@@ -114,7 +119,9 @@ class EchoAttExperiment:
     def attend(self) -> np.ndarray:
         """Attend: the teacher's [L, L] similarity (`profile.metric`), higher = more alike."""
         with self._threads():
-            similarity = teacher_similarity(self.teacher, self.tokenizer, self.train_tokens, self.profile, self.progress)
+            similarity = teacher_similarity(
+                self.teacher, self.tokenizer, self.train_tokens, self.profile, self.progress
+            )
         self.similarity = np.asarray(similarity)
         return self.similarity
 
@@ -240,7 +247,7 @@ class EchoAttExperiment:
             distill = replace(profile.distill, stage1_steps=int(profile.stage1_fraction * steps))
             loss = DistillationLoss(self.teacher_kd, distill, run=run, log_every=log_every)
 
-        def evaluate(model) -> dict[str, float]:
+        def evaluate(model, loss: DistillationLoss = loss) -> dict[str, float]:
             metrics = {"val_ppl": self.held_out_ppl(model, profile.curve_windows)}
             if callback is not None:
                 callback(arm.name, loss.step, metrics)
@@ -261,7 +268,7 @@ class EchoAttExperiment:
             "train_tok_s": metrics.get("tokens_per_s", float("nan")),
             "train_wall_s": time.perf_counter() - start,
         }
-        del model, loss
+        del model, loss, evaluate
         return [{**row, **trained} for row in speeds]
 
 

@@ -26,7 +26,9 @@ class EchoAttProfile(Profile):
     random_draws: int = 3
     max_block: int = 2  # group length: 2 = each follower reuses its immediate predecessor
     eligible: tuple[int, int] | None = None  # first and last layer allowed in a group; default (2, L-2)
-    metric: str = "cosine"  # similarity that chooses layers: "cosine", "jsd" (as 1 − JSD) or "cka", mean of per-head values
+    metric: str = (
+        "cosine"  # similarity that chooses layers: "cosine", "jsd" (as 1 − JSD) or "cka", mean of per-head values
+    )
     drop_sink: bool = True  # remove the attention-sink column before comparing (docs/ideas.md, EchoAtt)
     similarity_texts: int = 16
     similarity_len: int = 512
@@ -61,10 +63,28 @@ class EchoAttProfile(Profile):
 EchoAttProfile.presets = {
     # CPU, seconds: a tiny random teacher, a few steps; exercises every code path.
     "smoke": dict(
-        teacher="tiny", budgets=(2,), random_draws=1, similarity_texts=2, similarity_len=32, steps=4, batch_size=2,
-        block_len=32, lr=1e-3, warmup_steps=1, eval_context=64, eval_batch=4, eval_windows=4, curve_windows=2,
-        eval_every=2, prefill_batch=1, prefill_len=64, decode_batch=1, decode_tokens=4, speed_repeats=1,
-        train_speed_steps=1, train_budget_s=None,
+        teacher="tiny",
+        budgets=(2,),
+        random_draws=1,
+        similarity_texts=2,
+        similarity_len=32,
+        steps=4,
+        batch_size=2,
+        block_len=32,
+        lr=1e-3,
+        warmup_steps=1,
+        eval_context=64,
+        eval_batch=4,
+        eval_windows=4,
+        curve_windows=2,
+        eval_every=2,
+        prefill_batch=1,
+        prefill_len=64,
+        decode_batch=1,
+        decode_tokens=4,
+        speed_repeats=1,
+        train_speed_steps=1,
+        train_budget_s=None,
         cpu_threads=1,  # tiny ops gain nothing from threads, and lose a lot on a busy machine
     ),
     # One H200, ~5 minutes: SmolLM2-135M teacher, 11 trained arms × 200 steps × 16×512 tokens; if one

@@ -40,7 +40,9 @@ def markdown_table(table: pd.DataFrame) -> str:
     shown = display_table(table).astype(object)
     shown = shown.where(shown.notna(), "")
     header = "| " + " | ".join(shown.columns) + " |\n|" + "---|" * len(shown.columns)
-    return "\n".join([header, *("| " + " | ".join(str(v) for v in row) + " |" for row in shown.itertuples(index=False))])
+    return "\n".join(
+        [header, *("| " + " | ".join(str(v) for v in row) + " |" for row in shown.itertuples(index=False))]
+    )
 
 
 def results_markdown(table: pd.DataFrame, profile: EchoAttProfile, device: str) -> str:
@@ -123,7 +125,7 @@ def conclusion(table: pd.DataFrame) -> str:
     ]
     lines += [_budget_line(n, rows, teacher, continued) for n, rows in students.groupby("n_shared")]
     lines.append(
-        f"- Claim \"about 4% fewer parameters\": {top['params_change_pct']:+.2f}% at {top['n_shared']} shared layers "
+        f'- Claim "about 4% fewer parameters": {top["params_change_pct"]:+.2f}% at {top["n_shared"]} shared layers '
         f"({_verdict(held['fewer_parameters'])} at this budget)."
     )
     speed = (
@@ -136,17 +138,17 @@ def conclusion(table: pd.DataFrame) -> str:
             "against eager"
         )
     lines.append(
-        f"- Claim \"+15% inference speed\" ({top['arm']}): {speed} — {_verdict(held['inference_speed'])} against the "
+        f'- Claim "+15% inference speed" ({top["arm"]}): {speed} — {_verdict(held["inference_speed"])} against the '
         f"fused teacher. Its KV cache is {100 * (top['kv_cache_mb'] / teacher['kv_cache_mb'] - 1):+.1f}% "
         "(followers cache values only)."
     )
     train_eager = f", ×{eager.iloc[0]['train_vs_teacher']:.3f} eager against eager" if not eager.empty else ""
     lines.append(
-        f"- Claim \"+25% training speed\": training step ×{top['train_vs_teacher']:.3f} against the sdpa "
+        f'- Claim "+25% training speed": training step ×{top["train_vs_teacher"]:.3f} against the sdpa '
         f"teacher{train_eager} — {_verdict(held['training_speed'])}."
     )
     lines.append(
-        f"- Claim \"no loss in quality\": the best student reaches {students['ppl'].min():.2f} against "
+        f'- Claim "no loss in quality": the best student reaches {students["ppl"].min():.2f} against '
         f"{continued['ppl']:.2f} for the continued-trained teacher — {_verdict(held['no_quality_loss'])} against the "
         f"fair baseline ({_verdict(held['no_quality_loss_vs_teacher'])} against the teacher as is)."
     )
@@ -159,8 +161,11 @@ def perplexity_figure(table: pd.DataFrame) -> go.Figure:
     trained = table[~table["arm"].str.endswith("(eager)")].drop_duplicates("arm")
     teacher_ppl = float(table.loc[table["arm"] == "teacher (sdpa)", "ppl"].iloc[0])
     figure = plots.bars(
-        list(trained["arm"]), list(trained["ppl"]), "Held-out perplexity after training (dashed: teacher as is)",
-        value_name="perplexity", baseline=teacher_ppl,
+        list(trained["arm"]),
+        list(trained["ppl"]),
+        "Held-out perplexity after training (dashed: teacher as is)",
+        value_name="perplexity",
+        baseline=teacher_ppl,
     )
     figure.data[0].name = "after training"
     figure.add_bar(x=list(trained["arm"]), y=list(trained["zero_shot_ppl"]), name="zero-shot (right after copying)",
@@ -172,13 +177,18 @@ def perplexity_figure(table: pd.DataFrame) -> go.Figure:
 def speed_figure(table: pd.DataFrame) -> go.Figure:
     """Prefill, decode and training-step speed of every measured arm relative to the teacher with the same kernel."""
     speeds = table.dropna(subset=["prefill_vs_teacher"]).melt(
-        id_vars="arm", value_vars=["prefill_vs_teacher", "decode_vs_teacher", "train_vs_teacher"], var_name="measure",
+        id_vars="arm",
+        value_vars=["prefill_vs_teacher", "decode_vs_teacher", "train_vs_teacher"],
+        var_name="measure",
         value_name="ratio",
     )
     labels = [f"{a} · {m.removesuffix('_vs_teacher')}" for a, m in zip(speeds["arm"], speeds["measure"], strict=True)]
     return plots.bars(
-        labels, list(speeds["ratio"]), "Speed relative to the teacher with the same kernel (dashed: the paper's +15%)",
-        value_name="× teacher", baseline=INFERENCE_CLAIM,
+        labels,
+        list(speeds["ratio"]),
+        "Speed relative to the teacher with the same kernel (dashed: the paper's +15%)",
+        value_name="× teacher",
+        baseline=INFERENCE_CLAIM,
     )
 
 
@@ -193,7 +203,10 @@ class LiveCurves:
     def __init__(self, title: str = "Held-out perplexity during training"):
         self.figure = go.FigureWidget()
         self.figure.update_layout(
-            title=title, xaxis_title="optimizer step", yaxis_title="perplexity (curve windows)", yaxis_type="log",
+            title=title,
+            xaxis_title="optimizer step",
+            yaxis_title="perplexity (curve windows)",
+            yaxis_type="log",
             **plots.LAYOUT,
         )
 
