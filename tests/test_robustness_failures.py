@@ -21,7 +21,9 @@ CELLS = [
 def notebook(path, kind: str):
     cells = [nbformat.v4.new_code_cell(f"KIND = {kind!r}\nprofile = 'smoke'", metadata={"tags": ["parameters"]})]
     cells += [nbformat.v4.new_code_cell(source) for source in CELLS]
-    nb = nbformat.v4.new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    nb = nbformat.v4.new_notebook(
+        cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+    )
     nbformat.write(nb, path)
     return path
 
@@ -32,12 +34,15 @@ def test_failed_notebook_is_recorded_failed_with_cell_and_path(tmp_path, capfd):
     code = main(["run", str(notebook(tmp_path / "fails.ipynb", kind)), "--output-dir", str(tmp_path / "out")])
     err = capfd.readouterr().err  # the kernel's own stderr too
     assert code == 1 and "without encryption" not in err
-    assert "cell 5" in err and "IndexError: list index out of range" in err  # papermill counts its injected-parameters cell
+    # papermill counts its injected-parameters cell
+    assert "cell 5" in err and "IndexError: list index out of range" in err
     partly = tmp_path / "out" / err.split("the partly executed notebook: ")[1].split()[0].rsplit("/", 1)[-1]
     assert partly.is_file() and "IndexError" in partly.read_text()
     row = default_store().runs(kind=kind).iloc[0]
     assert row["status"] == "failed"
-    assert row["error"].startswith("IndexError: list index out of range in cell [5]") and "[0, 1, 2][99]" in row["error"]
+    assert (
+        row["error"].startswith("IndexError: list index out of range in cell [5]") and "[0, 1, 2][99]" in row["error"]
+    )
 
 
 @pytest.mark.slow

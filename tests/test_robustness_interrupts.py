@@ -43,7 +43,8 @@ LOGGER = textwrap.dedent(
             errors.append(str(error))
             if store.db.in_transaction:
                 store.db.execute("ROLLBACK")
-    print(json.dumps({"left_open": left_open, "errors": errors[:3], "n_errors": len(errors), "returned": returned}), flush=True)
+    outcome = {"left_open": left_open, "errors": errors[:3], "n_errors": len(errors), "returned": returned}
+    print(json.dumps(outcome), flush=True)
     sys.stdin.readline()  # stay alive (as a kernel does) until the parent has tried to write
     """
 )

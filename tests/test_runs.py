@@ -39,7 +39,9 @@ def test_tracker_api(store):
         run.log_artifact("groups.json", [[3, 4], [7, 8]])
         run.update_summary(ppl=7.4)
     row = store.run(run.id)
-    assert row["status"] == "finished" and row["params"] == {"lr": 3e-4, "layers": [1, 2]} and row["summary"]["ppl"] == 7.4
+    assert (
+        row["status"] == "finished" and row["params"] == {"lr": 3e-4, "layers": [1, 2]} and row["summary"]["ppl"] == 7.4
+    )
     assert row["versions"]["torch"] and row["device"]
     history = store.history(run.id)
     assert list(history["step"]) == [1, 2] and list(history["loss"]) == [2.0, 1.5]

@@ -68,7 +68,11 @@ def test_grid_of_four_two_in_parallel_one_fails(tmp_path):
     (sweep,) = frame.loc[frame["kind"] == "sweep", "sweep"]
     assert frame["sweep"].map(sweep_group).eq(sweep).all()
     sweep_row = frame[frame["kind"] == "sweep"].iloc[0]
-    assert sweep_row["status"] == "finished" and sweep_row["summary"]["finished"] == 3 and sweep_row["summary"]["failed"] == 1
+    assert (
+        sweep_row["status"] == "finished"
+        and sweep_row["summary"]["finished"] == 3
+        and sweep_row["summary"]["failed"] == 1
+    )
     assert sweep_row["params"]["axes"] == {"x": [0.0, 1.0, 2.0, 3.0], "fail": [True]}
 
     points_runs = frame[frame["kind"] == "sweep_point"].set_index("sweep").sort_index()
@@ -79,7 +83,8 @@ def test_grid_of_four_two_in_parallel_one_fails(tmp_path):
         x = row["params"]["x"]
         notebook_runs = frame[(frame["sweep"] == tag) & (frame["kind"] == "probe")]
         assert len(notebook_runs) == 1 and notebook_runs.iloc[0]["params"]["x"] == x  # the kernel inherited the tag
-        assert row["summary"]["loss"] == pytest.approx((x - 2.0) ** 2 + 1 / 5)  # the point's final numbers, from its notebook
+        # the point's final numbers, from its notebook
+        assert row["summary"]["loss"] == pytest.approx((x - 2.0) ** 2 + 1 / 5)
         executed = store.artifacts(int(row["id"]))["sweep_probe.ipynb"]
         assert json.loads(executed.read_text())["cells"]  # the executed notebook is kept, error and all
     # two at a time: some points overlapped in time, never more than two
@@ -90,7 +95,9 @@ def test_grid_of_four_two_in_parallel_one_fails(tmp_path):
 
 @pytest.mark.slow
 def test_ctrl_c_keeps_finished_points_and_marks_running_ones_interrupted(tmp_path):
-    process = sweep_cli(tmp_path, "-p", "x", "1.0", "2.0", "3.0", "-p", "steps", "600", "-p", "delay", "0.05", "--parallel", "2")
+    process = sweep_cli(
+        tmp_path, "-p", "x", "1.0", "2.0", "3.0", "-p", "steps", "600", "-p", "delay", "0.05", "--parallel", "2"
+    )
     store_path = tmp_path / "runs.db"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # wait until both running notebooks have logged
@@ -136,7 +143,9 @@ def test_a_point_whose_process_dies_fails_and_the_sweep_goes_on(tmp_path):
 
 @pytest.mark.slow
 def test_ray_backend_single_machine(tmp_path, monkeypatch):
-    pytest.importorskip("ray", reason="Ray is an optional extra (pip install 'workbench[ray]'); the ray backend is not tested here")
+    pytest.importorskip(
+        "ray", reason="Ray is an optional extra (pip install 'workbench[ray]'); the ray backend is not tested here"
+    )
     monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path))
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     result = run_sweep(PROBE, [{"x": 1.0}, {"x": 3.0, "fail": True}], parallel=2, backend="ray", progress=False)

@@ -72,21 +72,36 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             raise WorkbenchError(f"-p {key} is given twice: put all its values in one -p {key} VALUE [VALUE ...]")
         axes[key] = [parse_value(value) for value in values]
     if bool(axes) == bool(args.points):
-        raise WorkbenchError("give the grid with -p NAME VALUE [VALUE ...] (repeatable) or a file of points with --points FILE, one of the two")
+        raise WorkbenchError(
+            "give the grid with -p NAME VALUE [VALUE ...] (repeatable) or a file of points with --points FILE, "
+            "one of the two"
+        )
     points = load_points(args.points) if args.points else grid(axes)
     gpus = args.gpus.split(",") if args.gpus else None
     _check_device(args.profile, args.allow_cpu)
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C stops the sweep cleanly, even from a background job
+    # Ctrl-C stops the sweep cleanly, even from a background job
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # and so does `kill`
-    print(f"sweep over {len(points)} points, {args.parallel} at a time ({args.backend}); watch it: python -m workbench dashboard")
-    result = run_sweep(args.notebook, points, parallel=args.parallel, profile=args.profile, backend=args.backend, gpus=gpus)
+    print(
+        f"sweep over {len(points)} points, {args.parallel} at a time ({args.backend}); "
+        "watch it: python -m workbench dashboard"
+    )
+    result = run_sweep(
+        args.notebook, points, parallel=args.parallel, profile=args.profile, backend=args.backend, gpus=gpus
+    )
     for outcome in result.outcomes:
         params = " ".join(f"{k}={v}" for k, v in points[outcome["index"]].items())
         error = f"  {outcome['error']}" if outcome["error"] else ""
-        print(f"  point {outcome['index']:>3} run {outcome['run_id']:>5} {outcome['status']:<11} {float(outcome['seconds']):7.1f} s  {params}{error}")
+        print(
+            f"  point {outcome['index']:>3} run {outcome['run_id']:>5} {outcome['status']:<11} "
+            f"{float(outcome['seconds']):7.1f} s  {params}{error}"
+        )
     counts = result.counts()
-    print(f"sweep {result.sweep}: {counts['finished']} finished, {counts['failed']} failed, {counts['interrupted']} interrupted, "
-          f"{len(points) - len(result.outcomes)} not started, in {result.seconds:.1f} s")
+    print(
+        f"sweep {result.sweep}: {counts['finished']} finished, {counts['failed']} failed, "
+        f"{counts['interrupted']} interrupted, "
+        f"{len(points) - len(result.outcomes)} not started, in {result.seconds:.1f} s"
+    )
     if result.interrupted:
         return 130
     return 1 if counts["failed"] else 0
@@ -108,7 +123,9 @@ def cmd_launch(args: argparse.Namespace) -> int:
     if argv and argv[0] == "--":
         argv = argv[1:]
     if not argv:
-        raise WorkbenchError("name an experiment: python -m workbench launch --nproc N pretrain [--size 47m --steps 500 ...]")
+        raise WorkbenchError(
+            "name an experiment: python -m workbench launch --nproc N pretrain [--size 47m --steps 500 ...]"
+        )
     return subprocess.call(command(args.nproc, argv))
 
 
@@ -123,9 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="execute a notebook with papermill into the runs folder")
     run.add_argument("notebook", help="path, or a bundled notebook's name (00_tour, attention_similarity, ...)")
-    run.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("KEY", "VALUE"), help="set a notebook parameter")
+    run.add_argument(
+        "-p", "--parameter", nargs=2, action="append", metavar=("KEY", "VALUE"), help="set a notebook parameter"
+    )
     run.add_argument("--profile", default="smoke", choices=["smoke", "full"])
-    run.add_argument("--output-dir", default=None, help="where the executed notebook goes (default: $WORKBENCH_HOME/notebooks)")
+    run.add_argument(
+        "--output-dir", default=None, help="where the executed notebook goes (default: $WORKBENCH_HOME/notebooks)"
+    )
     run.add_argument("--kernel", default="python3")
     run.add_argument("--allow-cpu", action="store_true", help="run --profile full even without a GPU (hours)")
     run.set_defaults(handler=cmd_run)
@@ -133,32 +154,50 @@ def build_parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("list", help="show the notebooks and their parameters")
     listing.set_defaults(handler=cmd_list)
 
-    sweep = commands.add_parser("sweep", help="run a notebook over a grid of parameters, N points at a time, each a run")
+    sweep = commands.add_parser(
+        "sweep", help="run a notebook over a grid of parameters, N points at a time, each a run"
+    )
     sweep.add_argument("notebook", help="path, or a bundled notebook's name")
     sweep.add_argument("-p", "--parameter", nargs="+", action="append", metavar="KEY VALUE",
                        help="a swept parameter and its values: -p lr 1e-3 3e-4 (repeat for a grid)")
     sweep.add_argument("--points", default=None, help="a JSON file with a list of parameter objects, instead of -p")
     sweep.add_argument("--parallel", type=int, default=1, help="points run at once (default 1)")
     sweep.add_argument("--profile", default="smoke", choices=["smoke", "full"])
-    sweep.add_argument("--backend", default="local", choices=["local", "ray"],
-                       help="local processes, or a Ray cluster ($RAY_ADDRESS, else single-machine Ray; pip install 'workbench[ray]')")
+    sweep.add_argument(
+        "--backend",
+        default="local",
+        choices=["local", "ray"],
+        help="local processes, or a Ray cluster ($RAY_ADDRESS, else single-machine Ray; pip install 'workbench[ray]')",
+    )
     sweep.add_argument("--allow-cpu", action="store_true", help="run --profile full even without a GPU (hours)")
-    sweep.add_argument("--gpus", default=None, help="local backend: GPU ids to hand out, one per running point (0,1,2,3)")
+    sweep.add_argument(
+        "--gpus", default=None, help="local backend: GPU ids to hand out, one per running point (0,1,2,3)"
+    )
     sweep.set_defaults(handler=cmd_sweep)
 
     dashboard = commands.add_parser("dashboard", help="serve the live comparison dashboard of the run store (Panel)")
     dashboard.add_argument("--port", type=int, default=0, help="default: 5006 if free, else any free port")
     dashboard.add_argument("--address", default="127.0.0.1", help="interface to bind (default: this machine only)")
     dashboard.add_argument("--show", action="store_true", help="open it in the browser")
-    dashboard.add_argument("--token", default=None,
-                           help="off 127.0.0.1: the login token (default: $WORKBENCH_DASHBOARD_TOKEN, else random, printed)")
-    dashboard.add_argument("--allow-origin", action="append", default=None, metavar="HOST[:PORT]",
-                           help="off 127.0.0.1: a browser origin to accept (repeatable; default: this host's names)")
+    dashboard.add_argument(
+        "--token",
+        default=None,
+        help="off 127.0.0.1: the login token (default: $WORKBENCH_DASHBOARD_TOKEN, else random, printed)",
+    )
+    dashboard.add_argument(
+        "--allow-origin",
+        action="append",
+        default=None,
+        metavar="HOST[:PORT]",
+        help="off 127.0.0.1: a browser origin to accept (repeatable; default: this host's names)",
+    )
     dashboard.set_defaults(handler=cmd_dashboard)
     launch = commands.add_parser("launch", help="train on N GPUs (or CPU processes) with torchrun, logged from rank 0",
                                  description="python -m workbench launch --nproc 2 pretrain --size 47m --steps 500")
     launch.add_argument("--nproc", type=int, default=1, help="processes, one per GPU (default 1)")
-    launch.add_argument("experiment", nargs=argparse.REMAINDER, help="pretrain [options]: see torchrun -m workbench.launch pretrain -h")
+    launch.add_argument(
+        "experiment", nargs=argparse.REMAINDER, help="pretrain [options]: see torchrun -m workbench.launch pretrain -h"
+    )
     launch.set_defaults(handler=cmd_launch)
     return parser
 

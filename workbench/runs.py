@@ -108,7 +108,11 @@ def _json(value: Any) -> str:
 def _git_commit() -> str | None:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5,
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
             check=False,
         )
         return out.stdout.strip() or None
@@ -121,7 +125,11 @@ def _environment() -> tuple[str, dict]:
     import transformers
 
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)"
-    versions = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__}
+    versions = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
     return device, versions
 
 
@@ -248,12 +256,14 @@ class RunStore:
                 kind = kind.name
             now = time.time()
             cursor = db.execute(
-                "INSERT INTO runs (kind, name, sweep, status, params, git_commit, device, versions, host, pid, started_at, heartbeat_at)"
+                "INSERT INTO runs (kind, name, sweep, status, params, git_commit, device, versions, host, pid, "
+                "started_at, heartbeat_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (kind, name, sweep or _joined_sweep, ACTIVE, _json(params or {}), commit, device,
                  _json(versions), socket.gethostname(), os.getpid(), now, now),
             )
-            notebook = os.environ.get("WORKBENCH_NOTEBOOK")  # set by run_notebook: the executed copy this run is part of
+            # set by run_notebook: the executed copy this run is part of
+            notebook = os.environ.get("WORKBENCH_NOTEBOOK")
             for path in (Path(notebook), Path(notebook).with_suffix(".html")) if notebook else ():
                 db.execute("INSERT OR REPLACE INTO artifacts (run_id, name, path, created_at) VALUES (?, ?, ?, ?)",
                            (cursor.lastrowid, path.name, str(path), now))
@@ -293,7 +303,9 @@ class RunStore:
             return "interrupted"
         return "interrupted" if time.time() - row.heartbeat_at > STALE_AFTER_S else ACTIVE
 
-    def metrics(self, run_ids: list[int] | None = None, keys: list[str] | None = None, after_id: int = 0) -> pd.DataFrame:
+    def metrics(
+        self, run_ids: list[int] | None = None, keys: list[str] | None = None, after_id: int = 0
+    ) -> pd.DataFrame:
         """Metric rows (id, run_id, step, key, value, time) in logging order.
 
         `after_id` returns only rows logged since a previous read: what a live view polls for.
@@ -342,10 +354,17 @@ class RunStore:
             run["status"] = self._resolve_status(SimpleNamespace(**run))
         ids = [run["id"] for run in runs]
         marks = ",".join("?" * len(ids))
-        metrics = self.db.execute(f"SELECT id, run_id, step, key, value, time FROM metrics WHERE id > ? AND run_id IN ({marks})"
-                                  " ORDER BY id", (after_metric, *ids)).fetchall()
-        artifacts = [{"run_id": r, "name": n, "path": p, "created_at": t} for r, n, p, t in self.db.execute(
-            f"SELECT run_id, name, path, created_at FROM artifacts WHERE run_id IN ({marks})", ids) if Path(p).is_file()]
+        metrics = self.db.execute(
+            f"SELECT id, run_id, step, key, value, time FROM metrics WHERE id > ? AND run_id IN ({marks}) ORDER BY id",
+            (after_metric, *ids),
+        ).fetchall()
+        artifacts = [
+            {"run_id": r, "name": n, "path": p, "created_at": t}
+            for r, n, p, t in self.db.execute(
+                f"SELECT run_id, name, path, created_at FROM artifacts WHERE run_id IN ({marks})", ids
+            )
+            if Path(p).is_file()
+        ]
         kinds = [list(row) for row in self.db.execute("SELECT name, headline, goal, description FROM kinds")]
         return {"runs": runs, "metrics": [list(m) for m in metrics], "artifacts": artifacts, "kinds": kinds,
                 "last_metric": metrics[-1][0] if metrics else after_metric}
@@ -368,12 +387,19 @@ class RunStore:
                 columns = [c for c in row if c != "id"]
                 values = [row[c] for c in columns]
                 if row["id"] in ids:
-                    db.execute(f"UPDATE runs SET {', '.join(f'{c} = ?' for c in columns)} WHERE id = ?", (*values, ids[row["id"]]))
+                    db.execute(
+                        f"UPDATE runs SET {', '.join(f'{c} = ?' for c in columns)} WHERE id = ?",
+                        (*values, ids[row["id"]]),
+                    )
                 else:
-                    cursor = db.execute(f"INSERT INTO runs ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", values)
+                    cursor = db.execute(
+                        f"INSERT INTO runs ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", values
+                    )
                     ids[row["id"]] = cursor.lastrowid
-            db.executemany("INSERT INTO metrics (run_id, step, key, value, time) VALUES (?, ?, ?, ?, ?)",
-                           [(ids[run_id], step, key, value, t) for _, run_id, step, key, value, t in exported["metrics"]])
+            db.executemany(
+                "INSERT INTO metrics (run_id, step, key, value, time) VALUES (?, ?, ?, ?, ?)",
+                [(ids[run_id], step, key, value, t) for _, run_id, step, key, value, t in exported["metrics"]],
+            )
             for entry in exported["artifacts"]:
                 source = entry.get("path") or f"{entry['run_id']}/{entry['name']}"
                 if source not in written:
@@ -403,7 +429,9 @@ class Run:
     def _beat(self) -> None:
         connection = _connect(self.store.path)
         while not self._done.wait(HEARTBEAT_S):
-            connection.execute("UPDATE runs SET heartbeat_at = ? WHERE id = ? AND status = ?", (time.time(), self.id, ACTIVE))
+            connection.execute(
+                "UPDATE runs SET heartbeat_at = ? WHERE id = ? AND status = ?", (time.time(), self.id, ACTIVE)
+            )
         connection.close()
 
     def log(self, metrics: dict[str, float], step: int) -> None:
@@ -432,7 +460,8 @@ class Run:
         os.replace(tmp, path)
         with self.store.write() as db:
             db.execute(
-                "INSERT OR REPLACE INTO artifacts (run_id, name, path, created_at) VALUES (?, ?, ?, ?)", (self.id, name, str(path), time.time())
+                "INSERT OR REPLACE INTO artifacts (run_id, name, path, created_at) VALUES (?, ?, ?, ?)",
+                (self.id, name, str(path), time.time()),
             )
         return path
 
@@ -461,7 +490,8 @@ class Run:
         _open_runs.pop(self.id, None)
         with self.store.write() as db:
             db.execute(
-                "UPDATE runs SET status = ?, error = ?, ended_at = ? WHERE id = ? AND status = ?", (status, error, time.time(), self.id, ACTIVE)
+                "UPDATE runs SET status = ?, error = ?, ended_at = ? WHERE id = ? AND status = ?",
+                (status, error, time.time(), self.id, ACTIVE),
             )
 
     def _at_exit(self) -> None:

@@ -44,7 +44,8 @@ from pathlib import Path
 from .errors import WorkbenchError
 from .notebook import check_parameters, check_profile, find_notebook, notebook_parameters
 from .paths import home
-from .runs import RunStore, sweep_group, store as default_store  # noqa: F401 -- sweep_group: part of this module's API
+from .runs import RunStore, sweep_group  # noqa: F401 -- sweep_group: part of this module's API
+from .runs import store as default_store
 
 BACKENDS = ("local", "ray")
 INTERRUPT_GRACE_S = 30.0  # how long stopped points may take to shut their kernels down
@@ -68,7 +69,9 @@ def load_points(path: str | Path) -> list[dict]:
         try:
             points = [json.loads(line) for line in text.splitlines() if line.strip()]
         except json.JSONDecodeError as error:
-            raise WorkbenchError(f"{path} is neither a JSON list nor JSON lines ({error}): write [{{\"lr\": 0.001}}, ...]") from None
+            raise WorkbenchError(
+                f'{path} is neither a JSON list nor JSON lines ({error}): write [{{"lr": 0.001}}, ...]'
+            ) from None
     if not isinstance(points, list) or not points or not all(isinstance(p, dict) for p in points):
         raise WorkbenchError(f"{path} must hold a non-empty list of objects such as [{{\"lr\": 0.001, \"rank\": 8}}]")
     return points
@@ -101,19 +104,30 @@ def run_point(spec: dict) -> dict:
     output = store.artifact_dir / str(run.id) / f"{notebook.stem}.ipynb"
     status, error, start = "finished", None, time.perf_counter()
     try:
-        run_notebook(notebook, spec["params"], profile=spec["profile"], output_dir=output.parent, output_name=output.name,
-                     html=bool(spec.get("html")), progress=False, sweep=tag)
+        run_notebook(
+            notebook,
+            spec["params"],
+            profile=spec["profile"],
+            output_dir=output.parent,
+            output_name=output.name,
+            html=bool(spec.get("html")),
+            progress=False,
+            sweep=tag,
+        )
     except NotebookFailed as failure:
         status, error = "failed", f"{failure.error} (cell {failure.cell})"
     except KeyboardInterrupt:
         status, error = "interrupted", _stop_reason[0]
-    except Exception as failure:  # a kernel that died, a notebook that cannot be read: the point failed, the sweep goes on
+    # a kernel that died, a notebook that cannot be read: the point failed, the sweep goes on
+    except Exception as failure:
         status, error = "failed", f"{type(failure).__name__}: {failure}"
     seconds = time.perf_counter() - start
     for path in (output, output.with_suffix(".html")):
         if path.is_file():
             run.log_artifact(path.name, path)  # already in place: registers it
-    run.finish(status, summary={**point_results(store, tag, exclude=run.id), "notebook_s": round(seconds, 2)}, error=error)
+    run.finish(
+        status, summary={**point_results(store, tag, exclude=run.id), "notebook_s": round(seconds, 2)}, error=error
+    )
     return {"index": spec["index"], "run_id": run.id, "status": status, "error": error, "seconds": seconds}
 
 
@@ -131,7 +145,9 @@ def point_results(store: RunStore, tag: str, exclude: int | None = None) -> dict
     metrics = store.metrics(list(frame["id"]))
     for row in frame.itertuples():
         last = metrics[metrics["run_id"] == row.id].groupby("key")["value"].last().to_dict()
-        numbers = {k: v for k, v in {**last, **row.summary}.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        numbers = {
+            k: v for k, v in {**last, **row.summary}.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
         for key, value in numbers.items():
             for candidate in (key, f"{row.kind}.{key}"):
                 if candidate not in results:
@@ -209,15 +225,32 @@ def run_sweep(
     store = default_store()
     sweep_id = f"{path.stem}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
     names = dict.fromkeys(k for p in points for k in p)  # the swept parameters and their distinct values, in order
-    axes = {name: [json.loads(v) for v in dict.fromkeys(json.dumps(p[name]) for p in points if name in p)] for name in names}
+    axes = {
+        name: [json.loads(v) for v in dict.fromkeys(json.dumps(p[name]) for p in points if name in p)] for name in names
+    }
     sweep_run = store.start_run(
-        "sweep", f"{path.stem} × {len(points)} points",
-        {"notebook": str(path), "profile": profile, "axes": axes, "points": len(points), "parallel": parallel, "backend": backend},
+        "sweep",
+        f"{path.stem} × {len(points)} points",
+        {
+            "notebook": str(path),
+            "profile": profile,
+            "axes": axes,
+            "points": len(points),
+            "parallel": parallel,
+            "backend": backend,
+        },
         sweep=sweep_id,
     )
     sweep_run.log_artifact("points.json", points)
     specs = [
-        {"sweep": sweep_id, "index": i, "notebook": str(path), "profile": profile, "params": point, "home": str(store.path.parent)}
+        {
+            "sweep": sweep_id,
+            "index": i,
+            "notebook": str(path),
+            "profile": profile,
+            "params": point,
+            "home": str(store.path.parent),
+        }
         for i, point in enumerate(points)
     ]
     result = SweepResult(sweep_id, sweep_run.id)
@@ -268,14 +301,22 @@ def _outcome_from_store(store: RunStore, spec: dict, reason: str, status: str = 
     tag = point_tag(spec["sweep"], spec["index"])
     rows = store.runs(kind="sweep_point", sweep=tag)
     if rows.empty:
-        run = store.start_run("sweep_point", point_name(Path(spec["notebook"]).stem, spec["params"]), spec["params"], sweep=tag)
+        run = store.start_run(
+            "sweep_point", point_name(Path(spec["notebook"]).stem, spec["params"]), spec["params"], sweep=tag
+        )
         run.finish(status, error=f"the point's process ended before it recorded anything: {reason}")
         rows = store.runs(kind="sweep_point", sweep=tag)
     row = rows.iloc[0]
     # its process is gone, so a run still "running" will never be closed by it
     if store.end_orphan(int(row["id"]), status, f"the point's process died: {reason}"):
         row = store.runs(kind="sweep_point", sweep=tag).iloc[0]
-    return {"index": spec["index"], "run_id": int(row["id"]), "status": row["status"], "error": row["error"], "seconds": row["duration_s"]}
+    return {
+        "index": spec["index"],
+        "run_id": int(row["id"]),
+        "status": row["status"],
+        "error": row["error"],
+        "seconds": row["duration_s"],
+    }
 
 
 def _run_local(specs: list[dict], parallel: int, gpus: list[str] | None, store: RunStore, done) -> None:
