@@ -76,14 +76,26 @@ def _snapshot_figure_widgets() -> None:
 # -- figure data ------------------------------------------------------------------------------------
 
 
-def _decode(value) -> np.ndarray | None:
-    """A numeric array held by a figure: a list of numbers, plotly's typed array, or a widget buffer."""
-    if (
+def _numbers(value) -> bool:
+    """A list of numbers, None standing for a missing one (a masked cell of a heatmap)."""
+    return (
         isinstance(value, list)
-        and len(value) >= MIN_TYPED
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-    ):
-        return np.asarray(value, dtype=float)
+        and any(v is not None for v in value)
+        and all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in value)
+    )
+
+
+def _decode(value) -> np.ndarray | None:
+    """A numeric array held by a figure: a list of numbers, a list of equal rows of numbers (a
+    heatmap's z), plotly's typed array, or a widget buffer."""
+    if _numbers(value) and len(value) >= MIN_TYPED:
+        return np.array([np.nan if v is None else v for v in value], dtype=float)
+    if isinstance(value, list) and len(value) > 1 and not _numbers(value):
+        rows = [
+            np.array([np.nan if v is None else v for v in r], dtype=float) if _numbers(r) else _decode(r) for r in value
+        ]
+        if all(r is not None and r.ndim == 1 for r in rows) and len({len(r) for r in rows}) == 1:
+            return np.stack(rows)
     if isinstance(value, dict) and "dtype" in value and isinstance(value.get("bdata"), str):
         array = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
         shape = value.get("shape")
