@@ -83,6 +83,14 @@ def test_natural_galore_claim_flips_with_the_measured_gain():
     assert "**held**" in _line(report.conclusion(_table(ng_gain=0.08)), "closes most of that gap")
 
 
+def test_galore_gap_claim_flips_with_the_measured_gap():
+    close, far = _table(), _table()
+    close.loc[close["method"] == "GaLore", "val_loss"] -= 0.07  # GaLore − AdamW = +0.03
+    far.loc[far["method"] == "GaLore", "val_loss"] += 0.10  # +0.20, seed spread 0.002
+    assert "**held**" in _line(report.conclusion(close), "within a few hundredths")
+    assert "**did not hold**" in _line(report.conclusion(far), "within a few hundredths")
+
+
 def test_speed_claim_flips_with_the_step_time():
     assert "**held**" in _line(report.conclusion(_table(galore_step_ms=12.0)), "*Speed*")
     assert "**did not hold**" in _line(report.conclusion(_table(galore_step_ms=15.0)), "*Speed*")
