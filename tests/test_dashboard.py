@@ -139,6 +139,8 @@ def test_cli_sweep_points_default_metric_and_parallel_coordinates(store):
         and "world_size" not in points
     )
     assert sweep_default_metric(points, runs, "s1", store.kinds()) == "ppl"  # the kind's headline, not the first column
+    undeclared = points.assign(n_texts=4.0)[["point", "run", "kind", "status", "error", "param lr", "n_texts", "ppl"]]
+    assert sweep_default_metric(undeclared, runs, "s2", {}) == "ppl"  # no headline: the first number that moves
     figure = sweep_figure(points, "ppl")
     assert [a.text for a in figure.layout.annotations] == ["lr", "rank"]  # one panel per swept parameter
     assert [list(t.y) for t in figure.data] == [[20.0, 21.0], [20.0, 21.0]]  # the failed point has no ppl

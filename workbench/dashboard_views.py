@@ -323,16 +323,16 @@ def sweep_metrics(points: pd.DataFrame) -> list[str]:
 
 def sweep_default_metric(points: pd.DataFrame, runs: pd.DataFrame, sweep: str, kinds: dict[str, RunKind]) -> str | None:
     """The headline the sweep's runs declare (their kind's `RunKind.headline`), else the first
-    metric that is not a duration."""
+    metric that moves between points and is not a duration, else the first that is not a duration."""
     metrics = sweep_metrics(points)
     inner = visible(runs[runs["sweep"].map(sweep_group) == sweep])
     for headline in headlines(inner, kinds):
         for candidate in (headline, *(m for m in metrics if m.endswith(f".{headline}"))):
             if candidate in metrics and points[candidate].notna().any():
                 return candidate
-    return next(
-        (m for m in metrics if not m.endswith("_s") and points[m].notna().any()), metrics[0] if metrics else None
-    )
+    numbers = [m for m in metrics if not m.endswith("_s") and points[m].notna().any()]
+    moving = [m for m in numbers if points[m].nunique() > 1]
+    return next(iter(moving + numbers + metrics), None)
 
 
 def _axis_values(values: pd.Series) -> tuple[pd.Series, dict]:
