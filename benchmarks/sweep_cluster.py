@@ -5,7 +5,9 @@
 1. The same points with the local backend (`parallel` point processes) and on a Ray head plus a
    second Ray node (`workbench.ray_nodes.LocalCluster`, one CPU each, so 2 points run at once, one
    per node), every node with its own WORKBENCH_HOME and the driver's home a third folder. Wall
-   time of `run_sweep`, and for Ray also the cluster's start, which a real cluster pays once.
+   time of `run_sweep`, and for Ray also the cluster's start, which a real cluster pays once. The
+   local backend runs twice: as installed, and with `rfc3987_syntax` hidden as on the Ray nodes
+   (`without_slow_imports`), so that the race compares backends and not Python environments.
 2. Two slow points, one per node; once the second node's point has logged (seen live in the
    driver's store), that node is killed (SIGKILL to all its processes). Reported: how long until
    the driver's store says the point failed, its error text, and that the other point finished.
@@ -21,7 +23,7 @@ import threading
 import time
 from pathlib import Path
 
-from workbench.ray_nodes import LocalCluster, session_processes
+from workbench.ray_nodes import LocalCluster, session_processes, without_slow_imports
 from workbench.runs import RunStore
 from workbench.sweep import run_sweep
 
@@ -31,12 +33,22 @@ PROBE = Path(__file__).resolve().parent.parent / "tests" / "notebooks" / "sweep_
 def timed_sweeps(points: list[dict], parallel: int, folder: Path) -> dict:
     os.environ["WORKBENCH_HOME"] = str(folder / "local")
     local = run_sweep(PROBE, points, parallel=parallel, progress=False)
+    os.environ["WORKBENCH_HOME"] = str(folder / "local-shadowed")  # the Ray nodes' Python environment, for a fair race
+    python_path = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = without_slow_imports(folder / "shadow")
+    shadowed = run_sweep(PROBE, points, parallel=parallel, progress=False)
+    if python_path is None:
+        os.environ.pop("PYTHONPATH")
+    else:
+        os.environ["PYTHONPATH"] = python_path
     start = time.perf_counter()
     with LocalCluster([folder / "node0", folder / "node1"]) as cluster:
         started = time.perf_counter() - start
         os.environ["RAY_ADDRESS"], os.environ["WORKBENCH_HOME"] = cluster.address, str(folder / "driver")
         remote = run_sweep(PROBE, points, parallel=parallel, backend="ray", progress=False)
     return {"points": len(points), "parallel": parallel, "local_s": local.seconds, "local": local.counts(),
+            "local_shadowed_s": shadowed.seconds, "local_shadowed": shadowed.counts(),
+            "local_shadowed_point_s": [round(o["seconds"], 1) for o in shadowed.outcomes],
             "ray_s": remote.seconds, "ray": remote.counts(), "cluster_start_s": started,
             "nodes_used": sorted({o.get("worker_home", "?") for o in remote.outcomes}),
             "local_point_s": [round(o["seconds"], 1) for o in local.outcomes],  # each point's notebook, start to end

@@ -65,6 +65,13 @@ def session_processes(session: int) -> list[int]:
     return pids
 
 
+def without_slow_imports(folder: Path) -> str:
+    """A PYTHONPATH under which `rfc3987_syntax` does not import (see the module docstring)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "rfc3987_syntax.py").write_text('raise ImportError("hidden: slow to import")\n')
+    return os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")]))
+
+
 class LocalCluster:
     """A Ray head and `len(homes) - 1` more nodes on this machine, node i with WORKBENCH_HOME = homes[i]."""
 
@@ -83,10 +90,7 @@ class LocalCluster:
         self.env = {**os.environ, **self.driver_env}
         self.env.pop("RAY_ADDRESS")
         if skip_slow_imports:
-            (self.temp / "shadow").mkdir()
-            (self.temp / "shadow" / "rfc3987_syntax.py").write_text('raise ImportError("hidden: slow to import")\n')
-            paths = [str(self.temp / "shadow"), os.environ.get("PYTHONPATH")]
-            self.env["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
+            self.env["PYTHONPATH"] = without_slow_imports(self.temp / "shadow")
         self.processes: list[subprocess.Popen] = []
 
     def _start(self, index: int) -> subprocess.Popen:
