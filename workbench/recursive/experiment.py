@@ -39,7 +39,7 @@ from ..train import TrainConfig, train
 from . import batching, early_exit
 from .convert import INITS, convert
 from .profile import ARM_SETS, RecursiveProfile
-from .relax import non_embedding_parameters, relax
+from .relax import Factors, non_embedding_parameters, relax, residual_factors
 
 KIND = RunKind(
     "recursive",
@@ -115,15 +115,17 @@ def frequent_vocabulary(tokens: torch.Tensor, size: int) -> torch.Tensor:
 
 @dataclass
 class RecursiveResult:
-    table: pd.DataFrame  # one row per arm (and the full model as loaded)
-    exits: pd.DataFrame = field(
-        default_factory=pd.DataFrame
-    )  # per loop: exit perplexity and oracle exit rate, before/after post-training
-    thresholds: pd.DataFrame = field(
-        default_factory=pd.DataFrame
-    )  # per exit rule: mean loops, agreement with the final loop, ppl
-    throughput: pd.DataFrame = field(default_factory=pd.DataFrame)  # per batching scheme and exit rule (simulated)
-    costs: dict[int, float] = field(default_factory=dict)  # measured seconds of one loop per batch size
+    """`table`: one row per arm (and the full model as loaded). `exits`: per loop, the exit's
+    perplexity and oracle exit rate before and after early-exit post-training. `thresholds`: per
+    exit rule, mean loops, agreement with the final loop, perplexity, exit rate per loop.
+    `throughput`: per batching scheme and exit rule (simulated). `costs`: measured seconds of one
+    loop per batch size."""
+
+    table: pd.DataFrame
+    exits: pd.DataFrame = field(default_factory=pd.DataFrame)
+    thresholds: pd.DataFrame = field(default_factory=pd.DataFrame)
+    throughput: pd.DataFrame = field(default_factory=pd.DataFrame)
+    costs: dict[int, float] = field(default_factory=dict)
     sweep: str = ""
 
 
@@ -144,6 +146,7 @@ class RecursiveExperiment:
         self.teacher.eval().requires_grad_(False)
         self.teacher_kd = copy.deepcopy(self.teacher).to(torch.bfloat16) if self.device.type == "cuda" else self.teacher
         self.arms = plan_arms(profile, self.teacher.config.num_hidden_layers)
+        self._factors: dict[tuple[int, str], Factors] = {}  # residual SVDs by (loops, init), shared across ranks
 
     def _teacher_model(self):
         if self.profile.model == "tiny":
@@ -197,8 +200,12 @@ class RecursiveExperiment:
             torch.manual_seed(arm.seed)
             return LlamaForCausalLM(config).to(self.device)
         model = convert(self.teacher, arm.loops, arm.init, self.profile.tie_norms)
+        if arm.lora == "svd" and (arm.loops, arm.init) not in self._factors:
+            self._factors[arm.loops, arm.init] = residual_factors(model, self.teacher)
         if arm.lora:
-            relax(model, self.teacher, arm.rank, arm.lora, seed=arm.seed)
+            relax(
+                model, self.teacher, arm.rank, arm.lora, seed=arm.seed, factors=self._factors.get((arm.loops, arm.init))
+            )
         return model
 
     def train_arm(self, arm: Arm) -> tuple[dict, torch.nn.Module]:

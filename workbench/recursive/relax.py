@@ -35,6 +35,30 @@ def rank_per_module(ranks: int | dict[str, int]) -> dict[str, int]:
     return {name: int(ranks.get(name, 0)) for name in MODULES}
 
 
+Factors = dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None]
+
+
+@torch.no_grad()
+def residual_factors(recursive: RecursiveLlamaForCausalLM, original: nn.Module) -> Factors:
+    """SVD U Σ Vᵀ of every residual R_ℓ = W_ℓ − W′ by (depth ℓ, linear); None where R_ℓ = 0.
+
+    They do not depend on the rank, so arms that differ only in rank can share them (an SVD of
+    a 1536×576 matrix takes tens of milliseconds even on a GPU, and there are 7·L of them)."""
+    originals = _decoder_layers(original)
+    if len(originals) != len(recursive.model.layers):
+        raise WorkbenchError(
+            f"the original model has {len(originals)} layers, "
+            f"the recursive one {len(recursive.model.layers)} effective layers"
+        )
+    factors: Factors = {}
+    for depth, (layer, source) in enumerate(zip(recursive.model.layers, originals, strict=True)):
+        for name in MODULES:
+            residual = original_weight(source, name).float() - getattr(layer.shared, name).weight.float()  # [out, in]
+            nonzero = bool(residual.abs().max() > 0)
+            factors[depth, name] = torch.linalg.svd(residual, full_matrices=False) if nonzero else None
+    return factors
+
+
 @torch.no_grad()
 def relax(
     recursive: RecursiveLlamaForCausalLM,
@@ -42,33 +66,29 @@ def relax(
     ranks: int | dict[str, int],
     init: str = "svd",
     seed: int = 0,
+    factors: Factors | None = None,
 ) -> RecursiveLlamaForCausalLM:
     """Give every effective layer of `recursive` its LoRA (in place; returns it). A rank above
-    min(out, in) of a linear is full rank. `original` is the model `recursive` was converted from."""
+    min(out, in) of a linear is full rank. `original` is the model `recursive` was converted from;
+    `factors` (from `residual_factors` of the same conversion) saves recomputing the SVDs."""
     if init not in LORA_INITS:
         raise WorkbenchError(f"unknown LoRA initialisation {init!r}: use one of {', '.join(LORA_INITS)}")
-    originals = _decoder_layers(original)
-    if len(originals) != len(recursive.model.layers):
-        raise WorkbenchError(
-            f"the original model has {len(originals)} layers, "
-            f"the recursive one {len(recursive.model.layers)} effective layers"
-        )
+    if init == "svd" and factors is None:
+        factors = residual_factors(recursive, original)
     shapes = linear_shapes(recursive.config)
     ranks = {name: min(r, *shapes[name]) for name, r in rank_per_module(ranks).items()}
     generator = torch.Generator().manual_seed(seed)
     param = next(recursive.parameters())
-    for layer, source in zip(recursive.model.layers, originals, strict=True):
+    for depth, layer in enumerate(recursive.model.layers):
         lora = LoRA(recursive.config, ranks)
         for name in lora.A:
             r = ranks[name]
-            residual = (
-                original_weight(source, name).float() - getattr(layer.shared, name).weight.float()
-            )  # R_ℓ [out, in]
-            if init == "svd" and residual.abs().max() > 0:
-                U, S, Vh = torch.linalg.svd(residual, full_matrices=False)
+            svd = factors[depth, name] if init == "svd" else None
+            if svd is not None:
+                U, S, Vh = svd
                 lora.B[name].copy_(U[:, :r] * S[:r])  # U_r Σ_r
                 lora.A[name].copy_(Vh[:r])  # V_rᵀ
-            else:  # standard LoRA init: the product starts at zero, A is a Gaussian (std 1/r)
+            else:  # zero init, or R_ℓ = 0: standard LoRA init, the product starts at zero, A Gaussian (std 1/r)
                 lora.A[name].copy_(torch.randn(lora.A[name].shape, generator=generator) / r)
         layer.lora = lora.to(device=param.device, dtype=param.dtype)
     return recursive
