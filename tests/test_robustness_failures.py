@@ -2,12 +2,19 @@
 command line) and in a live kernel that goes on running, as JupyterLab's does."""
 
 import json
+import os
 import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import nbformat
 import pytest
 
 from workbench.cli import main
+from workbench.runs import RunStore
 from workbench.runs import store as default_store
 
 CELLS = [
@@ -72,3 +79,46 @@ def test_live_kernel_fails_open_runs_and_lives_on(tmp_path):
     finally:
         client.stop_channels()
         manager.shutdown_kernel(now=True)
+
+
+@pytest.mark.slow
+def test_a_sweep_driver_killed_stops_its_points_without_saying_ctrl_c(tmp_path):
+    """kill -9 of the sweep process: its points notice (parent gone), stop, and say what happened."""
+    probe = Path(__file__).parent / "notebooks" / "sweep_probe.ipynb"
+    env = {**os.environ, "WORKBENCH_HOME": str(tmp_path)}
+    command = [sys.executable, "-m", "workbench", "sweep", str(probe), "-p", "x", "1.0", "-p", "steps", "600",
+               "-p", "delay", "0.05"]
+    driver = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (
+        (tmp_path / "runs.db").exists() and len(RunStore(tmp_path / "runs.db").metrics()) >= 2
+    ):
+        time.sleep(0.5)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        point = RunStore(tmp_path / "runs.db").runs(kind="sweep_point").iloc[0]
+        if point["status"] != "running":
+            break
+        time.sleep(1)
+    assert point["status"] == "interrupted", point["error"]
+    assert "driver process" in point["error"] and "Ctrl-C" not in point["error"], point["error"]
+
+
+@pytest.mark.slow
+def test_a_bad_notebook_parameter_is_one_line_and_exit_2(tmp_path, capfd):
+    """A parameter only a library call inside the notebook can judge (a corpus that is not there):
+    its WorkbenchError comes back as the command's one line, with the cell and the partly executed copy."""
+    cells = [nbformat.v4.new_code_cell("corpus = 'python-docs'\nprofile = 'smoke'", metadata={"tags": ["parameters"]}),
+             nbformat.v4.new_code_cell("import workbench.notebook\nfrom workbench import data\n"
+                                       "workbench.notebook.setup()"),
+             nbformat.v4.new_code_cell("text = data.load_corpus(corpus)")]
+    path = tmp_path / "corpus.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3"}}), path)
+    missing = str(tmp_path / "missing.txt")
+    code = main(["run", str(path), "-p", "corpus", missing, "--output-dir", str(tmp_path / "out")])
+    err = capfd.readouterr().err.split("\r")[-1]  # after papermill's progress bar
+    assert code == 2
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("error: corpus ") and "not found" in line and "in cell 4 of the notebook" in line, err

@@ -170,8 +170,11 @@ class RunStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = _connect(self.path)
             self.db.executescript(SCHEMA)
-        except sqlite3.OperationalError as error:  # a read-only file or folder: still readable
-            self.db, self.readonly = self._open_readonly(error), True
+        except sqlite3.OperationalError as error:
+            if not any(words in str(error) for words in ("readonly", "read-only", "unable to open")):
+                raise WorkbenchError(f"cannot open the run store {self.path} ({error}): retry, or stop the process "
+                                     "holding it") from None
+            self.db, self.readonly = self._open_readonly(error), True  # a read-only file or folder: still readable
         except sqlite3.DatabaseError as error:
             raise self._damaged(str(error)) from None
         except OSError as error:
