@@ -8,7 +8,12 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from workbench.errors import WorkbenchError
 from workbench.recursive.convert import convert, source_layers, stepwise_indices
 from workbench.recursive.model import MODULES
-from workbench.recursive.relax import expected_non_embedding_parameters, non_embedding_parameters, relax
+from workbench.recursive.relax import (
+    expected_non_embedding_parameters,
+    non_embedding_parameters,
+    relax,
+    residual_factors,
+)
 from workbench.train import causal_lm_loss
 
 VOCAB = 96
@@ -171,3 +176,11 @@ def test_core_losses_drive_the_recursive_model_and_gradients_reach_shared_and_lo
     loss.backward()
     assert recursive.model.blocks[0].q_proj.weight.grad.abs().sum() > 0
     assert recursive.model.layers[3].lora.A["up_proj"].grad.abs().sum() > 0
+
+
+def test_shared_residual_factors_give_the_same_relaxation():
+    model, x = tiny(4), ids()
+    factors = residual_factors(convert(model, 2, "average"), model)
+    direct = relax(convert(model, 2, "average"), model, ranks=3)
+    shared = relax(convert(model, 2, "average"), model, ranks=3, factors=factors)
+    torch.testing.assert_close(shared(x).logits, direct(x).logits)

@@ -251,7 +251,7 @@ class RecursiveExperiment:
                 log_every=log_every,
                 eval_every=profile.eval_every,
                 checkpoint=False,
-                compile=profile.compile and self.device.type == "cuda",
+                compile=False,  # the shared DistillationLoss counts its calls in Python: compiled, it would recompile
             )
             stream = batches(self.train_tokens, profile.batch_size, profile.block_len + 1, self.device, seed=arm.seed)
             start = time.perf_counter()

@@ -14,7 +14,7 @@ lets tokens at different loops share one batch (depth-wise batching).
 The module mirrors transformers' `LlamaForCausalLM` where the core looks (`config`, `model.
 embed_tokens / rotary_emb / layers / norm`, `lm_head`), so `workbench.train.causal_lm_loss`,
 `workbench.evaluate.perplexity` and `workbench.distill.DistillationLoss` drive it unchanged. Its
-forward is plain tensor code (no masks, no caches, no hooks), which keeps it `torch.compile`-able.
+forward is plain tensor code (no masks, no caches, no hooks): dynamo traces it as one graph, no breaks.
 `model.layers` holds L `EffectiveLayer`s; the k-th, (k+K)-th, ... reference the same `SharedBlock`
 (parameters are shared, `parameters()` yields each once).
 """

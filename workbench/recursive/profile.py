@@ -53,7 +53,6 @@ class RecursiveProfile(Profile):
     teacher_steps: int = 0
     tiny_layers: int = 6
     vocab: int = 0  # tiny model only: keep the most frequent `vocab` - 1 tokens (0: the tokenizer's vocabulary)
-    compile: bool = False  # torch.compile the training step on a GPU (untested there; eager is the measured default)
 
 
 RecursiveProfile.presets = {
