@@ -139,7 +139,8 @@ def test_cli_sweep_points_default_metric_and_parallel_coordinates(store):
         and "world_size" not in points
     )
     assert sweep_default_metric(points, runs, "s1", store.kinds()) == "ppl"  # the kind's headline, not the first column
-    undeclared = points.assign(n_texts=4.0)[["point", "run", "kind", "status", "error", "param lr", "n_texts", "ppl"]]
+    undeclared = points.assign(n_texts=4.0, seconds=[1.0, 2.0, 3.0])
+    undeclared = undeclared[["point", "run", "kind", "status", "error", "param lr", "n_texts", "seconds", "ppl"]]
     assert sweep_default_metric(undeclared, runs, "s2", {}) == "ppl"  # no headline: the first number that moves
     figure = sweep_figure(points, "ppl")
     assert [a.text for a in figure.layout.annotations] == ["lr", "rank"]  # one panel per swept parameter

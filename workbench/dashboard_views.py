@@ -321,6 +321,12 @@ def sweep_metrics(points: pd.DataFrame) -> list[str]:
     ]
 
 
+def _is_duration(metric: str) -> bool:
+    """How long something took (`load_s`, `seconds`): a cost of running, rarely what a sweep is about."""
+    name = metric.rsplit(".", 1)[-1]
+    return name.endswith(("_s", "_seconds")) or name in ("seconds", "time", "duration")
+
+
 def sweep_default_metric(points: pd.DataFrame, runs: pd.DataFrame, sweep: str, kinds: dict[str, RunKind]) -> str | None:
     """The headline the sweep's runs declare (their kind's `RunKind.headline`), else the first
     metric that moves between points and is not a duration, else the first that is not a duration."""
@@ -330,7 +336,7 @@ def sweep_default_metric(points: pd.DataFrame, runs: pd.DataFrame, sweep: str, k
         for candidate in (headline, *(m for m in metrics if m.endswith(f".{headline}"))):
             if candidate in metrics and points[candidate].notna().any():
                 return candidate
-    numbers = [m for m in metrics if not m.endswith("_s") and points[m].notna().any()]
+    numbers = [m for m in metrics if not _is_duration(m) and points[m].notna().any()]
     moving = [m for m in numbers if points[m].nunique() > 1]
     return next(iter(moving + numbers + metrics), None)
 
