@@ -268,8 +268,12 @@ def _pretrain(profile: GaloreProfile, device, sweep: str, on_eval, progress) -> 
         compile=None,
     )
 
+    initial: dict[int, dict] = {}  # per seed, built once
+
     def start(seed: int) -> None:  # same model object for every arm, so the compiled step is reused
-        model.load_state_dict(tiny_llama(**shape, max_len=profile.block_len, seed=seed)[0].state_dict())
+        if seed not in initial:
+            initial[seed] = tiny_llama(**shape, max_len=profile.block_len, seed=seed)[0].state_dict()
+        model.load_state_dict(initial[seed])
 
     if should_compile(model, TrainConfig(), causal_lm_loss, device):  # compile once, outside every arm's clock
         start(0)
