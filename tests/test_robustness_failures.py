@@ -25,6 +25,9 @@ CELLS = [
 ]
 
 
+KERNELSPEC = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+
+
 def notebook(path, kind: str):
     cells = [nbformat.v4.new_code_cell(f"KIND = {kind!r}\nprofile = 'smoke'", metadata={"tags": ["parameters"]})]
     cells += [nbformat.v4.new_code_cell(source) for source in CELLS]
@@ -115,7 +118,7 @@ def test_a_bad_notebook_parameter_is_one_line_and_exit_2(tmp_path, capfd):
                                        "workbench.notebook.setup()"),
              nbformat.v4.new_code_cell("text = data.load_corpus(corpus)")]
     path = tmp_path / "corpus.ipynb"
-    nbformat.write(nbformat.v4.new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3"}}), path)
+    nbformat.write(nbformat.v4.new_notebook(cells=cells, metadata=KERNELSPEC), path)
     missing = str(tmp_path / "missing.txt")
     code = main(["run", str(path), "-p", "corpus", missing, "--output-dir", str(tmp_path / "out")])
     err = capfd.readouterr().err.split("\r")[-1]  # after papermill's progress bar

@@ -196,17 +196,19 @@ class RunStore:
         )
 
     def _open_readonly(self, error: sqlite3.OperationalError) -> sqlite3.Connection:
-        """The store read-only (`immutable`: what is in the file, no WAL), for a dashboard or a listing."""
+        """The store read-only, for a dashboard or a listing."""
         if not self.path.is_file():
             raise WorkbenchError(f"cannot create the run store {self.path} ({error}): "
                                  "set WORKBENCH_HOME to a folder you can write") from None
-        try:
-            uri = f"{self.path.resolve().as_uri()}?immutable=1"
-            connection = sqlite3.connect(uri, uri=True, check_same_thread=False)
-            connection.execute("SELECT COUNT(*) FROM runs").fetchone()
-        except sqlite3.DatabaseError as second:
-            raise self._damaged(str(second)) from None
-        return connection
+        for mode in ("mode=ro", "immutable=1"):  # with its WAL if sqlite can read it, else the file alone
+            try:
+                uri = f"{self.path.resolve().as_uri()}?{mode}"
+                connection = sqlite3.connect(uri, uri=True, check_same_thread=False)
+                connection.execute("SELECT COUNT(*) FROM runs").fetchone()
+                return connection
+            except sqlite3.DatabaseError as second:
+                problem = str(second)
+        raise self._damaged(problem)
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
