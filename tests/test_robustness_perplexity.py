@@ -80,7 +80,7 @@ def test_tour_on_a_small_text_file_records_the_direct_perplexity(tmp_path, defau
     expected, count = direct(model, val, 256, 256)
     env = {**os.environ, "WORKBENCH_HOME": str(tmp_path / "home")}
     subprocess.run([sys.executable, "-m", "workbench", "run", "00_tour", "-p", "corpus", str(text)], env=env,
-                   check=True, capture_output=True, timeout=900)
+                   check=True, capture_output=True, timeout=2400)
     row = RunStore(tmp_path / "home" / "runs.db").runs(kind="tour").iloc[0]
     assert row["status"] == "finished"
     assert row["summary"]["ppl"] == pytest.approx(expected, rel=1e-3), count
