@@ -16,12 +16,15 @@ def pip_requirements(path: Path) -> set[str]:
 
 
 def test_conda_and_binder_match_pyproject():
-    """The runtime dependencies and every optional extra but the test tools (e.g. ray, for cluster sweeps)."""
+    """Both conda files list the runtime dependencies plus whole optional extras, and nothing else;
+    ray among them, so a conda install can run cluster sweeps (tests/test_sweep_cluster.py)."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    extras = {name: packages for name, packages in project["optional-dependencies"].items() if name != "test"}
-    declared = set(project["dependencies"]).union(*extras.values())
-    assert pip_requirements(REPO / "environment.yml") == declared
-    assert pip_requirements(REPO / "binder" / "environment.yml") == declared
+    extras = project["optional-dependencies"]
+    conda, binder = pip_requirements(REPO / "environment.yml"), pip_requirements(REPO / "binder" / "environment.yml")
+    assert conda == binder
+    included = [name for name, packages in extras.items() if set(packages) <= conda]
+    assert conda == set(project["dependencies"]).union(*(extras[name] for name in included))
+    assert "ray" in included
 
 
 def test_binder_installs_the_package_and_model_and_warms_the_cache():
