@@ -16,6 +16,9 @@ of every run is current: one whose process died reads "interrupted") and only th
 logged since the last read (`RunStore.metrics(after_id=...)`). The store is SQLite in WAL mode:
 these reads never block the processes writing runs. The frames and figures themselves come from
 `workbench.dashboard_views`.
+
+(Over 400 lines: one Panel layout and its callbacks, which share the widgets' state; what they draw
+is in `dashboard_views`, testable without Panel.)
 """
 
 from __future__ import annotations

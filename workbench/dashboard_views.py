@@ -12,6 +12,9 @@ static figures (07_compare). The conventions are the ones W&B and MLflow users k
 - a **sweep** groups the runs tagged with one sweep id; its default metric is the headline its
   runs' kind declared (`RunKind.headline`);
 - the **bookkeeping** runs of a sweep (kinds "sweep" and "sweep_point") are hidden unless asked for.
+
+(Over 400 lines: one pure function per view of the dashboard, each short and unit-tested; splitting
+them by tab would scatter the shared column conventions above.)
 """
 
 from __future__ import annotations

@@ -16,6 +16,9 @@ its heart has not beaten for `STALE_AFTER_S`. Every metric committed before the 
 Every write is one transaction that Ctrl-C cannot split (`RunStore.write`): an interrupted
 notebook kernel lives on, and a transaction it left open would hold the database's write lock,
 blocking every other process and losing whatever the kernel wrote afterwards.
+
+(Over 400 lines on purpose: the store's schema and every statement that reads or writes it live in
+this one module, so that no other module writes SQL against the runs table.)
 """
 
 from __future__ import annotations
