@@ -16,6 +16,7 @@ def tokenizer():
     return load_tokenizer()
 
 
+@pytest.mark.slow  # renders the documentation of every standard-library module (seconds to minutes)
 def test_embedded_corpus_ships_with_python():
     corpus = data.load_corpus()
     assert corpus.n_chars > 1_000_000 and len(corpus.documents) > 300

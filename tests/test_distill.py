@@ -79,6 +79,7 @@ def test_two_stage_schedule_switches_weights():
         DistillConfig(temperature=0)
 
 
+@pytest.mark.slow
 def test_distillation_through_the_training_loop_reduces_the_kl(store):
     """A shared-attention student started from another random model moves towards the teacher."""
     teacher = model(seed=1).eval()

@@ -72,6 +72,7 @@ def test_causal_lm_loss_never_builds_the_logits_and_matches_them():
     assert torch.allclose(loss, logits_loss, atol=1e-5) and torch.allclose(got, want, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss_and_logs_every_window(store):
     model = llama()
     with store.start_run("test", "train") as run:
