@@ -68,7 +68,7 @@ class CpuExperiment:
         self.model.requires_grad_(False)
         self.train_tokens, self.val_tokens = train_val_split(tokenize(load_corpus(profile.corpus), self.tokenizer))
         self.cpu = cpu_label()
-        self.threads = tuple(n for n in profile.threads if n <= (os.cpu_count() or 1)) or (1,)
+        self.threads = tuple(sorted({min(n, os.cpu_count() or 1) for n in profile.threads}))  # at most every core
         self.precisions = [p for p in profile.precisions if available(p)]
         self.skipped = [p for p in profile.precisions if not available(p)]
         self.sweep = f"cpu-{profile.name}-{time.strftime('%Y%m%d-%H%M%S')}"
