@@ -450,9 +450,8 @@ class Run:
 
     def log_artifact(self, name: str, value: Any) -> Path:
         """Keep a file with the run: a path to copy, an array (.npy), an object (.json), text or bytes."""
-        folder = self.store.artifact_dir / str(self.id)
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / name
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / name
         if isinstance(value, (str, Path)) and Path(value).is_file():
             data = Path(value).read_bytes()
         elif isinstance(value, np.ndarray):
@@ -480,9 +479,15 @@ class Run:
             db.execute("UPDATE runs SET summary = ? WHERE id = ?", (_json({**json.loads(text), **results}), self.id))
 
     @property
+    def folder(self) -> Path:
+        """This run's artifact folder (the store owns it: write there through `log_artifact`, or let a
+        tool write a file there and register it with `log_artifact(name, path)`)."""
+        return self.store.artifact_dir / str(self.id)
+
+    @property
     def checkpoint_dir(self) -> Path:
-        """Where this run's model checkpoint goes (inside its artifact folder, which the store owns)."""
-        return self.store.artifact_dir / str(self.id) / "checkpoint"
+        """Where this run's model checkpoint goes (inside its artifact folder)."""
+        return self.folder / "checkpoint"
 
     def mark_reference(self) -> None:
         """Mark this run as its experiment's reference (the teacher, the AdamW baseline): the

@@ -101,7 +101,7 @@ def run_point(spec: dict) -> dict:
     notebook = Path(spec["notebook"])
     store = RunStore(Path(spec["home"]) / "runs.db")
     run = store.start_run("sweep_point", point_name(notebook.stem, spec["params"]), spec["params"], sweep=tag)
-    output = store.artifact_dir / str(run.id) / f"{notebook.stem}.ipynb"
+    output = run.folder / f"{notebook.stem}.ipynb"
     status, error, start = "finished", None, time.perf_counter()
     try:
         run_notebook(

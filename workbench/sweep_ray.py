@@ -33,12 +33,11 @@ import shutil
 import signal
 import tempfile
 import threading
-import time
 from collections import deque
 from pathlib import Path
 
 from .errors import WorkbenchError
-from .runs import ACTIVE, RunStore
+from .runs import RunStore
 
 POLL_S = 1.0  # how often a running point sends its new rows
 INTERRUPT_GRACE_S = 30.0  # how long stopped points may take to send their results home
@@ -163,11 +162,8 @@ class _Merge:
 
         outcome = _outcome_from_store(self.store, spec, reason, status=status)
         ours = list(self.ids.get(spec["index"], {}).values())
-        with self.store.write() as db:
-            error = f"its sweep point's Ray task ended: {reason}"
-            db.executemany("UPDATE runs SET status = 'interrupted', error = ?, ended_at = ?"
-                           " WHERE id = ? AND status = ?",
-                           [(error, time.time(), run_id, ACTIVE) for run_id in ours])
+        for run_id in ours:
+            self.store.end_orphan(run_id, "interrupted", f"its sweep point's Ray task ended: {reason}")
         return outcome
 
 
