@@ -110,6 +110,8 @@ CASES = [
     Case("run: -p profile", ["run", "params.ipynb", "-p", "profile", "full"], "set the profile with --profile full"),
     Case("run: a -p key twice", ["run", "params.ipynb", "-p", "x", "1", "-p", "x", "2"], "-p x is given twice (1 and"),
     Case("run: text for a number", ["run", "params.ipynb", "-p", "x", "abc"], "x takes float values like 1.0, not"),
+    Case("run: code as a value", ["run", "params.ipynb", "-p", "x", "__import__('os').system('touch pwned')"],
+         "x takes float values"),
     Case("run: a number for a flag", ["run", "params.ipynb", "-p", "flag", "1"], "flag takes bool values like False"),
     Case("run: a float for a count", ["run", "params.ipynb", "-p", "steps", "2.5"], "steps takes int values like 3"),
     Case("run: unknown kernel", ["run", "params.ipynb", "--kernel", "nosuch"], "no Jupyter kernel named 'nosuch'"),
@@ -291,3 +293,11 @@ def test_points_and_parameters_files_refused_before_any_write(case_dir):
         sweep.run_sweep(case_dir / "params.ipynb", [{"x": 1.0}, {"x": "abc"}])
     assert snapshot(case_dir / "home") == before
     assert json.loads((case_dir / "points-unknown.json").read_text()) == [{"nope": 1}]
+
+
+def test_parameter_values_are_never_executed(case_dir):
+    """Values are read as Python literals or kept as text: a payload is a string, nothing runs."""
+    for payload in ["__import__('os').system('touch pwned')", "open('pwned', 'w')", "exec('1')", "[x for x in ()]"]:
+        assert notebook.parse_value(payload) == payload
+    assert notebook.parse_value("[8, 32]") == [8, 32] and notebook.parse_value("3e-4") == 3e-4
+    assert not (case_dir / "pwned").exists()
