@@ -10,6 +10,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
+# Before any test module imports transformers: huggingface_hub reads HF_HUB_OFFLINE once, at import.
+# Set later (in a fixture), a Hub id that is not cached waits ~47 s for network timeouts instead of
+# failing at once.
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -17,7 +21,6 @@ def workbench_home(tmp_path_factory):
     """Runs and executed notebooks go to a fresh home; the model cache ($WORKBENCH_CACHE) is kept."""
     home = tmp_path_factory.mktemp("workbench-home")
     os.environ["WORKBENCH_HOME"] = str(home)
-    os.environ["HF_HUB_OFFLINE"] = "1"
     return home
 
 

@@ -52,7 +52,7 @@ def test_tiny_llama_shares_the_tokenizer():
     "name, message",
     [
         ("./no/such/model", "is not a model directory"),
-        pytest.param("nobody/no-such-model-xyz", "offline default 'smollm2-135m'", marks=pytest.mark.slow),  # the Hub
+        ("nobody/no-such-model-xyz", "offline default 'smollm2-135m'"),
     ],
 )
 def test_bad_model_names_give_one_line(name, message):
