@@ -11,7 +11,7 @@ import signal
 import sqlite3
 import sys
 
-from .errors import WorkbenchError
+from .errors import NotebookFailed, WorkbenchError
 
 
 def _parameters(pairs: list[list[str]] | None) -> dict[str, object]:
@@ -222,11 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: the run store failed ({error}): free disk space, or stop the process holding it",
               file=sys.stderr)
         return 2
-    except Exception as error:
-        from .notebook import NotebookFailed
-
-        if not isinstance(error, NotebookFailed):
-            raise
+    except NotebookFailed as error:
         html = f" (HTML: {error.html})" if error.html else ""
         if error.bad_input:  # a WorkbenchError raised in a cell: a parameter the user can fix, one line
             print(f"error: {error.error.removeprefix('WorkbenchError: ')} (in cell {error.cell} of the notebook; "

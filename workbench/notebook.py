@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import WorkbenchError
+from .errors import NotebookFailed, WorkbenchError
 from .notebook_html import compact_notebook, setup_kernel, to_html
 from .paths import home
 
@@ -180,15 +180,6 @@ def list_notebooks() -> list[dict]:
 def parse_value(text: str) -> object:
     """A command-line value as Python would read it (3e-4, [8, 32], True), else the string."""
     return ast.literal_eval(text) if _is_literal(text) else text
-
-
-class NotebookFailed(Exception):
-    """A notebook raised in a cell; carries where the partly executed copy (and its HTML) is."""
-
-    def __init__(self, cell: int | None, error: str, notebook: Path, html: Path | None, bad_input: bool = False):
-        super().__init__(f"the notebook failed in cell {cell}: {error}" if cell else f"the notebook failed: {error}")
-        self.cell, self.error, self.notebook, self.html = cell, error, notebook, html
-        self.bad_input = bad_input  # the cell raised a WorkbenchError: a parameter or input the user can fix
 
 
 @dataclass
