@@ -92,10 +92,12 @@ def pretrain(args: argparse.Namespace) -> dict:
     from .data import batches, load_corpus, tokenize, train_val_split
     from .evaluate import perplexity
     from .models import load_model, tiny_llama
-    from .runs import start_run
+    from .notebook import SWEEP_VARIABLE
+    from .runs import join_sweep, start_run
     from .train import train
 
     world = distributed.setup()
+    join_sweep(os.environ.get(SWEEP_VARIABLE))  # launched from a notebook that is a sweep point: join its point
     if args.model:
         model, tokenizer = load_model(args.model, dtype="float32", device=world.device)
         model.requires_grad_(True)
