@@ -81,7 +81,8 @@ def test_compact_figure_stores_float32_and_thins_long_lines():
     assert y["dtype"] == "f4"
     values = np.frombuffer(base64.b64decode(y["bdata"]), dtype=np.float32)
     assert len(values) <= MAX_POINTS + 1 and values[0] == 0.0 and values[-1] == 1.0  # the ends kept
-    heatmap = compact_figure({"data": [{"type": "heatmap", "z": [[1.0, None, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]]}]})["data"][0]["z"]
+    grid = {"data": [{"type": "heatmap", "z": [[1.0, None, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]]}]}
+    heatmap = compact_figure(grid)["data"][0]["z"]
     assert heatmap["shape"] == "2,4"  # one 2-d typed array (plotly.js draws no list of typed rows); None is a gap
     assert np.isnan(np.frombuffer(base64.b64decode(heatmap["bdata"]), dtype=np.float32)[1])
     short = compact_figure({"data": [{"type": "bar", "y": [1.5, 2.5]}]})
