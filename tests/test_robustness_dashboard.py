@@ -4,6 +4,7 @@ on loopback it stays open to this machine, as before."""
 import http.cookiejar
 import os
 import sys
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -12,6 +13,12 @@ import pytest
 from workbench.dashboard import free_port
 
 TOKEN = "s3cret-token-for-the-test"
+TRAVERSALS = [
+    "/notebooks/../runs.db", "/notebooks/..%2fruns.db", "/notebooks/%2e%2e/runs.db", "/notebooks/%2e%2e%2fruns.db",
+    "/artifacts/../../../../etc/passwd", "/artifacts/..%2f..%2f..%2f..%2fetc%2fpasswd", "/notebooks//etc/passwd",
+    "/notebooks/%2fetc%2fpasswd", "/static/../runs.db", "/notebooks/....//runs.db", "/artifacts/%252e%252e/runs.db",
+    "/notebooks/..\\runs.db",
+]
 
 
 def websocket_status(url: str, origin: str, cookie: str = "") -> int:
@@ -49,6 +56,16 @@ def test_off_loopback_needs_the_token_and_a_named_origin(start_server, tmp_path)
         page = opener.open(f"{base}/login", urllib.parse.urlencode({"username": "me", "password": TOKEN}).encode())
         assert page.status == 200 and "dashboard_app" in page.url and any(c.name == "user" for c in jar)
         cookie = "; ".join(f"{c.name}={c.value}" for c in jar)
+        (tmp_path / "notebooks").mkdir(exist_ok=True)
+        (tmp_path / "notebooks" / "kept.html").write_text("an executed notebook")
+        assert opener.open(f"{base}/notebooks/kept.html").read() == b"an executed notebook"
+        for escape in TRAVERSALS:  # logged in, still nothing outside the served folders
+            try:
+                body = opener.open(f"{base}{escape}").read()
+            except urllib.error.HTTPError as error:
+                assert error.code in (400, 403, 404), escape
+            else:
+                assert b"SQLite format" not in body and b"root:" not in body, escape
         websocket = f"ws://127.0.0.1:{port}/dashboard_app/ws"
         assert websocket_status(websocket, "http://evil.example", cookie) == 403
         assert websocket_status(websocket, "http://evil.example") in (401, 403)
