@@ -16,21 +16,16 @@ student, against the eager teacher (>1 = faster). The training step is the same 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from workbench.distill import DistillationLoss, DistillConfig
 from workbench.echoatt.arms import last_groups
-from workbench.echoatt.speed import with_attention
+from workbench.echoatt.speed import SpeedShapes, measure_speeds, with_attention
 from workbench.echoatt.student import build_student
-from workbench.generate import SampleConfig, sample
-from workbench.measure import Timing, interleaved
 from workbench.models import load_model, resolve_device, tiny_llama
 
 
@@ -46,24 +41,8 @@ def contenders(teacher: torch.nn.Module, budgets: list[int]) -> dict[str, torch.
     return models
 
 
-def train_step(model: torch.nn.Module, loss_fn: DistillationLoss, batch: torch.Tensor) -> Callable[[], None]:
-    """One distillation step (forward, backward, fused AdamW) of a float32 master copy under bf16 autocast."""
-    model = copy.deepcopy(model).float().train().requires_grad_(True)
-    device = batch.device
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-7, fused=device.type == "cuda")
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-    def step() -> None:
-        with autocast:
-            loss = loss_fn(model, batch)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    return step
-
-
 def measure(args: argparse.Namespace) -> list[dict]:
+    """Every contender timed in the same interleaved rounds (`workbench.echoatt.speed.measure_speeds`)."""
     device = resolve_device("auto")
     if args.smoke:
         teacher, _ = tiny_llama(n_layers=8, d_model=64, n_heads=4, n_kv_heads=2, max_len=256)
@@ -73,38 +52,12 @@ def measure(args: argparse.Namespace) -> list[dict]:
     teacher.requires_grad_(False).eval()
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     models = {name: model.to(dtype).eval() for name, model in contenders(teacher, args.budgets).items()}
-    vocab, generator = teacher.config.vocab_size, torch.Generator().manual_seed(0)
-    prompt = torch.randint(vocab, (args.prefill_batch, args.prefill_len), generator=generator).to(device)
-    batch = torch.randint(vocab, (args.train_batch, args.train_len + 1), generator=generator).to(device)
-    start = torch.randint(vocab, (args.decode_batch, 16), generator=generator).to(device)
-    kd = DistillationLoss(models["teacher (sdpa)"], DistillConfig(alpha=0.5, beta=0.5, gamma=0.0))
-    config = SampleConfig(max_new_tokens=args.decode_tokens)
-    rows = {name: {"contender": name} for name in models}
-    phases: dict[str, tuple[Callable[[str], Callable[[], object]], int]] = {
-        "prefill": (lambda name: lambda: models[name](input_ids=prompt, use_cache=False), prompt.numel()),
-        "decode": (lambda name: lambda: sample(models[name], start, config), args.decode_batch * args.decode_tokens),
-    }
-    with torch.no_grad():
-        for phase, (make, tokens) in phases.items():
-            timings = interleaved({n: make(n) for n in models}, device, rounds=args.rounds, warmup=args.warmup)
-            record(rows, phase, timings, tokens)
-    # Training keeps a float32 copy and AdamW state per contender: the teachers first, then each budget's students.
-    groups = [["teacher (sdpa)", "teacher (eager)"]]
-    groups += [[f"n={n} fused", f"n={n} explicit", f"n={n} all-eager"] for n in args.budgets]
-    for group in groups:
-        steps = {name: train_step(models[name], kd, batch) for name in group}
-        timings = interleaved(steps, device, rounds=args.rounds, warmup=args.warmup)
-        record(rows, "train", timings, batch[:, :-1].numel())
-        del steps
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-    return list(rows.values())
-
-
-def record(rows: dict[str, dict], phase: str, timings: dict[str, Timing], tokens: int) -> None:
-    for name, timing in timings.items():
-        rows[name][f"{phase}_tok_s"] = timing.per_second(tokens)
-        rows[name][f"{phase}_spread"] = timing.spread
+    shapes = SpeedShapes(
+        args.prefill_batch, args.prefill_len, args.train_batch, args.train_len, args.decode_batch,
+        args.decode_tokens, args.rounds, args.warmup,
+    )  # fmt: skip
+    speeds = measure_speeds(models, models["teacher (sdpa)"], shapes, progress=True)
+    return [{"contender": name, **row} for name, row in speeds.items()]
 
 
 def with_ratios(rows: list[dict]) -> list[dict]:

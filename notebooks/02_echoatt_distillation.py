@@ -108,9 +108,16 @@ pd.DataFrame([{"arm": a.name, "shared layers n": a.n_shared, "groups (head first
 # gradients (bf16 on a GPU); the 49k-vocabulary logits are computed chunk by chunk. The fair baseline, *teacher + CE (continued)*, is the
 # teacher trained with plain cross-entropy on exactly the same batches for the same steps.
 #
-# Before training, each arm's zero-shot perplexity (right after copying) and its speed are measured: prefill and decode tokens/s and a training
-# step, with the kernel named (the teacher both with fused `sdpa` and with `eager` attention; a sharing group must materialise its probabilities,
-# so its layers always take the explicit path). The curves below update live.
+# Every trained arm sees the same, fixed tokens: `steps` × `batch_size` × `block_len` (printed in the settings above), whatever the machine.
+# Arms that pick identical groups (at small sizes the similarity choice may equal a random draw or the last layers) are trained once and
+# labelled as all of them.
+#
+# Before training, every model's speed is measured, all models in the **same interleaved rounds** (warm-up excluded, CUDA events on a GPU,
+# median and spread): prefill, the **KD training step** (the teacher taking the very same distillation step) and decode, with the kernel named.
+# Followers run on the fused path by default: sharing the probabilities $A_h$ is the same as sharing the head's post-RoPE $Q_h, K_h$, so a follower
+# calls SDPA on $(Q_h, K_h, V_f)$. The teacher is measured with fused `sdpa` and with `eager` attention; the similarity arm also all-eager (explicit
+# probabilities, eager against eager). The full profile times prefill 32×1024 and a KD step of 32×512, where the GPU is the bottleneck; decode of a
+# 135M model stays launch-bound. The curves below update live.
 
 # %%
 live = report.LiveCurves()
@@ -120,7 +127,9 @@ result = experiment.adjust(callback=live)
 # %% [markdown]
 # ## 4. Results
 #
-# Perplexity on the held-out split; × columns are ratios to the teacher with the same kernel for its unshared layers (above 1 = faster).
+# Perplexity on the held-out split; × columns are ratios to the teacher with the same kernel for its unshared layers (above 1 = faster; KD step ×:
+# the student's distillation step against the same step of the teacher). The full table, tokens/s with their spread, is the `results.md` artifact
+# of the sweep's "table" run in the run store (`runs.store().load_artifact(result.run_ids["table"], "results.md")`).
 
 # %%
 table = result.table
@@ -134,7 +143,9 @@ report.speed_figure(table)
 
 # %%
 store = runs.store()
-names = {run_id: name for name, run_id in result.run_ids.items()}
+names: dict[int, str] = {}
+for name, run_id in result.run_ids.items():  # an arm standing for identical ones has one run, several labels
+    names[run_id] = f"{names[run_id]} = {name}" if run_id in names else name
 history = store.metrics(list(names), keys=["train_loss", "val_ppl"])
 history["arm"] = history["run_id"].map(names)
 display(plots.curves(history[history["key"] == "train_loss"], "step", "value", group="arm",

@@ -5,7 +5,14 @@ import pandas as pd
 import pytest
 
 from workbench.attention.sharing import followers
-from workbench.echoatt.arms import eligible_layers, groups_from_followers, last_groups, random_groups, similarity_groups
+from workbench.echoatt.arms import (
+    eligible_layers,
+    groups_from_followers,
+    last_groups,
+    plan_arms,
+    random_groups,
+    similarity_groups,
+)
 from workbench.echoatt.experiment import EchoAttExperiment
 from workbench.echoatt.profile import EchoAttProfile
 from workbench.echoatt.report import LiveCurves, claims, conclusion, results_markdown
@@ -42,9 +49,26 @@ def test_similarity_arm_follows_the_similarity_matrix():
     assert similarity_groups(similarity, 2, max_block=2, eligible=None) == [[3, 4], [7, 8]]
 
 
+def test_arms_with_identical_groups_are_trained_once_under_every_label():
+    profile = EchoAttProfile.resolve("smoke", budgets=(1,), random_draws=2)
+    similarity = np.full((8, 8), 0.1)
+    similarity[5, 6] = similarity[6, 5] = 0.9  # the similarity choice [[5, 6]] is also the last inner pair
+    arms = plan_arms(profile, 8, similarity)
+    groups = [str(a.groups) for a in arms if a.groups]
+    assert len(groups) == len(set(groups))  # no two arms train the same student
+    chosen = next(a for a in arms if a.kind == "similarity")
+    assert chosen.groups == [[5, 6]] and ("n=1 last", "last") in chosen.aliases
+    assert chosen.run_name.startswith("n=1 similarity = ") and "n=1 last" in chosen.run_name
+    labels = [name for a in arms for name, _ in a.labels]
+    assert len(labels) == 2 + 1 + 2 + 1  # teacher, continued, similarity, 2 random, last: all still labelled
+
+
 def test_profiles_refuse_unknown_settings():
     assert EchoAttProfile.resolve("full").budgets == (6, 12) and EchoAttProfile.resolve("full", steps=None).steps == 200
-    assert EchoAttProfile.resolve("smoke").teacher == "tiny" and EchoAttProfile.resolve("smoke").train_budget_s is None
+    assert EchoAttProfile.resolve("smoke").teacher == "tiny"
+    full = EchoAttProfile.resolve("full")
+    assert full.train_tokens_per_arm == 200 * 16 * 512 and not hasattr(full, "train_budget_s")
+    assert (full.prefill_batch, full.prefill_len, full.train_speed_batch, full.train_speed_len) == (32, 1024, 32, 512)
     with pytest.raises(WorkbenchError, match="unknown profile"):
         EchoAttProfile.resolve("huge")
     with pytest.raises(WorkbenchError, match="unknown setting"):
@@ -60,11 +84,8 @@ def test_smoke_experiment_end_to_end():
     similarity = experiment.attend()
     assert similarity.shape == (8, 8)
     arms = experiment.choose_arms()
-    assert [a.kind for a in arms] == ["teacher", "continued", "similarity", "random", "last"]
-    smoke = experiment.profile
-    with pytest.warns(UserWarning, match="exceed train_budget_s"):
-        assert experiment.fit_steps_to_budget(arms, budget_s=1e-3) == smoke.eval_every < smoke.steps
-    assert experiment.fit_steps_to_budget(arms, budget_s=None) == smoke.steps
+    labels = [label for arm in arms for label in arm.labels]
+    assert sorted(kind for _, kind in labels) == ["continued", "last", "random", "similarity", "teacher"]
     live = LiveCurves()
     result = experiment.adjust(callback=live)
     table = result.table
@@ -72,8 +93,9 @@ def test_smoke_experiment_end_to_end():
     teacher = table[table["arm"] == "teacher (sdpa)"].iloc[0]
     per_layer = 2 * 64 * 64 * 3 // 4  # |W_Q| + |W_K| of a d=64, 4-head / 2-KV-head layer: 4096 + 2048
     for arm in arms[2:]:
-        row = table[table["arm"] == arm.name].iloc[0]
-        assert row["params"] == teacher["params"] - per_layer * arm.n_shared
+        for name, _ in arm.labels:  # an arm standing for identical ones: one run, a row per label
+            row = table[table["arm"] == name].iloc[0]
+            assert row["params"] == teacher["params"] - per_layer * arm.n_shared and row["trained_as"] == arm.run_name
         assert (
             np.isfinite(row["zero_shot_ppl"])
             and np.isfinite(row["ppl"])
@@ -89,7 +111,8 @@ def test_smoke_experiment_end_to_end():
     assert table.loc[table["arm"] == "teacher (eager)", "kernel"].item() == "eager"
     assert "sdpa on the head's Q, K" in table.loc[table["arm"] == "n=2 similarity", "kernel"].item()
     assert "explicit probabilities" in table.loc[table["arm"] == "n=2 similarity (eager)", "kernel"].item()
-    assert {trace.name for trace in live.figure.data} == {a.name for a in arms[1:]}
+    assert {trace.name for trace in live.figure.data} == {a.run_name for a in arms[1:]}
+    assert len(live.figure.data[0].x) >= 4  # smoke logs and evaluates every step: curves, not points
 
     home_store = runs.store()
     recorded = home_store.runs("echoatt", sweep=result.sweep)

@@ -7,7 +7,8 @@ same block structure (groups of at most `max_block` consecutive layers, the firs
 - "last": the last inner layers, packed into groups of `max_block`,
 and two baselines: the teacher as is, and the teacher continued-trained with cross-entropy on the
 same tokens for the same steps (the fair baseline: any student gain must beat what the extra
-training alone buys).
+training alone buys). Arms of one budget that pick identical groups (a random draw or the last
+layers may coincide with the similarity choice) are trained once and labelled as all of them.
 """
 
 from __future__ import annotations
@@ -30,6 +31,17 @@ class Arm:
     n_shared: int = 0
     groups: list[list[int]] = field(default_factory=list)
     draw: int | None = None
+    aliases: list[tuple[str, str]] = field(default_factory=list)  # (name, kind) of arms with the same groups
+
+    @property
+    def labels(self) -> list[tuple[str, str]]:
+        """(name, kind) of every arm this one stands for, itself first."""
+        return [(self.name, self.kind), *self.aliases]
+
+    @property
+    def run_name(self) -> str:
+        """The run's name: every label, e.g. "n=2 similarity = n=2 last"."""
+        return " = ".join(name for name, _ in self.labels)
 
 
 def eligible_layers(n_layers: int, eligible: tuple[int, int] | None) -> list[int]:
@@ -120,4 +132,16 @@ def plan_arms(profile: EchoAttProfile, n_layers: int, similarity: np.ndarray) ->
             groups = random_groups(n_layers, n, profile.max_block, profile.eligible, seed=seed)
             arms.append(Arm(f"n={n} random#{draw + 1}", "random", n, groups, draw))
         arms.append(Arm(f"n={n} last", "last", n, last_groups(n_layers, n, profile.max_block, profile.eligible)))
-    return arms
+    return merge_identical(arms)
+
+
+def merge_identical(arms: list[Arm]) -> list[Arm]:
+    """One arm per distinct set of groups: a later arm with the same groups becomes an alias of the first."""
+    kept: dict[str, Arm] = {}
+    for arm in arms:
+        key = f"{arm.kind}" if not arm.groups else str(sorted(arm.groups))
+        if key in kept:
+            kept[key].aliases.append((arm.name, arm.kind))
+        else:
+            kept[key] = arm
+    return list(kept.values())

@@ -2,7 +2,9 @@
 
 Per arm (see `arms`): zero-shot held-out perplexity right after copying, perplexity after
 distillation, parameter count, prefill and decode tokens/s, training step time, and the
-attention kernel of each measured model (see `speed`). Every arm is a run of kind "echoatt" in the
+attention kernel of each measured model (see `speed`: all models timed in the same
+interleaved rounds, median and spread). Every trained arm sees the same fixed tokens
+(steps × batch × length). Every arm is a run of kind "echoatt" in the
 run store (one sweep per experiment; the teacher's run is the reference), with its training
 curves; a final "table" run holds the whole table and the similarity matrix. This module only
 orchestrates: the table it returns is read by `report`.
@@ -12,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import time
-import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -32,7 +33,7 @@ from ..train import TrainConfig, train
 from .arms import Arm, plan_arms
 from .profile import EchoAttProfile
 from .report import conclusion, results_markdown
-from .speed import free, held_out_ppl, inference_speed, train_step_time, with_attention
+from .speed import free, held_out_ppl, measure_speeds, with_attention
 from .student import attention_kernel, build_student
 
 KIND = RunKind(
@@ -45,7 +46,7 @@ Callback = Callable[[str, int, dict[str, float]], None]
 
 @dataclass
 class ExperimentResult:
-    profile: EchoAttProfile  # as trained (`steps` possibly lowered by `train_budget_s`)
+    profile: EchoAttProfile  # as trained: every arm `steps` × `batch_size` × `block_len` tokens
     table: pd.DataFrame  # one row per arm (the teacher twice: sdpa and eager)
     similarity: np.ndarray  # [L, L] under profile.metric
     sweep: str
@@ -133,93 +134,74 @@ class EchoAttExperiment:
         return self.arms
 
     def adjust(self, callback: Callback | None = None) -> ExperimentResult:
-        """Adjust, and measure: every arm's zero-shot and distilled perplexity, parameters, speed.
+        """Adjust, and measure: every arm's speed (all arms in the same interleaved rounds), then its
+        zero-shot and distilled perplexity and parameters, each arm trained on the same fixed tokens.
 
         `callback(arm, step, metrics)` receives the held-out perplexity during training (live curves).
         """
         arms = self.arms or self.choose_arms()
+        profile = self.profile
         with self._threads():
-            self.warm_up()
-            steps = self.fit_steps_to_budget(arms, self.profile.train_budget_s)
-            trained = replace(self.profile, steps=steps)  # what every trained arm ran
-            sweep = f"echoatt-{trained.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+            speeds = self.measure_speeds(arms)
+            sweep = f"echoatt-{profile.name}-{time.strftime('%Y%m%d-%H%M%S')}"
             teacher_params = count_parameters(self.teacher)
             rows, run_ids = [], {}
             for arm in tqdm(arms, desc="EchoAtt arms", disable=not self.progress):
-                params = trained.as_dict() | {"arm": arm.kind, "n_shared": arm.n_shared, "groups": arm.groups,
-                                              "draw": arm.draw}  # fmt: skip
-                with start_run(KIND, arm.name, params, sweep=sweep) as run:
-                    run_ids[arm.name] = run.id
+                params = profile.as_dict() | {"arm": arm.kind, "n_shared": arm.n_shared, "groups": arm.groups,
+                                              "draw": arm.draw, "labels": [n for n, _ in arm.labels]}  # fmt: skip
+                with start_run(KIND, arm.run_name, params, sweep=sweep) as run:
+                    for name, _ in arm.labels:
+                        run_ids[name] = run.id
                     if arm.kind == "teacher":
                         run.mark_reference()
-                    new_rows = self.run_arm(arm, steps, run, callback)
+                    new_rows = self.run_arm(arm, speeds, run, callback)
                     for row in new_rows:
                         row["params_change_pct"] = 100 * (row["params"] / teacher_params - 1)
                     run.update_summary(ppl=new_rows[0]["ppl"], rows=new_rows)
                 rows += new_rows
                 free(self.device)
         table = with_ratios(pd.DataFrame(rows))
-        with start_run(KIND, "table", trained.as_dict(), sweep=sweep) as run:
+        with start_run(KIND, "table", profile.as_dict(), sweep=sweep) as run:
             run.log_artifact("table.json", table.to_dict(orient="records"))
             run.log_artifact("similarity.npy", self.similarity)
-            run.log_artifact("results.md", results_markdown(table, trained, self.device_name).encode())
+            run.log_artifact("results.md", results_markdown(table, profile, self.device_name).encode())
             run.update_summary(device=self.device_name, conclusion=conclusion(table))
             run_ids["table"] = run.id
-        return ExperimentResult(trained, table, self.similarity, sweep, run_ids, self.device_name)
+        return ExperimentResult(profile, table, self.similarity, sweep, run_ids, self.device_name)
 
-    def fit_steps_to_budget(self, arms: list[Arm], budget_s: float | None) -> int:
-        """Training steps per arm: `profile.steps`, lowered for every arm alike if the trained arms
-        would not fit in `budget_s` at the measured speed of one distillation step (hidden-state
-        matching included, the costlier stage)."""
-        steps = self.profile.steps
-        trained = [arm for arm in arms if arm.kind != "teacher"]
-        if not budget_s or not trained:
-            return steps
-        student = build_student(self.teacher, next((a.groups for a in trained if a.groups), []), self.profile.max_block)
-        seconds = train_step_time(student, self.profile, DistillationLoss(self.teacher_kd, self.profile.distill))
-        del student
-        affordable = int(budget_s / (len(trained) * seconds * 1.1))  # 10% for evaluations
-        if affordable >= steps:
-            return steps
-        fitted = max(affordable, self.profile.eval_every)
-        warnings.warn(
-            f"{len(trained)} arms × {steps} steps at {seconds:.3f} s/step exceed train_budget_s={budget_s:.0f}: "
-            f"training {fitted} steps per arm instead",
-            stacklevel=2,
-        )
-        return fitted
-
-    def warm_up(self) -> None:
-        """On a GPU, one untimed pass of every speed measurement, so that one-off costs (CUDA context,
-        cuBLAS handles, kernel selection) are not charged to the first model measured."""
-        if self.device.type != "cuda":
-            return
-        for attn in ("sdpa", "eager"):
-            self.speed_row(self.teacher, attn)
-
-    def speed_row(self, model, attn: str) -> dict:
-        """Prefill, decode, KV cache and training-step time of `model` with `attn` for its unshared layers."""
-        measured = with_attention(model, attn).to(self.inference_dtype).eval()
-        speed = inference_speed(measured, self.profile)
-        kernel = attention_kernel(measured)
-        del measured
-        speed["train_step_s"] = train_step_time(with_attention(model, attn), self.profile)
-        return {**speed, "kernel": kernel}
+    def measure_speeds(self, arms: list[Arm]) -> dict[str, dict]:
+        """Prefill, KD training step and decode of the teacher (sdpa and eager) and of every student
+        (fused; the similarity arms also all-eager), all in the same interleaved rounds."""
+        models = {f"teacher ({attn})": with_attention(self.teacher, attn) for attn in ("sdpa", "eager")}
+        for arm in arms:
+            if arm.kind in ("teacher", "continued"):  # the continued teacher has the teacher's architecture
+                continue
+            models[arm.name] = build_student(self.teacher, arm.groups, self.profile.max_block)
+            if arm.kind == "similarity":
+                models[f"{arm.name} (eager)"] = with_attention(models[arm.name], "eager")
+        models = {name: model.to(self.inference_dtype).eval() for name, model in models.items()}
+        speeds = measure_speeds(models, self.teacher_kd, self.profile.speed_shapes, progress=self.progress)
+        del models
+        free(self.device)
+        return speeds
 
     def held_out_ppl(self, model, windows: int | None) -> float:
-        return held_out_ppl(model, self.val_tokens, self.profile, windows)
+        p = self.profile
+        return held_out_ppl(model, self.val_tokens, p.eval_context, p.eval_batch, windows)
 
-    def run_arm(self, arm: Arm, steps: int, run: Run, callback: Callback | None = None) -> list[dict]:
-        """One arm's table rows: measured before training (zero-shot ppl, speed), then trained `steps` steps."""
+    def run_arm(self, arm: Arm, speeds: dict[str, dict], run: Run, callback: Callback | None = None) -> list[dict]:
+        """One arm's table rows (one per label it stands for): measured before training (zero-shot
+        ppl; speed from `speeds`), then trained `profile.steps` steps."""
         profile = self.profile
         groups = " ".join(map(str, followers(arm.groups)))
-        base = {"arm": arm.name, "kind": arm.kind, "n_shared": arm.n_shared, "followers": groups}
+        base = {"arm": arm.name, "kind": arm.kind, "n_shared": arm.n_shared, "followers": groups,
+                "trained_as": arm.run_name}  # fmt: skip
         if arm.kind == "teacher":
             ppl = self.held_out_ppl(self.teacher, profile.eval_windows)
             params = count_parameters(self.teacher)
             return [
                 {**base, "arm": f"teacher ({attn})", "params": params, "zero_shot_ppl": ppl, "ppl": ppl,
-                 **self.speed_row(self.teacher, attn)}
+                 **speeds[f"teacher ({attn})"]}
                 for attn in ("sdpa", "eager")
             ]  # fmt: skip
 
@@ -231,15 +213,14 @@ class EchoAttExperiment:
         base["params"] = count_parameters(model)
         zero_shot = self.held_out_ppl(model, profile.eval_windows)
         run.update_summary(zero_shot_ppl=zero_shot)
-        # The continued-trained teacher has the teacher's architecture, hence its speed (measured there).
-        if arm.kind == "continued":
-            speeds = [{**base, "kernel": attention_kernel(model)}]
-        else:
-            speeds = [{**base, **self.speed_row(model, "sdpa")}]
+        if arm.kind == "continued":  # the teacher's architecture, hence its speed (measured there)
+            measured = [(arm.name, arm.kind, {"kernel": attention_kernel(model)})]
+        else:  # every label shares the speed measured under the arm's own name
+            measured = [(name, kind, speeds[arm.name]) for name, kind in arm.labels]
         if arm.kind == "similarity":  # the all-eager student too: eager teacher vs eager student
-            speeds.append({**base, "arm": f"{arm.name} (eager)", **self.speed_row(model, "eager")})
+            measured.append((f"{arm.name} (eager)", arm.kind, speeds[f"{arm.name} (eager)"]))
 
-        log_every = min(10, steps)
+        steps, log_every = profile.steps, min(profile.log_every, profile.steps)
         if arm.kind == "continued":
             plain = DistillConfig(alpha=1.0, beta=0.0, chunk_tokens=profile.distill.chunk_tokens)
             loss = DistillationLoss(None, plain, run=run, log_every=log_every)
@@ -250,7 +231,7 @@ class EchoAttExperiment:
         def evaluate(model, loss: DistillationLoss = loss) -> dict[str, float]:
             metrics = {"val_ppl": self.held_out_ppl(model, profile.curve_windows)}
             if callback is not None:
-                callback(arm.name, loss.step, metrics)
+                callback(arm.run_name, loss.step, metrics)
             return metrics
 
         config = TrainConfig(
@@ -259,28 +240,30 @@ class EchoAttExperiment:
         )  # fmt: skip
         stream = batches(self.train_tokens, profile.batch_size, profile.block_len + 1, self.device, seed=profile.seed)
         if callback is not None:
-            callback(arm.name, 0, {"val_ppl": self.held_out_ppl(model, profile.curve_windows)})
+            callback(arm.run_name, 0, {"val_ppl": self.held_out_ppl(model, profile.curve_windows)})
         start = time.perf_counter()
         metrics = train(model, stream, config, loss_fn=loss, run=run, evaluate=evaluate, progress=self.progress)
         trained = {
             "zero_shot_ppl": zero_shot,
             "ppl": self.held_out_ppl(model, profile.eval_windows),
-            "train_tok_s": metrics.get("tokens_per_s", float("nan")),
+            "train_tokens": profile.train_tokens_per_arm,
+            "train_run_tok_s": metrics.get("tokens_per_s", float("nan")),
             "train_wall_s": time.perf_counter() - start,
         }
         del model, loss, evaluate
-        return [{**row, **trained} for row in speeds]
+        return [{**base, "arm": name, "kind": kind, **speed, **trained} for name, kind, speed in measured]
 
 
 def with_ratios(table: pd.DataFrame) -> pd.DataFrame:
-    """Speeds relative to the teacher with the same unshared-layer kernel (×1.15 = 15% faster)."""
+    """Speeds relative to the teacher with the same unshared-layer kernel (×1.15 = 15% faster); the
+    KD training step of a student against the same KD step of the teacher."""
     table = table.copy()
     for attn in ("sdpa", "eager"):
         teacher = table[table["arm"] == f"teacher ({attn})"].iloc[0]
         same = table["kernel"].str.startswith(attn)
         table.loc[same, "prefill_vs_teacher"] = table.loc[same, "prefill_tok_s"] / teacher["prefill_tok_s"]
         table.loc[same, "decode_vs_teacher"] = table.loc[same, "decode_tok_s"] / teacher["decode_tok_s"]
-        table.loc[same, "train_vs_teacher"] = teacher["train_step_s"] / table.loc[same, "train_step_s"]
+        table.loc[same, "train_vs_teacher"] = table.loc[same, "train_tok_s"] / teacher["train_tok_s"]
     return table
 
 

@@ -2,9 +2,9 @@
 
     settings = EchoAttProfile.resolve("smoke", steps=8)   # notebook parameters, CLI -p, library calls
 
-Every trained arm (students and the continued-trained teacher) trains on the same tokens:
-`steps` x `batch_size` x `block_len`. `train_budget_s` may lower `steps` for all arms alike when one
-distillation step is slower than planned (a wall-clock cap, kept until the token budget replaces it).
+Every trained arm (students and the continued-trained teacher) trains on the same, fixed tokens:
+`steps` × `batch_size` × `block_len` (full: 200 × 16 × 512 = 1.64M tokens per arm), whatever the machine,
+so results reproduce. Speeds are measured at their own shapes (`speed_shapes`), where the GPU is the bottleneck.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from ..distill import DistillConfig
 from ..profiles import Profile
+from .speed import SpeedShapes
 
 
 @dataclass(frozen=True)
@@ -48,16 +49,30 @@ class EchoAttProfile(Profile):
     eval_windows: int | None = None  # None: the whole held-out split
     curve_windows: int = 8  # windows for the perplexity curve during training
     eval_every: int = 25
-    # speed
-    prefill_batch: int = 8
+    log_every: int = 10  # training loss logged every this many steps
+    # speed: every arm in the same interleaved rounds (`speed.measure_speeds`)
+    prefill_batch: int = 32
     prefill_len: int = 1024
-    decode_batch: int = 8
-    decode_tokens: int = 32
-    speed_repeats: int = 3
-    train_speed_steps: int = 5
+    train_speed_batch: int = 32  # the KD training step timed (student and teacher alike)
+    train_speed_len: int = 512
+    decode_batch: int = 64  # decode of a 135M model stays launch-bound (docs/ideas.md, EchoAtt)
+    decode_tokens: int = 16
+    speed_rounds: int = 5
+    speed_warmup: int = 1
     seed: int = 0
     cpu_threads: int | None = None  # torch threads on a CPU while the experiment runs (None: unchanged)
-    train_budget_s: float | None = 240  # lower `steps` (for all arms alike) if training would take longer
+
+    @property
+    def train_tokens_per_arm(self) -> int:
+        """The fixed token budget of every trained arm: steps × batch × length."""
+        return self.steps * self.batch_size * self.block_len
+
+    @property
+    def speed_shapes(self) -> SpeedShapes:
+        return SpeedShapes(
+            self.prefill_batch, self.prefill_len, self.train_speed_batch, self.train_speed_len, self.decode_batch,
+            self.decode_tokens, self.speed_rounds, self.speed_warmup,
+        )  # fmt: skip
 
 
 EchoAttProfile.presets = {
@@ -77,17 +92,18 @@ EchoAttProfile.presets = {
         eval_batch=4,
         eval_windows=4,
         curve_windows=2,
-        eval_every=2,
+        eval_every=1,
+        log_every=1,  # several points on the smoke curves
         prefill_batch=1,
         prefill_len=64,
+        train_speed_batch=2,
+        train_speed_len=32,
         decode_batch=1,
         decode_tokens=4,
-        speed_repeats=1,
-        train_speed_steps=1,
-        train_budget_s=None,
+        speed_rounds=1,
+        speed_warmup=1,
         cpu_threads=1,  # tiny ops gain nothing from threads, and lose a lot on a busy machine
     ),
-    # One H200, ~5 minutes: SmolLM2-135M teacher, 11 trained arms × 200 steps × 16×512 tokens; if one
-    # distillation step is slower than planned, all arms train fewer steps to stay within 4 minutes.
+    # One H200, ~5 minutes: SmolLM2-135M teacher, 11 trained arms × 200 steps × 16×512 tokens (fixed).
     "full": {},
 }

@@ -6,22 +6,28 @@ writes them, budget by budget, as markdown. Nothing here measures: it reads the 
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from .. import plots
 from .profile import EchoAttProfile
 
+# The short table a notebook shows: few, named columns (the full table stays in the run store).
 TABLE_COLUMNS = {
-    "arm": "arm", "followers": "shared layers", "params": "params", "params_change_pct": "Δparams %",
-    "zero_shot_ppl": "ppl zero-shot", "ppl": "ppl after training", "prefill_tok_s": "prefill tok/s",
-    "decode_tok_s": "decode tok/s", "train_step_s": "train s/step", "kv_cache_mb": "KV cache MB",
-    "prefill_vs_teacher": "prefill ×", "decode_vs_teacher": "decode ×", "train_vs_teacher": "train ×",
-    "kernel": "attention kernel",
+    "arm": "arm", "followers": "shared layers", "params_change_pct": "Δparams %", "zero_shot_ppl": "ppl zero-shot",
+    "ppl": "ppl trained", "prefill_vs_teacher": "prefill ×", "train_vs_teacher": "KD step ×",
+    "decode_vs_teacher": "decode ×",
 }  # fmt: skip
-ROUNDING = {
-    "Δparams %": 2, "ppl zero-shot": 2, "ppl after training": 2, "prefill tok/s": 0, "decode tok/s": 0,
-    "train s/step": 4, "KV cache MB": 1, "prefill ×": 3, "decode ×": 3, "train ×": 3,
+ROUNDING = {"Δparams %": 2, "ppl zero-shot": 2, "ppl trained": 2, "prefill ×": 3, "KD step ×": 3, "decode ×": 3}
+# The full table (results.md in the run store and docs/results.md): speeds with their spread.
+FULL_COLUMNS = {
+    "arm": "arm", "trained_as": "trained as", "followers": "shared layers", "params": "params",
+    "params_change_pct": "Δparams %", "zero_shot_ppl": "ppl zero-shot", "ppl": "ppl trained",
+    "prefill_tok_s": "prefill tok/s", "prefill_vs_teacher": "prefill ×", "train_tok_s": "KD step tok/s",
+    "train_vs_teacher": "KD step ×", "decode_tok_s": "decode tok/s", "decode_vs_teacher": "decode ×",
+    "kv_cache_mb": "KV cache MB", "kernel": "attention kernel",
 }  # fmt: skip
 # The paper's claims (TinyLlama-1.1B teacher), as thresholds on the measured ratios.
 PARAMS_CLAIM_PCT = -3.5  # "about 4% fewer parameters"
@@ -30,33 +36,45 @@ TRAINING_CLAIM = 1.25  # "+25% training speed"
 
 
 def display_table(table: pd.DataFrame) -> pd.DataFrame:
-    """The table with readable column names and rounded numbers."""
+    """The short table: one row per arm, readable column names, rounded numbers."""
     shown = table[[c for c in TABLE_COLUMNS if c in table]].rename(columns=TABLE_COLUMNS)
-    return shown.round(ROUNDING)
+    return shown.round(ROUNDING).set_index("arm")
+
+
+def _cell(row: pd.Series, column: str) -> str:
+    value = row.get(column)
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    phase = column.removesuffix("_tok_s")
+    if column.endswith("_tok_s") and f"{phase}_spread" in row:
+        return f"{value:,.0f} ±{100 * row[f'{phase}_spread']:.0f}%"
+    if isinstance(value, float):
+        return f"{value:.3f}" if column.endswith("_vs_teacher") else f"{value:,.2f}"
+    return str(value)
 
 
 def markdown_table(table: pd.DataFrame) -> str:
-    """`display_table` as a markdown table (empty cells for missing values)."""
-    shown = display_table(table).astype(object)
-    shown = shown.where(shown.notna(), "")
-    header = "| " + " | ".join(shown.columns) + " |\n|" + "---|" * len(shown.columns)
-    return "\n".join(
-        [header, *("| " + " | ".join(str(v) for v in row) + " |" for row in shown.itertuples(index=False))]
-    )
+    """The full table as markdown: tokens/s as median ± spread (IQR / median), empty cells for missing values."""
+    columns = [c for c in FULL_COLUMNS if c in table]
+    header = "| " + " | ".join(FULL_COLUMNS[c] for c in columns) + " |\n|" + "---|" * len(columns)
+    lines = ["| " + " | ".join(_cell(row, c) for c in columns) + " |" for _, row in table.iterrows()]
+    return "\n".join([header, *lines])
 
 
 def results_markdown(table: pd.DataFrame, profile: EchoAttProfile, device: str) -> str:
     """A results section: setup line, the table, and the generated conclusion."""
     p = profile
     setup = (
-        f"Device: {device}. Teacher: {p.teacher}; {p.steps} steps × {p.batch_size}×{p.block_len} tokens per trained "
-        f"arm ({p.corpus} train split); perplexity on the held-out split in {p.eval_context}-token windows; blocks of "
-        f"≤{p.max_block} layers; layers chosen by {p.metric} similarity"
-        f"{' without the sink column' if p.drop_sink else ''} (per head, averaged). Speeds: prefill "
-        f"{p.prefill_batch}×{p.prefill_len} tokens (KV cache size after it), decode {p.decode_batch}×{p.decode_tokens} "
-        f"tokens with KV cache, in {'bf16' if device != 'cpu' else 'fp32'}; training step = forward+backward+AdamW on "
-        f"{p.batch_size}×{p.block_len} tokens. × columns: ratio to the teacher with the same kernel for its unshared "
-        "layers (>1 = faster)."
+        f"Device: {device}. Teacher: {p.teacher}; every trained arm: {p.steps} steps × {p.batch_size}×{p.block_len} "
+        f"= {p.train_tokens_per_arm:,} tokens ({p.corpus} train split); perplexity on the held-out split in "
+        f"{p.eval_context}-token windows; blocks of ≤{p.max_block} layers; layers chosen by {p.metric} similarity"
+        f"{' without the sink column' if p.drop_sink else ''}. Speeds, every model in the same {p.speed_rounds} "
+        f"interleaved rounds after {p.speed_warmup} warm-up (± = IQR / median): prefill {p.prefill_batch}×"
+        f"{p.prefill_len} tokens (KV cache size after it); KD training step (forward+backward+AdamW, CE + KL from the "
+        f"teacher) on {p.train_speed_batch}×{p.train_speed_len} tokens, the teacher taking the same step; decode "
+        f"{p.decode_batch}×{p.decode_tokens} tokens with KV cache (launch-bound at this model size); "
+        f"{'bf16' if device != 'cpu' else 'fp32'}. × columns: ratio to the teacher with the same kernel for its "
+        "unshared layers (>1 = faster)."
     )
     section = [f"## EchoAtt, {p.name} profile", "", setup, "", markdown_table(table), "", conclusion(table)]
     return "\n".join(section) + "\n"
@@ -90,6 +108,12 @@ def claims(table: pd.DataFrame) -> dict[str, bool]:
     }
 
 
+def _noise(row: pd.Series, teacher: pd.Series, phase: str) -> str:
+    """" (±x% noise)": the two spreads (IQR / median) of a ratio added; empty when not measured."""
+    spread = row.get(f"{phase}_spread", np.nan) + teacher.get(f"{phase}_spread", np.nan)
+    return "" if np.isnan(spread) else f" (±{100 * spread:.0f}% noise)"
+
+
 def _verdict(ok: bool) -> str:
     return "held" if ok else "did not hold"
 
@@ -104,8 +128,10 @@ def _budget_line(n: int, rows: pd.DataFrame, teacher: pd.Series, continued: pd.S
         versus = "did not beat every random draw (it beat the random mean)"
     else:
         versus = "did not beat every random draw nor the random mean"
+    same = str(chosen.get("trained_as", "")).split(" = ")[1:]
+    identical = f" (identical groups to {', '.join(same)}: trained once)" if same else ""
     return (
-        f"- {n} shared layers ({chosen['params_change_pct']:+.2f}% parameters): similarity-chosen "
+        f"- {n} shared layers ({chosen['params_change_pct']:+.2f}% parameters): similarity-chosen{identical} "
         f"{chosen['zero_shot_ppl']:.2f} → {chosen['ppl']:.2f} after distillation; random "
         f"{rand['zero_shot_ppl'].mean():.2f} → {rand['ppl'].mean():.2f} (mean of {len(rand)}, range "
         f"{rand['ppl'].min():.2f}–{rand['ppl'].max():.2f}); last inner layers {last['zero_shot_ppl']:.2f} → "
@@ -129,8 +155,8 @@ def conclusion(table: pd.DataFrame) -> str:
         f"({_verdict(held['fewer_parameters'])} at this budget)."
     )
     speed = (
-        f"prefill ×{top['prefill_vs_teacher']:.3f}, decode ×{top['decode_vs_teacher']:.3f} against the "
-        "fused-attention (sdpa) teacher"
+        f"prefill ×{top['prefill_vs_teacher']:.3f}{_noise(top, teacher, 'prefill')}, decode "
+        f"×{top['decode_vs_teacher']:.3f}{_noise(top, teacher, 'decode')} against the fused-attention (sdpa) teacher"
     )
     if not eager.empty:
         speed += (
@@ -144,8 +170,9 @@ def conclusion(table: pd.DataFrame) -> str:
     )
     train_eager = f", ×{eager.iloc[0]['train_vs_teacher']:.3f} eager against eager" if not eager.empty else ""
     lines.append(
-        f'- Claim "+25% training speed": training step ×{top["train_vs_teacher"]:.3f} against the sdpa '
-        f"teacher{train_eager} — {_verdict(held['training_speed'])}."
+        f'- Claim "+25% training speed": KD training step ×{top["train_vs_teacher"]:.3f}'
+        f"{_noise(top, teacher, 'train')} against the same KD step of the sdpa teacher{train_eager} — "
+        f"{_verdict(held['training_speed'])}."
     )
     lines.append(
         f'- Claim "no loss in quality": the best student reaches {students["ppl"].min():.2f} against '
@@ -157,39 +184,66 @@ def conclusion(table: pd.DataFrame) -> str:
 
 # -- figures -----------------------------------------------------------------------------------
 def perplexity_figure(table: pd.DataFrame) -> go.Figure:
-    """Held-out perplexity of every arm after training beside its zero-shot value (right after copying)."""
+    """Held-out perplexity of every arm after training beside its zero-shot value (right after copying):
+    dots on a log axis spanning the data (bars would have to start at an arbitrary floor)."""
     trained = table[~table["arm"].str.endswith("(eager)")].drop_duplicates("arm")
+    trained = trained[trained["arm"] != "teacher (eager)"]
     teacher_ppl = float(table.loc[table["arm"] == "teacher (sdpa)", "ppl"].iloc[0])
-    figure = plots.bars(
-        list(trained["arm"]),
-        list(trained["ppl"]),
-        "Held-out perplexity after training (dashed: teacher as is)",
-        value_name="perplexity",
-        baseline=teacher_ppl,
-    )
-    figure.data[0].name = "after training"
-    figure.add_bar(x=list(trained["arm"]), y=list(trained["zero_shot_ppl"]), name="zero-shot (right after copying)",
-                   opacity=0.5)  # fmt: skip
-    figure.update_layout(barmode="group", yaxis_type="log")
+    figure = go.Figure()
+    for column, name, symbol in [("zero_shot_ppl", "zero-shot (right after copying)", "circle-open"),
+                                 ("ppl", "after training", "circle")]:  # fmt: skip
+        figure.add_scatter(x=list(trained[column]), y=list(trained["arm"]), mode="markers", name=name,
+                           marker={"symbol": symbol, "size": 11})  # fmt: skip
+    figure.add_vline(x=teacher_ppl, line_dash="dash", line_color="gray", annotation_text="teacher as is")
+    values = np.concatenate([trained["ppl"].to_numpy(float), trained["zero_shot_ppl"].to_numpy(float)])
+    low, high = np.log10(np.nanmin(values) / 1.1), np.log10(np.nanmax(values) * 1.1)
+    figure.update_layout(
+        title="Held-out perplexity per arm (log axis spanning the data)", xaxis_title="perplexity",
+        xaxis={"type": "log", "range": [low, high]}, yaxis={"autorange": "reversed"},
+        height=120 + 32 * len(trained), legend={"orientation": "h", "y": -0.15}, **plots.LAYOUT,
+    )  # fmt: skip
     return figure
 
 
+def kernel_label(kernel: str) -> str:
+    """A short name of the attention path (the colour of the speed chart)."""
+    base = "eager" if kernel.startswith("eager") else "sdpa"
+    if "head's Q, K" in kernel:
+        return f"{base} + fused sharing (sdpa on the head's Q, K)"
+    if "explicit" in kernel:
+        return f"{base} + explicit shared probabilities"
+    return f"{base} (teacher)"
+
+
 def speed_figure(table: pd.DataFrame) -> go.Figure:
-    """Prefill, decode and training-step speed of every measured arm relative to the teacher with the same kernel."""
-    speeds = table.dropna(subset=["prefill_vs_teacher"]).melt(
-        id_vars="arm",
-        value_vars=["prefill_vs_teacher", "decode_vs_teacher", "train_vs_teacher"],
-        var_name="measure",
-        value_name="ratio",
-    )
-    labels = [f"{a} · {m.removesuffix('_vs_teacher')}" for a, m in zip(speeds["arm"], speeds["measure"], strict=True)]
-    return plots.bars(
-        labels,
-        list(speeds["ratio"]),
-        "Speed relative to the teacher with the same kernel (dashed: the paper's +15%)",
-        value_name="× teacher",
-        baseline=INFERENCE_CLAIM,
-    )
+    """Prefill, KD training step and decode of every measured arm relative to the teacher with the same
+    kernel: one panel per measure, arms as rows, colour = attention path, whiskers = the two spreads."""
+    measured = table.dropna(subset=["prefill_vs_teacher"]).drop_duplicates("arm")
+    panels = [("prefill", "prefill"), ("train", "KD training step"), ("decode", "decode (launch-bound)")]
+    figure = make_subplots(rows=1, cols=3, shared_yaxes=True, subplot_titles=[t for _, t in panels],
+                           horizontal_spacing=0.03)  # fmt: skip
+    kernels = measured["kernel"].map(kernel_label)
+    for k, kernel in enumerate(dict.fromkeys(kernels)):
+        rows = measured[kernels == kernel]
+        for col, (phase, _) in enumerate(panels, start=1):
+            ratio = rows[f"{phase}_vs_teacher"].to_numpy(float)
+            figure.add_bar(
+                x=ratio, y=list(rows["arm"]), orientation="h", name=kernel, legendgroup=kernel, showlegend=col == 1,
+                marker_color=plots.COLORS[k % len(plots.COLORS)],
+                error_x={"type": "data", "array": ratio * rows[f"{phase}_spread"].to_numpy(float) / 2},
+            )  # fmt: skip
+            figure.add_vline(x=1.0, line_color="gray", row=1, col=col)
+    figure.add_vline(x=INFERENCE_CLAIM, line_dash="dash", line_color="gray", row=1, col=1,
+                     annotation_text="paper +15%")  # fmt: skip
+    figure.add_vline(x=TRAINING_CLAIM, line_dash="dash", line_color="gray", row=1, col=2,
+                     annotation_text="paper +25%")  # fmt: skip
+    figure.update_layout(
+        title="Speed relative to the teacher with the same kernel (>1 = faster; whiskers: ± half the IQR)",
+        barmode="group", yaxis={"autorange": "reversed"}, height=160 + 36 * len(measured),
+        legend={"orientation": "h", "y": -0.12}, **plots.LAYOUT,
+    )  # fmt: skip
+    figure.update_xaxes(title_text="× teacher")
+    return figure
 
 
 class LiveCurves:

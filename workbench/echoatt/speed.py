@@ -1,24 +1,51 @@
-"""What an arm costs and how well it predicts: held-out perplexity, prefill/decode speed, KV cache, a training step.
+"""What an arm costs: prefill, a KD training step and decode, timed where the GPU is the bottleneck.
 
-Times come from `workbench.measure` (warm-up excluded, interleaved rounds, CUDA events on a GPU).
-Inference is measured as deployed: bf16 autocast on a GPU, float32 on a CPU.
+One implementation for the experiment and for `benchmarks/echoatt_speed.py`: every contender (the
+teacher with fused and with eager attention, each student) is timed in the SAME interleaved rounds
+(`workbench.measure.interleaved`: warm-up excluded, CUDA events on a GPU), and reported as median
+tokens/s with its spread (IQR / median). Shapes are named in `SpeedShapes`; the full profile uses
+prefill 32×1024 and a KD step of 32×512, where SmolLM2-135M keeps an H200 busy. Decode of a 135M model
+stays launch-bound at any batch that fits the sample loop (per-token host overhead dominates): its
+ratios are reported, with their spread, but they do not measure the GPU.
+
+The training step is the same distillation step for every contender, the teacher included (CE +
+forward KL from the bf16 teacher), so "train ×" compares like with like. Inference is measured as
+deployed: bf16 on a GPU (autocast for training), float32 on a CPU.
 """
 
 from __future__ import annotations
 
 import copy
 import gc
+from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from ..distill import DistillationLoss, DistillConfig
 from ..evaluate import perplexity
 from ..generate import SampleConfig, output_cache, sample
-from ..measure import interleaved
-from .profile import EchoAttProfile
-from .student import set_path
+from ..measure import Timing, interleaved
+from .student import attention_kernel, set_path
+
+PHASES = ("prefill", "train", "decode")
+
+
+@dataclass(frozen=True)
+class SpeedShapes:
+    """Token shapes and rounds of one speed measurement (tokens per call = batch × length)."""
+
+    prefill_batch: int = 32
+    prefill_len: int = 1024
+    train_batch: int = 32
+    train_len: int = 512
+    decode_batch: int = 64
+    decode_tokens: int = 16
+    rounds: int = 7
+    warmup: int = 2
 
 
 def autocast(device: torch.device):
@@ -33,44 +60,13 @@ def free(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def held_out_ppl(model: nn.Module, tokens: torch.Tensor, profile: EchoAttProfile, max_windows: int | None) -> float:
-    """Perplexity on `tokens` in windows of `profile.eval_context` (the first `max_windows`; None: all)."""
+def held_out_ppl(model: nn.Module, tokens: torch.Tensor, context: int, batch: int, max_windows: int | None) -> float:
+    """Perplexity on `tokens` in windows of `context` tokens (the first `max_windows`; None: all)."""
     device = next(model.parameters()).device
     with autocast(device):
         return perplexity(
-            model,
-            tokens,
-            context_len=profile.eval_context,
-            batch_size=profile.eval_batch,
-            max_windows=max_windows,
-            progress=False,
+            model, tokens, context_len=context, batch_size=batch, max_windows=max_windows, progress=False
         )["ppl"]
-
-
-@torch.no_grad()
-def inference_speed(model: nn.Module, profile: EchoAttProfile) -> dict[str, float]:
-    """Prefill tokens/s (batch × prefill_len, no cache), decode tokens/s (greedy, KV cache), and the
-    KV cache's size after the prefill; prefill and decode timed in interleaved rounds."""
-    device, vocab = next(model.parameters()).device, model.config.vocab_size
-    generator = torch.Generator().manual_seed(0)
-    prompt = torch.randint(vocab, (profile.prefill_batch, profile.prefill_len), generator=generator).to(device)
-    start = torch.randint(vocab, (profile.decode_batch, 16), generator=generator).to(device)
-    n = profile.decode_tokens
-    timings = interleaved(
-        {
-            "prefill": lambda: model(input_ids=prompt, use_cache=False),
-            # no end-of-text: every call decodes n tokens
-            "decode": lambda: sample(model, start, SampleConfig(max_new_tokens=n)),
-        },
-        device,
-        rounds=profile.speed_repeats,
-        warmup=1,
-    )
-    return {
-        "prefill_tok_s": timings["prefill"].per_second(prompt.numel()),
-        "decode_tok_s": timings["decode"].per_second(profile.decode_batch * n),
-        "kv_cache_mb": kv_cache_mb(model, prompt),
-    }
 
 
 @torch.no_grad()
@@ -81,35 +77,6 @@ def kv_cache_mb(model: nn.Module, prompt: torch.Tensor) -> float:
     return sum(t.numel() * t.element_size() for t in tensors) / 2**20
 
 
-def train_step_time(model: nn.Module, profile: EchoAttProfile, loss_fn: DistillationLoss | None = None) -> float:
-    """Seconds per optimizer step (forward, backward, AdamW) on a copy of `model` (median of
-    `profile.train_speed_steps` after one warm-up step).
-
-    Default loss: next-token cross-entropy (the same for every model, so the times compare the
-    architectures); pass a `DistillationLoss` to time a distillation step, teacher included.
-    """
-    clone = copy.deepcopy(model).float().train().requires_grad_(True)
-    device = next(clone.parameters()).device
-    optimizer = torch.optim.AdamW(clone.parameters(), lr=1e-6, fused=device.type == "cuda")
-    loss_fn = loss_fn or DistillationLoss(
-        None, DistillConfig(alpha=1.0, beta=0.0, chunk_tokens=profile.distill.chunk_tokens)
-    )
-    shape = (profile.batch_size, profile.block_len + 1)
-    batch = torch.randint(clone.config.vocab_size, shape, generator=torch.Generator().manual_seed(0)).to(device)
-
-    def step(clone: nn.Module = clone, optimizer: torch.optim.Optimizer = optimizer) -> None:
-        with autocast(device):
-            loss = loss_fn(clone, batch)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    seconds = interleaved({"step": step}, device, rounds=profile.train_speed_steps, warmup=1)["step"].median_s
-    del step, clone, optimizer  # the copy and its optimizer state go before the memory is returned
-    free(device)
-    return seconds
-
-
 def with_attention(model: nn.Module, attn: str) -> nn.Module:
     """A copy of `model` whose unshared layers run the `attn` kernel ("sdpa" or "eager"). An eager
     student shares explicit probabilities (eager against eager); an sdpa one stays fused."""
@@ -118,3 +85,67 @@ def with_attention(model: nn.Module, attn: str) -> nn.Module:
     if getattr(clone, "echoatt_groups", None):
         set_path(clone, "explicit" if attn == "eager" else "fused")
     return clone
+
+
+def train_step(model: nn.Module, loss_fn: DistillationLoss, batch: torch.Tensor) -> Callable[[], None]:
+    """One distillation step (forward, backward, AdamW) of a float32 master copy of `model`, bf16 autocast on a GPU."""
+    model = copy.deepcopy(model).float().train().requires_grad_(True)
+    device = batch.device
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-7, fused=device.type == "cuda")
+
+    def step() -> None:
+        with autocast(device):
+            loss = loss_fn(model, batch)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def measure_speeds(
+    models: dict[str, nn.Module],
+    kd_teacher: nn.Module,
+    shapes: SpeedShapes,
+    kd: DistillConfig | None = None,
+    progress: bool = False,
+) -> dict[str, dict]:
+    """Name -> {prefill/train/decode _tok_s and _spread, kv_cache_mb, kernel} for every contender.
+
+    `models`: eval-mode models in the inference dtype (bf16 on a GPU), all on one device. Each phase
+    times every contender in the same interleaved rounds; the KD step distils from `kd_teacher`
+    (defaults: α = β = 0.5, no hidden-state term, the costlier stage-1 term being the same for all).
+    """
+    device = next(kd_teacher.parameters()).device
+    vocab, generator = kd_teacher.config.vocab_size, torch.Generator().manual_seed(0)
+    s = shapes
+    prompt = torch.randint(vocab, (s.prefill_batch, s.prefill_len), generator=generator).to(device)
+    batch = torch.randint(vocab, (s.train_batch, s.train_len + 1), generator=generator).to(device)
+    start = torch.randint(vocab, (s.decode_batch, 16), generator=generator).to(device)
+    config = SampleConfig(max_new_tokens=s.decode_tokens)  # no end-of-text: every call decodes all tokens
+    rows = {name: {"kernel": attention_kernel(model)} for name, model in models.items()}
+    bar = tqdm(total=len(PHASES), desc="speed (interleaved rounds)", disable=not progress)
+    with torch.no_grad():
+        for name, model in models.items():
+            rows[name]["kv_cache_mb"] = kv_cache_mb(model, prompt)
+        prefill = {name: (lambda m=m: m(input_ids=prompt, use_cache=False)) for name, m in models.items()}
+        record(rows, "prefill", interleaved(prefill, device, s.rounds, s.warmup), prompt.numel())
+        bar.update()
+        decode = {name: (lambda m=m: sample(m, start, config)) for name, m in models.items()}
+        record(rows, "decode", interleaved(decode, device, s.rounds, s.warmup), s.decode_batch * s.decode_tokens)
+        bar.update()
+    loss = DistillationLoss(kd_teacher, kd or DistillConfig(alpha=0.5, beta=0.5, gamma=0.0))
+    steps = {name: train_step(model, loss, batch) for name, model in models.items()}
+    record(rows, "train", interleaved(steps, device, s.rounds, s.warmup), batch[:, :-1].numel())
+    bar.update()
+    bar.close()
+    del steps  # the float32 copies and their optimizer states
+    free(device)
+    return rows
+
+
+def record(rows: dict[str, dict], phase: str, timings: dict[str, Timing], tokens: int) -> None:
+    """Store each contender's median tokens/s and spread for `phase`."""
+    for name, timing in timings.items():
+        rows[name][f"{phase}_tok_s"] = timing.per_second(tokens)
+        rows[name][f"{phase}_spread"] = timing.spread
