@@ -172,3 +172,24 @@ def test_speed_benchmark_runs_side_by_side_on_cpu(tmp_path, monkeypatch):
         assert arm["tokens_per_s"] * arm["step_ms"] / 1000 == pytest.approx(result["batch"] * result["seq"])
     assert result["loss"]["max_abs_diff"] < 1e-3  # same batches, same math on a CPU
     assert (tmp_path / "train_speed.json").is_file()
+
+
+def test_tokens_per_second_excludes_evaluation_and_counts_every_step_of_the_window(monkeypatch):
+    """On a clock that only training (1 s a step) and evaluation (10 s) advance, a window of 4 steps
+    with an evaluation inside it reads exactly tokens / 4 s, wherever the evaluation falls."""
+    import types
+
+    clock = {"now": 0.0}
+    monkeypatch.setattr("workbench.train.time", types.SimpleNamespace(perf_counter=lambda: clock["now"]))
+
+    def timed_loss(model, batch):
+        clock["now"] += 1.0
+        return causal_lm_loss(model, batch)
+
+    def timed_evaluate(model):
+        clock["now"] += 10.0
+        return {"val": 0.0}
+
+    config = TrainConfig(steps=4, lr=1e-3, warmup_steps=1, log_every=4, eval_every=2, checkpoint=False)
+    metrics = train(llama(), stream(batch_size=2), config, loss_fn=timed_loss, evaluate=timed_evaluate, progress=False)
+    assert metrics["tokens_per_s"] == pytest.approx(4 * 2 * 33 / 4.0)

@@ -390,13 +390,16 @@ def train(
                 and world.is_main
                 and ((config.eval_every and (step + 1) % config.eval_every == 0) or last)
             ):
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)  # the window's training kernels finish on the training clock
+                eval_start = time.perf_counter()
                 model.eval()
                 eval_metrics = evaluate(model)
                 model.train()
                 metrics.update(eval_metrics)
                 if run is not None:
                     run.log(eval_metrics, step + 1)
-                window_start = time.perf_counter()  # evaluation time is not training throughput
+                window_start += time.perf_counter() - eval_start  # evaluation time is not training throughput
     except KeyboardInterrupt:
         _checkpoint(model, run, config)
         if run is not None:
