@@ -1,11 +1,11 @@
 """Settings of the Relaxed Recursive Transformers experiment; defaults are the full (one H200) run.
 
-Budget of the full profile (every arm: `steps` × `batch_size` × `block_len` = 160 × 16 × 512 =
-1.31M tokens, 2.8 epochs of python-docs' training split). A distilled arm costs a student forward
-and backward plus a teacher forward, about 100k tokens/s eager on an H200 for SmolLM2-135M, so
-~13 s; 15 trained arms, the early-exit post-training, evaluations and the decode-cost measurement
-make ~5 minutes for `arms="all"`. `arms="no_lora"` and `arms="lora"` split it into two runs of
-~3 minutes, each with the seed-spread arm and the continued-trained full model.
+Budget of the full profile (every arm: `steps` × `batch_size` × `block_len` = 80 × 16 × 512 =
+655k tokens, 1.4 epochs of python-docs' training split). Measured on one H200 (2026-11-30):
+`arms="no_lora"` ran in 142 s and `arms="lora"` (with the early-exit post-training and the
+depth-wise batching measurement) in 165 s, each with the seed-spread arm and the continued-trained
+full model; `arms="all"` at 160 steps did not finish 9 of its 15 arms in 285 s. `steps=160`
+doubles every arm's tokens at about twice the time.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ class RecursiveProfile(Profile):
     ranks: tuple = (8, 32, 128)  # SVD-initialised LoRA ranks on the Average model (all seven linears)
     zero_rank: int = 128  # the zero-initialised LoRA arm (the paper compares at its largest rank)
     tie_norms: bool = True  # the paper ties RMSNorm weights too; False keeps them per depth
-    steps: int = 160
+    steps: int = 80
     batch_size: int = 16
     block_len: int = 512
     lr: float = 5e-4  # uptraining (all parameters); the paper uses 2e-4 for 15B tokens, short runs want more
