@@ -26,9 +26,14 @@
 #
 # **Why measure first.** Which layers may share depends on the model, and "similar" depends on the
 # metric. Here we measure, on any causal LM:
-# - three metrics over valid (causal, unpadded) entries: **cosine** of the flattened maps (EchoAtt's),
+# - metrics over valid (causal, unpadded) entries: **cosine** of the flattened maps, in two forms,
 #   **1 − Jensen-Shannon divergence** between matching query rows (each row is a distribution), and
 #   **linear CKA** (query rows as samples, keys as features: compares how rows differ, ignoring what they share);
+# - the two cosines differ: **"cosine (head-averaged map)"** (`cosine_map`) averages the heads' maps of a layer
+#   first and compares the two layer maps: that is the metric the EchoAtt paper used to choose layers.
+#   **"cosine (mean over heads)"** (`cosine`) compares head h with head h and averages the per-head values: stricter,
+#   since a head attending elsewhere counts even when the averages agree. **The groups below come from the
+#   `metric` parameter, by default "cosine (mean over heads)"** (sink dropped); set `metric = "cosine_map"` for the paper's;
 # - with and without the **attention sink**: most layers park a large share of probability on the
 #   first token; that column inflates every similarity, so we also drop it and renormalise the rows;
 # - per head and averaged over heads, and the **spread over texts**, to tell a stable pattern from
@@ -46,14 +51,15 @@ corpus = None  # "python-docs", a text file (e.g. WikiText-2), or "hf:DATASET"
 texts = None  # custom texts (a list of strings): if given, they are analysed instead of the corpus
 n_texts = None  # texts analysed
 seq_len = None  # tokens per text
-metric = None  # "cosine", "jsd" or "cka": the metric that chooses the groups
+metric = None  # chooses the groups: "cosine" (mean over heads, default), "cosine_map" (head-averaged map: the paper's), "jsd", "cka"
 sink = None  # "dropped" (first key column removed) or "kept"
-threshold = None  # each follower needs at least this similarity to the first layer of its group
-second_threshold = None  # a looser threshold, for comparison
+threshold = None  # each follower needs at least this similarity to the first layer of its group (default 0.6, see below)
+second_threshold = None  # a stricter threshold, for comparison (default 0.7)
 max_block = None  # longest group (head + followers)
 layer_pair = None  # the pair shown in detail, e.g. [4, 5]
 head = None  # the head shown in the map figure (-1: mean over heads)
 map_tokens = None  # tokens shown in the attention maps
+map_scale = "clipped"  # colours of the maps: "clipped" (99th percentile), "row-normalised" or "absolute"
 
 # %%
 import numpy as np
@@ -96,11 +102,11 @@ print(f"{settings.model_name}: {n_layers} layers x {n_heads} query heads ({model
 # the first text's first tokens are kept for the pictures below.
 
 # %%
-result = analyze(model, tokenizer, inputs, metrics=("cosine", "jsd", "cka"), drop_sink="both", keep_maps_for=range(n_layers),
+result = analyze(model, tokenizer, inputs, metrics=("cosine", "cosine_map", "jsd", "cka"), drop_sink="both", keep_maps_for=range(n_layers),
                  map_tokens=settings.map_tokens, seq_len=settings.seq_len, batch_size=settings.batch_size)
 print(f"{result.n_texts} texts x {result.seq_len} tokens analysed in {result.seconds:.1f} s; backend afterwards: {model.config._attn_implementation}")
 overview = pd.DataFrame([
-    dict(metric=m, sink=s, adjacent_mean=result.adjacent(m, s)[0].mean(), all_pairs_mean=result.similarity(m, s)[~np.eye(n_layers, dtype=bool)].mean(),
+    dict(metric=figures.LABELS[m], sink=s, adjacent_mean=result.adjacent(m, s)[0].mean(), all_pairs_mean=result.similarity(m, s)[~np.eye(n_layers, dtype=bool)].mean(),
          spread_over_texts=result.spread(m, s)[~np.eye(n_layers, dtype=bool)].mean())
     for m in result.metrics for s in result.sinks]).round(3)
 overview
@@ -110,6 +116,12 @@ overview
 # Groups of consecutive layers whose later members are similar enough *to the group's first layer*
 # (the layer whose attention they would reuse), at most `max_block` long: longer chains compound the
 # error. The choice is exact (dynamic programming) and deterministic.
+#
+# **How the default threshold was chosen.** On the full profile (SmolLM2-135M, 64 texts × 1,024 tokens, one H200) the
+# cosine (mean over heads, sink dropped) inside the most similar block, layers 6–8, is 0.702: at 0.7 only one group
+# forms, [[6, 7]]; at 0.6, [[3, 4, 5], [6, 7, 8]]. The default, 0.6, is the highest round value that yields more
+# than one group on the default model; 0.7 is shown beside it. Both are choices for illustration, not the paper's
+# (the paper picks groups by a layer budget, as the distillation notebook does).
 
 # %%
 similarity = result.similarity(settings.metric, settings.sink)
@@ -153,21 +165,23 @@ figures.adjacent_curves(result, settings.metric).show()
 # %%
 first, second = settings.layer_pair
 figures.head_pair_heatmap(result, settings.metric, settings.sink, first, second).show()
-figures.map_pair(result, first, second, head).show()
+figures.map_pair(result, first, second, head, settings.sink, map_scale).show()
 
 # %% [markdown]
 # ## Explore (JupyterLab)
-# Pick the metric, sink handling, layer pair, head and threshold; the figures update from the stored
-# result without running the model again. (In an executed copy of this notebook the static figures
-# above are the record.)
+# Pick the metric, sink handling (it applies to the maps too), layer pair, head, threshold and the maps' colour
+# scale; the figures update from the stored result without running the model again. (In an executed HTML copy of
+# this notebook the widgets do not run: the static figures above are the record.)
 
 # %%
-Explorer(result, View(settings.metric, settings.sink, settings.layer_pair[0], settings.layer_pair[1], head, settings.threshold), max_block=settings.max_block)
+Explorer(result, View(settings.metric, settings.sink, settings.layer_pair[0], settings.layer_pair[1], head, settings.threshold, map_scale),
+         max_block=settings.max_block)
 
 # %% [markdown]
 # ## Record the result
 # Matrices, kept maps and the chosen groups go to the run store (kind `attention_similarity`): the
-# distillation notebook reads `summary["groups"]`, the dashboard shows the run next to others.
+# distillation notebook (02) takes this run's id (or "latest") as its `attention_run` parameter and uses its
+# similarity matrix under the same metric and sink, and shows its groups; the dashboard shows the run next to others.
 
 # %%
 result.save(run, groups=groups)
@@ -192,7 +206,9 @@ else:
     block_text = (f"no two neighbouring layers reach {settings.threshold}; the most similar neighbours are layers {best} and {best + 1} "
                   f"({adjacent_mean[best]:.3f}); mean similarity over all pairs {block['outside']:.3f}.")
 display(Markdown(f"""
-- **Similar block.** With {settings.metric} (sink {settings.sink}), {block_text}
+- **Similar block.** With {figures.LABELS[settings.metric]} (sink {settings.sink}), {block_text}
+- **The paper's metric.** Cosine of the head-averaged maps, adjacent layers: {result.adjacent("cosine_map", settings.sink)[0].mean():.3f} on
+  average, against {result.adjacent("cosine", settings.sink)[0].mean():.3f} for the mean of per-head cosines (the groups use {figures.LABELS[settings.metric]}).
 - **Sink.** Keeping the first-token column changes the {settings.metric} by {sink_effect.mean():+.3f} on average over layer pairs; the
   first token gets {result.sink_mass.min():.2f}–{result.sink_mass.max():.2f} of the attention, depending on the layer.
 - **Stability.** Across {result.n_texts} texts the neighbour similarity varies by ±{stable:.3f} (mean std), against a range

@@ -36,7 +36,12 @@ def ref_cka(a, b):
     return float(np.linalg.norm(ac.T @ bc) ** 2 / (np.linalg.norm(ac.T @ ac) * np.linalg.norm(bc.T @ bc)))
 
 
-REFERENCE = {"cosine": ref_cosine, "jsd": ref_jsd, "cka": ref_cka}
+REFERENCE = {"cosine": ref_cosine, "jsd": ref_jsd, "cka": ref_cka}  # per head
+
+
+def ref_cosine_map(heads_a, heads_b):
+    """The EchoAtt paper's metric: cosine of the head-averaged maps (float64)."""
+    return ref_cosine(np.mean(heads_a, 0), np.mean(heads_b, 0))
 
 
 def random_maps(layers=4, batch=2, heads=3, length=12, seed=0):
@@ -63,7 +68,16 @@ def test_naive_and_streaming_match_the_definitions(drop_sink):
             accumulator.add_layer(layer, maps[layer])
         accumulator.end_batch()
         streams[spill] = accumulator
-    for metric in METRICS:
+    for b, n in enumerate(lengths):  # cosine of head-averaged maps: not the mean of per-head cosines
+        for first, m in [(0, 1), (1, 3), (2, 2)]:
+            heads = [[_clean(maps[layer, b, h].numpy(), n, drop_sink) for h in range(3)] for layer in (first, m)]
+            expected = ref_cosine_map(*heads)
+            assert naive["cosine_map"][b, first, m, 0].item() == pytest.approx(expected, abs=1e-6)
+            for accumulator in streams.values():
+                assert accumulator.per_text["cosine_map"][b][first, m] == pytest.approx(expected, abs=2e-3)
+        mean_of_heads = naive["cosine"][b, 0, 1].mean().item()
+        assert abs(naive["cosine_map"][b, 0, 1, 0].item() - mean_of_heads) > 0.01  # the two metrics differ
+    for metric in REFERENCE:
         for b, n in enumerate(lengths):
             for first, m, h in [(0, 1, 0), (1, 3, 2), (2, 2, 1)]:
                 expected = REFERENCE[metric](
@@ -74,6 +88,7 @@ def test_naive_and_streaming_match_the_definitions(drop_sink):
                     per_text = accumulator.per_text[metric][b]
                     assert accumulator.per_head_sum[metric].shape == (4, 4, 3)
                     assert abs(per_text[first, m] - naive[metric][b, first, m].mean().item()) < 2e-3
+    for metric in METRICS:
         total = naive[metric].sum(0).numpy()
         assert np.allclose(streams["disk"].per_head_sum[metric], total, atol=4e-3)
         assert np.allclose(streams["disk"].per_head_sum[metric], streams["memory"].per_head_sum[metric], atol=1e-6)

@@ -1,7 +1,7 @@
 """The notebook's explorer: widgets over a measured `SimilarityResult`, no model needed.
 
-Every control (metric, sink handling, layer pair, head, threshold) redraws the figures from the
-stored matrices and maps, so exploring costs milliseconds, not another pass over the texts. The
+Every control (metric, sink handling, layer pair, head, threshold, colour scale of the maps) redraws the
+figures from the stored matrices and maps, so exploring costs milliseconds, not another pass over the texts. The
 figures are plotly `FigureWidget`s updated in place, not figures re-displayed into an `Output`
 widget: capturing output into a widget while a cell runs intermittently stalls a headless
 (papermill/nbclient) run, and an in-place update does not flicker.
@@ -31,6 +31,7 @@ class View:
     second: int
     head: int | None  # None: the mean over heads
     threshold: float
+    scale: str = "clipped"  # colour scale of the maps: "clipped", "row-normalised" or "absolute"
 
 
 class Explorer:
@@ -55,9 +56,11 @@ class Explorer:
                 description="head",
             ),
             "threshold": widgets.FloatSlider(
-                value=start.threshold, min=0.0, max=1.0, step=0.01, description="threshold"
+                value=start.threshold, min=0.0, max=1.0, step=0.01, description="threshold",
+                layout=widgets.Layout(width="420px"),
             ),
-        }
+            "scale": widgets.Dropdown(options=list(figures.SCALES), value=start.scale, description="map colours"),
+        }  # fmt: skip
         self.status = widgets.HTML()
         self.plots = [
             go.FigureWidget(),
@@ -65,7 +68,8 @@ class Explorer:
             go.FigureWidget(),
         ]  # similarity map, per-head pair, the pair's maps
         controls = list(self.controls.values())
-        self.widget = widgets.VBox([widgets.HBox(controls[:3]), widgets.HBox(controls[3:]), self.status, *self.plots])
+        rows = [widgets.HBox(controls[:3]), widgets.HBox(controls[3:5]), widgets.HBox(controls[5:])]
+        self.widget = widgets.VBox([*rows, self.status, *self.plots])
         for control in controls:
             control.observe(self.redraw, names="value")
         self.redraw()
@@ -92,14 +96,15 @@ class Explorer:
             figures.head_pair_heatmap(self.result, view.metric, view.sink, view.first, view.second),
         ]
         if not self.missing_maps():
-            shown.append(figures.map_pair(self.result, view.first, view.second, view.head))
+            shown.append(figures.map_pair(self.result, view.first, view.second, view.head, view.sink, view.scale))
         return shown
 
     def redraw(self, change: dict | None = None) -> None:
         view, groups = self.view(), self.groups()
         missing = self.missing_maps()
         self.status.value = (
-            f"<b>{view.metric}</b>, sink {view.sink}: at threshold {view.threshold:.2f}, "
+            f"<b>{figures.LABELS[view.metric]}</b>, sink {view.sink} (the maps too): "
+            f"at threshold {view.threshold:.2f}, "
             f"{sum(len(g) - 1 for g in groups)} layers share attention, groups {groups}"
             + (f"; maps of layers {missing} were not kept (analyze's keep_maps_for)" if missing else "")
         )
