@@ -59,7 +59,7 @@ max_block = None  # longest group (head + followers)
 layer_pair = None  # the pair shown in detail, e.g. [4, 5]
 head = None  # the head shown in the map figure (-1: mean over heads)
 map_tokens = None  # tokens shown in the attention maps
-map_scale = "clipped"  # colours of the maps: "clipped" (99th percentile), "row-normalised" or "absolute"
+map_scale = None  # colours of the maps: "clipped" (99th percentile), "row-normalised" or "absolute"
 
 # %%
 import numpy as np
@@ -78,7 +78,7 @@ workbench.notebook.setup()
 settings = AttentionLabProfile.resolve(
     profile, model_name=model_name, corpus=corpus, texts=tuple(texts) if texts else None, n_texts=n_texts, seq_len=seq_len,
     metric=metric, sink=sink, threshold=threshold, second_threshold=second_threshold, max_block=max_block,
-    layer_pair=tuple(layer_pair) if layer_pair else None, head=head, map_tokens=map_tokens,
+    layer_pair=tuple(layer_pair) if layer_pair else None, head=head, map_tokens=map_tokens, map_scale=map_scale,
 )
 head = None if settings.head < 0 else settings.head  # None: the mean over heads
 run = runs.start_run("attention_similarity", f"{settings.model_name} {settings.n_texts}x{settings.seq_len}", settings.as_dict())
@@ -165,7 +165,7 @@ figures.adjacent_curves(result, settings.metric).show()
 # %%
 first, second = settings.layer_pair
 figures.head_pair_heatmap(result, settings.metric, settings.sink, first, second).show()
-figures.map_pair(result, first, second, head, settings.sink, map_scale).show()
+figures.map_pair(result, first, second, head, settings.sink, settings.map_scale).show()
 
 # %% [markdown]
 # ## Explore (JupyterLab)
@@ -174,7 +174,7 @@ figures.map_pair(result, first, second, head, settings.sink, map_scale).show()
 # this notebook the widgets do not run: the static figures above are the record.)
 
 # %%
-Explorer(result, View(settings.metric, settings.sink, settings.layer_pair[0], settings.layer_pair[1], head, settings.threshold, map_scale),
+Explorer(result, View(settings.metric, settings.sink, settings.layer_pair[0], settings.layer_pair[1], head, settings.threshold, settings.map_scale),
          max_block=settings.max_block)
 
 # %% [markdown]

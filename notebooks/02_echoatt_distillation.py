@@ -44,7 +44,8 @@ profile = "smoke"  # "smoke": CPU, tiny random teacher, ~1 min; "full": GPU, Smo
 budgets = None  # numbers of shared layers, e.g. [6, 12]
 random_draws = None  # random arms per budget
 steps = None  # training steps per arm (the same for every arm)
-metric = None  # similarity that chooses the layers: "cosine", "jsd" (as 1 - JSD) or "cka"
+attention_run = None  # an attention-lab run of notebook 01 (its run id, or "latest"): use its similarity, metric and groups
+metric = None  # similarity that chooses the layers when attention_run is None: "cosine", "cosine_map" (the paper's), "jsd", "cka"
 drop_sink = None  # remove the attention-sink column before comparing maps
 max_block = None  # longest sharing group, head included (2: each follower reuses its predecessor)
 
@@ -55,6 +56,7 @@ from IPython.display import Markdown, display
 
 import workbench.notebook
 from workbench import plots, runs
+from workbench.attention.similarity import NAMES
 from workbench.echoatt import report
 from workbench.echoatt.experiment import EchoAttExperiment
 from workbench.echoatt.profile import EchoAttProfile
@@ -62,6 +64,7 @@ from workbench.echoatt.profile import EchoAttProfile
 workbench.notebook.setup()
 settings = EchoAttProfile.resolve(
     profile, budgets=tuple(budgets) if budgets else None, random_draws=random_draws, steps=steps, metric=metric,
+    attention_run=None if attention_run is None else str(attention_run),
     drop_sink=drop_sink, max_block=max_block,
 )
 
@@ -74,13 +77,21 @@ pd.Series(settings.as_dict()).to_frame("setting")
 # %% [markdown]
 # ## 1. Attend: which layers attend alike?
 #
-# For each pair of layers $(\ell, m)$: the similarity of head $h$ of $\ell$ with head $h$ of $m$, averaged over heads and texts (the metric chosen in
-# the parameters; by default cosine of the maps after removing the first key column and renormalising the rows, which keeps the attention sink from
-# making every late layer look alike).
+# With `attention_run` set, the similarity comes from that run of the attention lab (notebook 01), under the metric and sink handling the lab used,
+# and is not measured again (the lab's model must be the teacher). Otherwise it is measured here: for each pair of layers $(\ell, m)$ the
+# similarity of head $h$ of $\ell$ with head $h$ of $m$, averaged over heads and texts (by default "cosine (mean over heads)" after removing the
+# first key column and renormalising the rows, which keeps the attention sink from making every late layer look alike; `metric = "cosine_map"`
+# is the paper's cosine of the head-averaged maps).
 
 # %%
 similarity = experiment.attend()
-label = f"{settings.metric}{' (sink removed)' if settings.drop_sink else ''}"
+settings = experiment.profile  # with a lab run: its metric and sink
+if experiment.lab is not None:
+    print(f"similarity from attention-lab run {experiment.lab.run_id} ({experiment.lab.model_name}); its groups at threshold "
+          f"{experiment.lab.threshold}: {experiment.lab.groups}")
+else:
+    print("similarity measured here (no attention_run given)")
+label = f"{NAMES[settings.metric]}{', sink removed' if settings.drop_sink else ''}"
 display(plots.heatmap(similarity, f"Teacher: attention similarity between layers, {label}", x_title="layer", y_title="layer",
                       value_name="similarity"))
 adjacent = pd.DataFrame({"layer pair (l, l+1)": np.arange(len(similarity) - 1), "similarity": np.diag(similarity, 1)})

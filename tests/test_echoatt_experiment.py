@@ -3,6 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from workbench.attention.sharing import followers
 from workbench.echoatt.arms import (
@@ -193,3 +194,32 @@ def test_live_curves_extend_one_trace_per_arm():
     live("n=2 last", 0, {"val_ppl": 90.0})
     traces = {trace.name: trace for trace in live.figure.data}
     assert list(traces["n=2 similarity"].y) == [100.0, 50.0] and list(traces["n=2 last"].x) == [0]
+
+
+@pytest.mark.slow
+def test_an_attention_lab_run_hands_its_similarity_metric_and_groups_to_the_experiment():
+    """Notebook 01 -> 02: the experiment takes a stored lab run ("latest" or an id) instead of measuring."""
+    from workbench import runs
+    from workbench.attention.analysis import analyze
+
+    experiment = EchoAttExperiment("smoke", progress=False, attention_run="latest")
+    teacher = experiment.teacher
+    ids = torch.randint(0, 1000, (2, 24), generator=torch.Generator().manual_seed(0))
+    result = analyze(teacher, experiment.tokenizer, ids, metrics=("cosine", "cosine_map"), drop_sink="both",
+                     progress=False)  # fmt: skip
+    with runs.start_run("attention_similarity", "tiny lab", {}) as run:
+        result.save(run, groups=[[3, 4]])
+        run.update_summary(metric="cosine_map", sink="kept", threshold=0.5)
+    expected = result.similarity("cosine_map", "kept")
+    assert np.array_equal(experiment.attend(), expected)  # not measured again: the lab's numbers
+    assert experiment.lab.run_id == run.id and experiment.lab.groups == [[3, 4]]
+    assert experiment.profile.metric == "cosine_map" and experiment.profile.drop_sink is False
+    chosen = next(a for a in experiment.choose_arms() if a.kind == "similarity")
+    assert chosen.groups == similarity_groups(expected, 2, experiment.profile.max_block, None)
+
+    by_id = EchoAttExperiment("smoke", progress=False, attention_run=str(run.id))
+    assert np.array_equal(by_id.attend(), expected)
+    with pytest.raises(WorkbenchError, match="not a finished"):
+        EchoAttExperiment("smoke", progress=False, attention_run="999999").attend()
+    with pytest.raises(WorkbenchError, match="the teacher has 6"):
+        EchoAttExperiment("smoke", progress=False, attention_run=str(run.id), tiny_layers=6).attend()

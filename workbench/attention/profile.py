@@ -30,6 +30,7 @@ class AttentionLabProfile(Profile):
     layer_pair: tuple[int, int] = (4, 5)  # the pair shown in detail
     head: int = 0  # the head shown in the map figure (-1: mean over heads)
     map_tokens: int = 40  # tokens shown in the attention maps
+    map_scale: str = "clipped"  # colours of the maps: "clipped" (99th percentile), "row-normalised" or "absolute"
 
 
 AttentionLabProfile.presets = {"smoke": dict(n_texts=4, seq_len=128, batch_size=4), "full": {}}

@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .. import runs
 from ..attention.analysis import analyze
 from ..attention.sharing import followers
 from ..data import batches, blocks, load_corpus, tokenize, train_val_split
@@ -31,6 +32,7 @@ from ..models import count_parameters, load_model, resolve_device, tiny_llama
 from ..runs import Run, RunKind, start_run
 from ..train import TrainConfig, train
 from .arms import Arm, plan_arms
+from .handoff import LabResult, lab_result
 from .profile import EchoAttProfile
 from .report import conclusion, results_markdown
 from .speed import free, held_out_ppl, measure_speeds, with_attention
@@ -104,6 +106,7 @@ class EchoAttExperiment:
         self.device_name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
         self.n_layers = len(model.model.layers)
         self.similarity: np.ndarray | None = None
+        self.lab: LabResult | None = None  # the attention-lab run the similarity came from, if any
         self.arms: list[Arm] | None = None
 
     @contextmanager
@@ -118,7 +121,14 @@ class EchoAttExperiment:
             torch.set_num_threads(before)
 
     def attend(self) -> np.ndarray:
-        """Attend: the teacher's [L, L] similarity (`profile.metric`), higher = more alike."""
+        """Attend: the teacher's [L, L] similarity, higher = more alike: from the attention-lab run
+        `profile.attention_run` (its metric and sink replace the profile's), or measured here."""
+        if self.profile.attention_run is not None:
+            heads = self.teacher.config.num_attention_heads
+            self.lab = lab_result(runs.store(), self.profile.attention_run, self.n_layers, heads)
+            self.profile = replace(self.profile, metric=self.lab.metric, drop_sink=self.lab.sink == "dropped")
+            self.similarity = np.asarray(self.lab.similarity)
+            return self.similarity
         with self._threads():
             similarity = teacher_similarity(
                 self.teacher, self.tokenizer, self.train_tokens, self.profile, self.progress
@@ -164,6 +174,8 @@ class EchoAttExperiment:
         with start_run(KIND, "table", profile.as_dict(), sweep=sweep) as run:
             run.log_artifact("table.json", table.to_dict(orient="records"))
             run.log_artifact("similarity.npy", self.similarity)
+            source = f"attention run {self.lab.run_id}" if self.lab else "measured here"
+            run.update_summary(similarity_source=source, metric=profile.metric, drop_sink=profile.drop_sink)
             run.log_artifact("results.md", results_markdown(table, profile, self.device_name).encode())
             run.update_summary(device=self.device_name, conclusion=conclusion(table))
             run_ids["table"] = run.id

@@ -27,9 +27,10 @@ class EchoAttProfile(Profile):
     random_draws: int = 3
     max_block: int = 2  # group length: 2 = each follower reuses its immediate predecessor
     eligible: tuple[int, int] | None = None  # first and last layer allowed in a group; default (2, L-2)
-    metric: str = (
-        "cosine"  # similarity that chooses layers: "cosine", "jsd" (as 1 − JSD) or "cka", mean of per-head values
-    )
+    # The similarity that chooses layers: "cosine" (mean over heads), "cosine_map" (cosine of the head-averaged
+    # maps: the paper's), "jsd" (as 1 − JSD) or "cka". Ignored when `attention_run` names a lab run: its metric rules.
+    metric: str = "cosine"
+    attention_run: str | None = None  # an attention-lab run (notebook 01) to take the similarity from: id or "latest"
     drop_sink: bool = True  # remove the attention-sink column before comparing (docs/ideas.md, EchoAtt)
     similarity_texts: int = 16
     similarity_len: int = 512
