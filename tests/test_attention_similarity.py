@@ -193,3 +193,14 @@ def test_similar_block_on_a_constructed_matrix():
     block = similar_block(matrix, threshold=0.8)
     assert (block["first"], block["last"]) == (2, 5)
     assert block["inside"] == pytest.approx(0.9) and block["outside"] == pytest.approx(0.2)
+
+
+def test_long_inner_products_are_summed_in_float64_chunks():
+    """The naive path's T²-long dot products (a million entries at 1,024 tokens) stay within float64's reach."""
+    from workbench.attention.similarity import _chunked_gram
+
+    x = torch.rand(2, 5, 300_007, generator=torch.Generator().manual_seed(0))  # not a multiple of the chunk
+    exact = x.double() @ x.double().transpose(-1, -2)
+    got = _chunked_gram(x, chunk=1 << 14)
+    assert got.dtype == torch.float64 and got.shape == (2, 5, 5)
+    assert float(((got - exact).abs() / exact.abs()).max()) < 1e-6
