@@ -108,7 +108,7 @@ plots.curves(adjacent, "layer pair (l, l+1)", "similarity", title="Similarity of
 
 # %%
 arms = experiment.choose_arms()
-pd.DataFrame([{"arm": a.name, "shared layers n": a.n_shared, "groups (head first)": a.groups} for a in arms])
+pd.DataFrame([{"arm (every label it stands for)": a.run_name, "shared layers n": a.n_shared, "groups (head first)": a.groups} for a in arms])
 
 # %% [markdown]
 # ## 3. Adjust: distil every student, train the teacher on the same tokens

@@ -39,7 +39,7 @@ def test_controls_redraw_groups_status_and_figures():
     assert explorer.groups() == [[2, 3, 4]] and "2 layers share attention" in explorer.status.value
     assert len(explorer.plots[0].layout.shapes) == 1  # the group's red box, drawn on the displayed heatmap
     assert [f.layout.title.text.split("<br>")[0] for f in explorer.figures()[1:]] == [
-        "cosine (mean over heads) per head pair,",
+        "cosine per head pair,",
         "attention of the first text (5 tokens), sink dropped",
     ]
     explorer.controls["threshold"].value = 0.95  # nothing is that similar: no groups, and the status says so at once

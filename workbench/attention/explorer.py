@@ -59,7 +59,10 @@ class Explorer:
                 value=start.threshold, min=0.0, max=1.0, step=0.01, description="threshold",
                 layout=widgets.Layout(width="420px"),
             ),
-            "scale": widgets.Dropdown(options=list(figures.SCALES), value=start.scale, description="map colours"),
+            "scale": widgets.Dropdown(
+                options=list(figures.SCALES), value=start.scale, description="map colours",
+                style={"description_width": "initial"},
+            ),
         }  # fmt: skip
         self.status = widgets.HTML()
         self.plots = [

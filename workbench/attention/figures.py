@@ -66,7 +66,7 @@ def head_pair_heatmap(result: SimilarityResult, metric: str, sink: str, first: i
     heads = list(range(result.n_heads))
     figure = plots.heatmap(
         matrix,
-        f"{LABELS[per_head]} per head pair,<br>layer {first} (rows) vs layer {second} (columns){note}",
+        f"{LABELS[per_head].split(' (')[0]} per head pair,<br>layer {first} (rows) vs layer {second} (columns){note}",
         heads,
         heads,
         x_title=f"head of layer {second}",

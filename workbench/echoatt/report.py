@@ -45,6 +45,8 @@ def _cell(row: pd.Series, column: str) -> str:
     value = row.get(column)
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return ""
+    if isinstance(value, int | np.integer):
+        return f"{value:,}"
     phase = column.removesuffix("_tok_s")
     if column.endswith("_tok_s") and f"{phase}_spread" in row:
         return f"{value:,.0f} ±{100 * row[f'{phase}_spread']:.0f}%"
@@ -194,13 +196,15 @@ def perplexity_figure(table: pd.DataFrame) -> go.Figure:
                                  ("ppl", "after training", "circle")]:  # fmt: skip
         figure.add_scatter(x=list(trained[column]), y=list(trained["arm"]), mode="markers", name=name,
                            marker={"symbol": symbol, "size": 11})  # fmt: skip
-    figure.add_vline(x=teacher_ppl, line_dash="dash", line_color="gray", annotation_text="teacher as is")
+    figure.add_vline(x=teacher_ppl, line_dash="dash", line_color="gray")
     values = np.concatenate([trained["ppl"].to_numpy(float), trained["zero_shot_ppl"].to_numpy(float)])
-    low, high = np.log10(np.nanmin(values) / 1.1), np.log10(np.nanmax(values) * 1.1)
+    low, high = np.log10(np.nanmin(values) / 1.03), np.log10(np.nanmax(values) * 1.03)
     figure.update_layout(
-        title="Held-out perplexity per arm (log axis spanning the data)", xaxis_title="perplexity",
+        title="Held-out perplexity per arm (dashed: the teacher as is; log axis spanning the data)",
+        xaxis_title="perplexity",
         xaxis={"type": "log", "range": [low, high]}, yaxis={"autorange": "reversed"},
-        height=120 + 32 * len(trained), legend={"orientation": "h", "y": -0.15}, **plots.LAYOUT,
+        height=150 + 32 * len(trained), legend={"orientation": "h", "y": -0.15},
+        **{**plots.LAYOUT, "margin": {**plots.LAYOUT["margin"], "t": 80}},
     )  # fmt: skip
     return figure
 
@@ -218,7 +222,11 @@ def kernel_label(kernel: str) -> str:
 def speed_figure(table: pd.DataFrame) -> go.Figure:
     """Prefill, KD training step and decode of every measured arm relative to the teacher with the same
     kernel: one panel per measure, arms as rows, colour = attention path, whiskers = the two spreads."""
-    measured = table.dropna(subset=["prefill_vs_teacher"]).drop_duplicates("arm")
+    measured = table.dropna(subset=["prefill_vs_teacher"]).copy()
+    if "trained_as" in measured:  # arms trained once under several labels: one bar, every label
+        fused = ~measured["arm"].str.endswith("(eager)") & measured["trained_as"].str.contains(" = ", regex=False)
+        measured.loc[fused, "arm"] = measured.loc[fused, "trained_as"]
+    measured = measured.drop_duplicates("arm")
     panels = [("prefill", "prefill"), ("train", "KD training step"), ("decode", "decode (launch-bound)")]
     figure = make_subplots(rows=1, cols=3, shared_yaxes=True, subplot_titles=[t for _, t in panels],
                            horizontal_spacing=0.03)  # fmt: skip
@@ -231,6 +239,7 @@ def speed_figure(table: pd.DataFrame) -> go.Figure:
                 x=ratio, y=list(rows["arm"]), orientation="h", name=kernel, legendgroup=kernel, showlegend=col == 1,
                 marker_color=plots.COLORS[k % len(plots.COLORS)],
                 error_x={"type": "data", "array": ratio * rows[f"{phase}_spread"].to_numpy(float) / 2},
+                row=1, col=col,
             )  # fmt: skip
             figure.add_vline(x=1.0, line_color="gray", row=1, col=col)
     figure.add_vline(x=INFERENCE_CLAIM, line_dash="dash", line_color="gray", row=1, col=1,
@@ -239,8 +248,8 @@ def speed_figure(table: pd.DataFrame) -> go.Figure:
                      annotation_text="paper +25%")  # fmt: skip
     figure.update_layout(
         title="Speed relative to the teacher with the same kernel (>1 = faster; whiskers: ± half the IQR)",
-        barmode="group", yaxis={"autorange": "reversed"}, height=160 + 36 * len(measured),
-        legend={"orientation": "h", "y": -0.12}, **plots.LAYOUT,
+        barmode="group", yaxis={"autorange": "reversed"}, height=200 + 36 * len(measured),
+        legend={"orientation": "h", "y": -0.22}, **plots.LAYOUT,
     )  # fmt: skip
     figure.update_xaxes(title_text="× teacher")
     return figure
