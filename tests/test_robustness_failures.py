@@ -125,3 +125,16 @@ def test_a_bad_notebook_parameter_is_one_line_and_exit_2(tmp_path, capfd):
     assert code == 2
     line = err.strip().splitlines()[-1]
     assert line.startswith("error: corpus ") and "not found" in line and "in cell 4 of the notebook" in line, err
+
+
+def test_a_notebook_run_leaves_the_callers_environment_as_it_was_even_when_it_fails(monkeypatch):
+    """The executed copy's link reaches the kernel only: a run started later in the caller's process
+    (after a failed notebook too) must not be linked to that notebook."""
+    from workbench.notebook import _environment
+
+    monkeypatch.setenv("WORKBENCH_SWEEP", "outer/point-1")
+    monkeypatch.delenv("WORKBENCH_NOTEBOOK", raising=False)
+    with pytest.raises(RuntimeError), _environment({"WORKBENCH_NOTEBOOK": "/x.ipynb", "WORKBENCH_SWEEP": "s/p"}):
+        assert os.environ["WORKBENCH_NOTEBOOK"] == "/x.ipynb" and os.environ["WORKBENCH_SWEEP"] == "s/p"
+        raise RuntimeError("the notebook failed")
+    assert "WORKBENCH_NOTEBOOK" not in os.environ and os.environ["WORKBENCH_SWEEP"] == "outer/point-1"

@@ -11,6 +11,8 @@ import ast
 import json
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -197,6 +199,26 @@ def _html_if_possible(notebook: Path, wanted: bool) -> Path | None:
         return None
 
 
+@contextmanager
+def _environment(values: dict[str, str | None]) -> Iterator[None]:
+    """Set environment variables (None: unset) for a child process, and restore the caller's after,
+    however the child ends: a later run of this process must not inherit a finished notebook's link."""
+    saved = {key: os.environ.get(key) for key in values}
+    try:
+        for key, value in values.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def run_notebook(
     notebook: str | Path,
     parameters: dict | None = None,
@@ -230,15 +252,15 @@ def run_notebook(
     check_kernel(kernel)
     folder = output_folder(output_dir)
     output = folder / (output_name or f"{source.stem}-{profile}-{time.strftime('%Y%m%d-%H%M%S')}.ipynb")
-    os.environ["WORKBENCH_NOTEBOOK"] = str(output)  # the kernel inherits it: its runs link to this executed copy
-    if sweep:
-        os.environ[SWEEP_VARIABLE] = sweep  # read by setup() in the kernel
+    # The kernel inherits these: its runs link to this executed copy and join the sweep point.
+    inherited = {"WORKBENCH_NOTEBOOK": str(output)} | ({SWEEP_VARIABLE: sweep} if sweep else {})
     start = time.perf_counter()
     try:
-        papermill.execute_notebook(
-            str(source), str(output), parameters=parameters, kernel_name=kernel, cwd=str(source.parent),
-            progress_bar=progress, extra_arguments=KERNEL_ARGUMENTS,
-        )
+        with _environment(inherited):
+            papermill.execute_notebook(
+                str(source), str(output), parameters=parameters, kernel_name=kernel, cwd=str(source.parent),
+                progress_bar=progress, extra_arguments=KERNEL_ARGUMENTS,
+            )
     except PapermillExecutionError as failure:
         error = f"{failure.ename}: {failure.evalue}"
         raise NotebookFailed(failure.exec_count, error, output, _html_if_possible(output, html),
@@ -247,7 +269,5 @@ def run_notebook(
         error = "its kernel died (killed, or out of memory?)"
         raise NotebookFailed(None, error, output, _html_if_possible(output, html)) from None
     seconds = time.perf_counter() - start
-    os.environ.pop("WORKBENCH_NOTEBOOK", None)
-    os.environ.pop(SWEEP_VARIABLE, None)
     compact_notebook(output)
     return NotebookResult(output, to_html(output) if html else None, seconds)
