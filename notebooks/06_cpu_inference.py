@@ -35,7 +35,7 @@
 # host CPU, and are labelled with it.
 #
 # Profiles: `smoke`: a tiny *random* model through every step on the CPU in about a minute (its numbers only show that the code runs);
-# `full`: SmolLM2-135M on the CPU at 1, 4 and 16 threads, then training on the GPU (about 4 minutes on one H200 machine).
+# `full`: SmolLM2-135M on the CPU at 1 and 16 threads (`threads=[1, 4, 16]` for the curve), then training on the GPU (about 4 minutes on one H200 machine).
 
 # %% tags=["parameters"]
 profile = "smoke"  # "smoke": tiny random model, CPU, ~1 min; "full": SmolLM2-135M + GPU training, ~4 min
