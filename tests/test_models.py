@@ -25,18 +25,16 @@ def test_default_model_is_smollm2(default_model):
 
 @pytest.mark.slow
 def test_first_load_from_gguf_writes_a_cache_that_gives_the_same_model(tmp_path, monkeypatch, default_model):
-    """A cold cache dequantises the real GGUF; the copy it writes loads to identical logits."""
+    """A cold cache dequantises the real GGUF; the copy it writes loads to identical logits, and the
+    temporary folder of an earlier first load whose process is gone is removed."""
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
-    stale = tmp_path / "models" / ".smollm2-135m-instruct-f32.tmp-999"  # an interrupted first load
+    dead_pid = 2**22 + 1  # above any pid_max: no process has it
+    stale = tmp_path / "models" / f".smollm2-135m-instruct-f32.tmp-{dead_pid}"  # an interrupted first load
     stale.mkdir(parents=True)
     (stale / "config.json").write_text("{broken")
     cold, tokenizer = models.load_model(device="cpu")
     entries = sorted(p.name for p in (tmp_path / "models").iterdir())
-    assert entries == [
-        ".smollm2-135m-instruct-f32.tmp-999",
-        "smollm2-135m-instruct-f32",
-        "smollm2-135m-instruct-tokenizer",
-    ]
+    assert entries == ["smollm2-135m-instruct-f32", "smollm2-135m-instruct-tokenizer"]
     ids = tokenizer("The quick brown fox", return_tensors="pt")["input_ids"]
     with torch.no_grad():
         assert torch.equal(cold(ids).logits, default_model[0](ids).logits)
