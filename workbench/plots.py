@@ -106,3 +106,34 @@ def bars(
         figure.add_hline(y=baseline, line_dash="dash", annotation_text=f"baseline {baseline:.3g}")
     figure.update_layout(title=title, yaxis_title=value_name, **LAYOUT)
     return figure
+
+
+class LiveCurves:
+    """One line per arm of a held-out metric against the optimizer step, drawn while the arms train.
+
+    Display `figure` (a plotly FigureWidget) first, then pass this object as an experiment's
+    `callback(arm, step, metrics)`: each point updates the displayed widget in place (no re-display,
+    no Output capture, which stalls a headless papermill run). Outside a notebook it only collects
+    the points. An idea names its metric by subclassing (`metric`, `yaxis_title`, `log_y`, `title`).
+    """
+
+    metric = "val_loss"
+    yaxis_title = "validation loss"
+    log_y = False
+    title = "Held-out loss during training"
+
+    def __init__(self, title: str | None = None):
+        self.figure = go.FigureWidget()
+        self.figure.update_layout(
+            title=title or self.title, xaxis_title="optimizer step", yaxis_title=self.yaxis_title, **LAYOUT
+        )
+        if self.log_y:
+            self.figure.update_yaxes(type="log")
+
+    def __call__(self, arm: str, step: int, metrics: dict[str, float]) -> None:
+        traces = {trace.name: trace for trace in self.figure.data}
+        if arm in traces:
+            with self.figure.batch_update():
+                traces[arm].x, traces[arm].y = (*traces[arm].x, step), (*traces[arm].y, metrics[self.metric])
+        else:
+            self.figure.add_scatter(x=[step], y=[metrics[self.metric]], name=arm, mode="lines+markers")

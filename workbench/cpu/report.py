@@ -189,26 +189,9 @@ def training_figure(table: pd.DataFrame) -> go.Figure:
     return figure
 
 
-class LiveCurves:
-    """Validation loss during training, drawn as it arrives (pass as `callback` to `train_table`).
-
-    Display `figure` (a plotly FigureWidget) first; each point updates it in place, without an
-    Output capture (which stalls a headless papermill run).
-    """
-
-    def __init__(self, title: str = "Held-out loss during training"):
-        self.figure = go.FigureWidget()
-        self.figure.update_layout(
-            title=title, xaxis_title="optimizer step", yaxis_title="validation loss", **plots.LAYOUT
-        )
-
-    def __call__(self, arm: str, step: int, metrics: dict[str, float]) -> None:
-        traces = {trace.name: trace for trace in self.figure.data}
-        if arm in traces:
-            with self.figure.batch_update():
-                traces[arm].x, traces[arm].y = (*traces[arm].x, step), (*traces[arm].y, metrics["val_loss"])
-        else:
-            self.figure.add_scatter(x=[step], y=[metrics["val_loss"]], name=arm, mode="lines+markers")
+class LiveCurves(plots.LiveCurves):
+    """Validation loss during training, drawn as it arrives (pass as `callback` to `train_table`;
+    see `workbench.plots.LiveCurves`)."""
 
 
 # -- the conclusion ---------------------------------------------------------------------------------

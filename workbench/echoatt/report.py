@@ -255,28 +255,11 @@ def speed_figure(table: pd.DataFrame) -> go.Figure:
     return figure
 
 
-class LiveCurves:
-    """Held-out perplexity of every arm against the training step, drawn while the arms train.
+class LiveCurves(plots.LiveCurves):
+    """Held-out perplexity of every arm against the training step (see `workbench.plots.LiveCurves`);
+    pass as `callback` to `EchoAttExperiment.adjust`."""
 
-    Pass as `callback` to `EchoAttExperiment.adjust` and display `figure` (a plotly FigureWidget)
-    before: each point updates the displayed widget in place (no re-display, no Output capture,
-    which stalls a headless papermill run). Outside a notebook it only collects the points.
-    """
+    metric, yaxis_title, log_y = "val_ppl", "perplexity (curve windows)", True
+    title = "Held-out perplexity during training"
 
-    def __init__(self, title: str = "Held-out perplexity during training"):
-        self.figure = go.FigureWidget()
-        self.figure.update_layout(
-            title=title,
-            xaxis_title="optimizer step",
-            yaxis_title="perplexity (curve windows)",
-            yaxis_type="log",
-            **plots.LAYOUT,
-        )
 
-    def __call__(self, arm: str, step: int, metrics: dict[str, float]) -> None:
-        traces = {trace.name: trace for trace in self.figure.data}
-        if arm in traces:
-            with self.figure.batch_update():
-                traces[arm].x, traces[arm].y = (*traces[arm].x, step), (*traces[arm].y, metrics["val_ppl"])
-        else:
-            self.figure.add_scatter(x=[step], y=[metrics["val_ppl"]], name=arm, mode="lines+markers")

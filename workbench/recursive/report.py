@@ -24,29 +24,12 @@ def family(row: pd.Series) -> str:
     return row["lora"] or "recursive"
 
 
-class LiveCurves:
-    """Held-out perplexity of every arm against the optimizer step, drawn while the arms train.
+class LiveCurves(plots.LiveCurves):
+    """Held-out perplexity of every arm against the optimizer step, drawn while the arms train
+    (see `workbench.plots.LiveCurves`)."""
 
-    Display `figure` (a plotly FigureWidget) first, then pass this object as the experiment's
-    `callback`: each point updates the widget in place (no Output capture, which stalls papermill)."""
-
-    def __init__(self, title: str = "Held-out perplexity during uptraining (live)"):
-        self.figure = go.FigureWidget()
-        self.figure.update_layout(
-            title=title,
-            xaxis_title="optimizer step",
-            yaxis_title="perplexity (curve windows)",
-            yaxis_type="log",
-            **plots.LAYOUT,
-        )
-
-    def __call__(self, arm: str, step: int, metrics: dict[str, float]) -> None:
-        traces = {trace.name: trace for trace in self.figure.data}
-        if arm in traces:
-            with self.figure.batch_update():
-                traces[arm].x, traces[arm].y = (*traces[arm].x, step), (*traces[arm].y, metrics["val_ppl"])
-        else:
-            self.figure.add_scatter(x=[step], y=[metrics["val_ppl"]], name=arm, mode="lines+markers")
+    metric, yaxis_title, log_y = "val_ppl", "perplexity (curve windows)", True
+    title = "Held-out perplexity during uptraining (live)"
 
 
 def summary_table(table: pd.DataFrame) -> pd.DataFrame:
