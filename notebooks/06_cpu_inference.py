@@ -48,7 +48,7 @@ gqa_contexts = None  # cached tokens at which MHA/GQA/MQA decode is timed, e.g. 
 train = None  # train MHA/GQA/MQA and the GEB-shaped model from scratch (GPU)
 steps = None  # training steps per arm (the same for every arm)
 seeds = None  # seeds per attention variant, e.g. [0, 1, 2]
-chat_question = "How do I read a file line by line in Python?"
+chat_question = None  # the streaming chat demo's question
 
 # %%
 from IPython.display import Markdown, display
@@ -68,7 +68,7 @@ def as_tuple(value):
 
 settings = CpuProfile.resolve(
     profile, precisions=as_tuple(precisions), threads=as_tuple(threads), new_tokens=new_tokens, rounds=rounds,
-    gqa_contexts=as_tuple(gqa_contexts), train=train, steps=steps, seeds=as_tuple(seeds),
+    gqa_contexts=as_tuple(gqa_contexts), train=train, steps=steps, seeds=as_tuple(seeds), chat_question=chat_question,
 )
 experiment = CpuExperiment(settings)
 print(f"model {settings.model}; CPU: {experiment.cpu}; threads timed: {experiment.threads}")
@@ -97,8 +97,8 @@ report.tradeoff_figure(precision_table)
 # The int8 copy answers; each piece of text is printed as soon as its token is chosen (`workbench.generate.sample` calls back per token).
 
 # %%
-print(f"Q: {chat_question}\nA: ", end="")
-answer = experiment.chat(chat_question, precision="int8")
+print(f"Q: {settings.chat_question}\nA: ", end="")
+answer = experiment.chat(settings.chat_question, precision="int8")
 print()
 
 # %% [markdown]

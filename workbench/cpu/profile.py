@@ -36,6 +36,7 @@ class CpuProfile(Profile):
     ppl_windows: int = 8  # held-out windows scored per precision (the same text for every precision)
     agreement_tokens: int = 32  # greedy tokens compared with float32's
     chat_tokens: int = 48
+    chat_question: str = "How do I read a file line by line in Python?"  # the streaming chat demo's question
     # grouped-query attention on the CPU: one shape (SmolLM2-135M's), n_kv_heads varied
     gqa_layers: int = 30
     gqa_d_model: int = 576
