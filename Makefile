@@ -1,7 +1,7 @@
 # One place for both README commands, so they cannot drift:
 #   make tour   installs everything into .venv and executes notebooks/00_tour.ipynb (embedded defaults)
 #   make test   installs everything the same way and runs the whole test suite
-#   make test-fast   the unit tests only (no model loads, notebooks, DDP or browser): under a minute
+#   make test-fast   the unit tests only (no model loads, notebooks, DDP or browser)
 # Also: make lab (JupyterLab on notebooks/), make dashboard (the live comparison dashboard).
 PYTHON ?= python3
 VENV := .venv
