@@ -1,5 +1,8 @@
 """Masked diffusion (MDM) against autoregressive (ARM) models of the same architecture, size and data.
 
+Over 400 lines because it holds four experiments (scaling, sampling, guidance, reversal) that share one
+model factory and one training step; each is one function, readable on its own.
+
 Four experiments, each writing its runs to the store (one sweep per experiment object):
 - `scaling`: both arms at every size × FLOP budget, trained by `workbench.train.train` (compiled,
   CUDA graphs on a GPU, for both losses) on the same blocks of text; held-out NLL (ARM, exact)

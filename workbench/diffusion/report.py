@@ -1,5 +1,8 @@
 """Figures, short tables, the unmasking view and the generated conclusion of the masked-diffusion notebook.
 
+Over 400 lines because it draws four experiments' figures and the unmasking view; each figure is one
+function.
+
 Nothing here measures: everything reads the experiment's tables (or a sampler's `Trace`). Colour
 says which kind of model (ARM blue, MDM orange), the line dash or marker says what else differs.
 """

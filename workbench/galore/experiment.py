@@ -1,5 +1,8 @@
 """The GaLore experiment: AdamW, GaLore and Natural GaLore (and LoRA) at equal steps and tokens.
 
+Over 400 lines because pretraining and fine-tuning share the optimizer factory, the evaluation and the
+run bookkeeping; each part is one function.
+
 Part "pretrain": a LLaMA of GaLore's "60M" shape (`MODEL_SIZES["47m"]`: d=512, 8 layers, SmolLM2's
 49k tokenizer) trained from scratch per seed with identical initial weights and batch order per
 seed; AdamW's learning rate is swept on the first seed and the best one runs on every seed;

@@ -1,5 +1,8 @@
 """The Relaxed Recursive Transformers experiment: convert, relax, uptrain, exit early, batch depth-wise.
 
+Over 400 lines because the arms (conversion, relaxation, uptraining), early exit and depth-wise batching
+share one teacher, one token stream and one run bookkeeping; each step is one method.
+
 Relaxed Recursive Transformers (Bae et al., arXiv:2410.20672). Every arm trains for the same steps
 on the same tokens (`steps` × `batch_size` × `block_len`, drawn by its seed):
 
