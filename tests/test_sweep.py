@@ -23,13 +23,23 @@ PROBE = Path(__file__).parent / "notebooks" / "sweep_probe.ipynb"
 
 def sweep_cli(home, *args, **popen):
     env = {**os.environ, "WORKBENCH_HOME": str(home)}
-    return subprocess.Popen([sys.executable, "-m", "workbench", "sweep", str(PROBE), *args], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
+    return subprocess.Popen(
+        [sys.executable, "-m", "workbench", "sweep", str(PROBE), *args],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **popen,
+    )
 
 
 def test_grid_and_points_file(tmp_path):
     assert grid({"lr": [1e-3, 3e-4], "rank": [8, 32]}) == [
-        {"lr": 1e-3, "rank": 8}, {"lr": 1e-3, "rank": 32}, {"lr": 3e-4, "rank": 8}, {"lr": 3e-4, "rank": 32}]
+        {"lr": 1e-3, "rank": 8},
+        {"lr": 1e-3, "rank": 32},
+        {"lr": 3e-4, "rank": 8},
+        {"lr": 3e-4, "rank": 32},
+    ]
     listed = tmp_path / "points.json"
     listed.write_text(json.dumps([{"x": 1.0}, {"x": 2.0, "fail": True}]))
     lines = tmp_path / "points.jsonl"
@@ -146,11 +156,21 @@ def test_ray_backend_single_machine(tmp_path, monkeypatch):
     pytest.importorskip(
         "ray", reason="Ray is an optional extra (pip install 'workbench[ray]'); the ray backend is not tested here"
     )
-    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path))
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    result = run_sweep(PROBE, [{"x": 1.0}, {"x": 3.0, "fail": True}], parallel=2, backend="ray", progress=False)
-    assert [o["status"] for o in result.outcomes] == ["finished", "failed"]
-    assert result.outcomes[1]["error"].startswith("ValueError: failed on purpose at x=3.0")
+    # In a process of its own: a Ray session started and shut down in this process would stay half-alive
+    # in it and make a later `ray.init(address=...)` of the cluster tests fail.
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"WORKBENCH_HOME": str(tmp_path)}
+    code = (
+        "import json, sys; from workbench.sweep import run_sweep; "
+        "result = run_sweep(sys.argv[1], [{'x': 1.0}, {'x': 3.0, 'fail': True}], parallel=2, backend='ray', "
+        "progress=False); print(json.dumps([[o['status'], o.get('error') or ''] for o in result.outcomes]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(PROBE)], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    outcomes = json.loads(done.stdout.strip().splitlines()[-1])
+    assert [status for status, _ in outcomes] == ["finished", "failed"]
+    assert outcomes[1][1].startswith("ValueError: failed on purpose at x=3.0")
     frame = RunStore(tmp_path / "runs.db").runs()
     points = frame[frame["kind"] == "sweep_point"].sort_values("sweep")
     assert points.iloc[0]["summary"]["final_loss"] == pytest.approx(1.0 + 1 / 5)
