@@ -13,6 +13,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+@pytest.mark.slow  # hundreds of optimizer steps of both implementations
 def test_loss_curve_matches_galore_torch_over_hundreds_of_steps():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny ops: threads only add waiting on a busy machine
