@@ -21,6 +21,16 @@ import time
 from pathlib import Path
 
 
+def curve(history) -> dict[str, list]:
+    """The logged train loss (and held-out perplexity where evaluated) against the optimizer step."""
+    logged = history.dropna(subset=["train_loss"])
+    return {
+        "step": [int(step) for step in logged["step"]],
+        "train_loss": [round(float(loss), 4) for loss in logged["train_loss"]],
+        "val_ppl": [None if ppl != ppl else round(float(ppl), 2) for ppl in logged["val_ppl"]],
+    }
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nprocs", type=int, nargs="+", default=[1, 2])
@@ -57,7 +67,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     "--corpus",
                     args.corpus,
                     "--log-every",
-                    str(max(1, args.steps // 10)),
+                    str(max(1, args.steps // 30)),
                     "--eval-windows",
                     "4",
                     "--no-checkpoint",
@@ -71,10 +81,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 {
                     "nproc": nproc,
                     "global_batch": nproc * args.batch_size,
+                    "tokens_per_step": nproc * args.batch_size * args.block_len,
                     "tokens_per_s": float(steady.mean()),
                     "final_train_loss": float(history["train_loss"].dropna().iloc[-1]),
                     "val_ppl": float(history["val_ppl"].dropna().iloc[-1]),
                     "wall_s": time.perf_counter() - start,
+                    "curve": curve(history),
                 }
             )
             print(
@@ -88,6 +100,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
         Path(os.environ["OUT"], "ddp_scaling.json").write_text(
             json.dumps({"args": vars(args), "results": results}, indent=1)
         )
+    print("train loss by step (tokens seen = step × global batch × block length)")
+    print(f"{'step':>5} " + " ".join(f"{str(r['nproc']) + ' proc':>8}" for r in results))
+    for row, step in enumerate(results[0]["curve"]["step"]):
+        print(f"{step:>5} " + " ".join(f"{r['curve']['train_loss'][row]:8.3f}" for r in results))
     print(f"{'procs':>5} {'global batch':>12} {'tokens/s':>10} {'efficiency':>10} {'train loss':>10} {'val ppl':>8}")
     for r in results:
         print(

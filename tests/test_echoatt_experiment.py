@@ -187,6 +187,24 @@ def test_conclusion_verdicts_follow_the_numbers():
     assert not between["no_quality_loss"] and between["no_quality_loss_vs_teacher"]
 
 
+def test_conclusion_names_the_phase_that_held_and_a_baseline_that_overfits():
+    """Prefill below the claim and decode above it: the line says which held. A continued-trained
+    baseline whose curve ends 10% above its best is flagged, with the epochs every arm saw."""
+    table = constructed_table(-3.95, 1.2, 1.3, 13.0)
+    top = table["arm"] == "n=12 similarity"
+    table.loc[top, "prefill_vs_teacher"] = 1.109
+    continued = table["kind"] == "continued"
+    table["train_tokens"], table["epochs"] = 1_638_400, 3.47
+    table.loc[continued, ["curve_best_step", "curve_best_ppl", "curve_last_ppl"]] = [25, 15.13, 17.22]
+    text = conclusion(table)
+    assert "— held for decode only, did not hold for prefill against the fused teacher" in text
+    assert "(1,638,400 tokens, 3.5 epochs)" in text
+    assert "best at step 25 (15.13) and ended at 17.22" in text
+
+    table.loc[continued, "curve_last_ppl"] = 15.5  # within 5% of its best: no warning
+    assert "overfits" not in conclusion(table)
+
+
 def test_live_curves_extend_one_trace_per_arm():
     live = LiveCurves()
     for step, ppl in [(0, 100.0), (2, 50.0)]:

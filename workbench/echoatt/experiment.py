@@ -240,8 +240,11 @@ class EchoAttExperiment:
             distill = replace(profile.distill, stage1_steps=int(profile.stage1_fraction * steps))
             loss = DistillationLoss(self.teacher_kd, distill, run=run, log_every=log_every)
 
+        curve: dict[int, float] = {}  # step → perplexity on the curve windows: shows a baseline overfitting
+
         def evaluate(model, loss: DistillationLoss = loss) -> dict[str, float]:
             metrics = {"val_ppl": self.held_out_ppl(model, profile.curve_windows)}
+            curve[loss.step] = metrics["val_ppl"]
             if callback is not None:
                 callback(arm.run_name, loss.step, metrics)
             return metrics
@@ -259,6 +262,10 @@ class EchoAttExperiment:
             "zero_shot_ppl": zero_shot,
             "ppl": self.held_out_ppl(model, profile.eval_windows),
             "train_tokens": profile.train_tokens_per_arm,
+            "epochs": profile.train_tokens_per_arm / len(self.train_tokens),
+            "curve_best_step": min(curve, key=curve.get),
+            "curve_best_ppl": min(curve.values()),
+            "curve_last_ppl": curve[max(curve)],
             "train_run_tok_s": metrics.get("tokens_per_s", float("nan")),
             "train_wall_s": time.perf_counter() - start,
         }

@@ -105,7 +105,7 @@ EchoAttProfile.presets = {
         speed_warmup=1,
         cpu_threads=1,  # tiny ops gain nothing from threads, and lose a lot on a busy machine
     ),
-    # One H200, ~6 minutes (estimated): SmolLM2-135M teacher, up to 11 trained arms × 200 steps × 16×512 tokens
+    # One H200, 474 s measured (2026-11-30): SmolLM2-135M teacher, up to 11 trained arms × 200 steps × 16×512 tokens
     # (fixed), ~1 minute of speed rounds (14 models × 6 rounds of prefill, KD step and decode).
     "full": {},
 }

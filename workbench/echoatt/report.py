@@ -120,6 +120,29 @@ def _verdict(ok: bool) -> str:
     return "held" if ok else "did not hold"
 
 
+def _inference_verdict(top: pd.Series) -> str:
+    """The verdict: "held", "did not hold", or which of prefill and decode held when only one did."""
+    phases = {phase: top[f"{phase}_vs_teacher"] >= INFERENCE_CLAIM for phase in ("prefill", "decode")}
+    if len(set(phases.values())) == 1:
+        return _verdict(phases["prefill"])
+    held = next(phase for phase, ok in phases.items() if ok)
+    return f"held for {held} only, did not hold for {next(phase for phase in phases if phase != held)}"
+
+
+def _overfitting_line(continued: pd.Series) -> str | None:
+    """A warning when the fair baseline's curve perplexity rose more than 5% above its best: it overfits the
+    repeated corpus, while distilled students are held near the teacher by its soft targets."""
+    if "curve_last_ppl" not in continued or not continued["curve_last_ppl"] > 1.05 * continued["curve_best_ppl"]:
+        return None
+    return (
+        f"- The fair baseline overfits the repeated text: on the curve windows its perplexity was best at step "
+        f"{continued['curve_best_step']:.0f} ({continued['curve_best_ppl']:.2f}) and ended at "
+        f"{continued['curve_last_ppl']:.2f}. Distilled students, pulled toward the teacher's soft targets, suffer "
+        "less from repetition, so the quality verdict below favours them; fewer epochs (a larger corpus or fewer "
+        "steps) give a fairer baseline."
+    )
+
+
 def _budget_line(n: int, rows: pd.DataFrame, teacher: pd.Series, continued: pd.Series) -> str:
     chosen, last = rows[rows["kind"] == "similarity"].iloc[0], rows[rows["kind"] == "last"].iloc[0]
     rand = rows[rows["kind"] == "random"]
@@ -147,10 +170,14 @@ def conclusion(table: pd.DataFrame) -> str:
     """What the measured numbers say, budget by budget, and about each of the paper's claims."""
     teacher, continued, students, top, eager = _parts(table)
     held = claims(table)
+    seen = continued.get("epochs", np.nan)
+    epochs = "" if np.isnan(seen) else f" ({continued['train_tokens']:,.0f} tokens, {seen:.1f} epochs)"
     lines = [
-        f"- Teacher: held-out perplexity {teacher['ppl']:.2f}; continued-trained on the same tokens (the fair "
+        f"- Teacher: held-out perplexity {teacher['ppl']:.2f}; continued-trained on the same tokens{epochs} (the fair "
         f"baseline): {continued['ppl']:.2f}."
     ]
+    overfit = _overfitting_line(continued)
+    lines += [overfit] if overfit else []
     lines += [_budget_line(n, rows, teacher, continued) for n, rows in students.groupby("n_shared")]
     lines.append(
         f'- Claim "about 4% fewer parameters": {top["params_change_pct"]:+.2f}% at {top["n_shared"]} shared layers '
@@ -166,7 +193,7 @@ def conclusion(table: pd.DataFrame) -> str:
             "against eager"
         )
     lines.append(
-        f'- Claim "+15% inference speed" ({top["arm"]}): {speed} — {_verdict(held["inference_speed"])} against the '
+        f'- Claim "+15% inference speed" ({top["arm"]}): {speed} — {_inference_verdict(top)} against the '
         f"fused teacher. Its KV cache is {100 * (top['kv_cache_mb'] / teacher['kv_cache_mb'] - 1):+.1f}% "
         "(followers cache values only)."
     )
