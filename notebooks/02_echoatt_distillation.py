@@ -159,9 +159,10 @@ for name, run_id in result.run_ids.items():  # an arm standing for identical one
     names[run_id] = f"{names[run_id]} = {name}" if run_id in names else name
 history = store.metrics(list(names), keys=["train_loss", "val_ppl"])
 history["arm"] = history["run_id"].map(names)
-display(plots.curves(history[history["key"] == "train_loss"], "step", "value", group="arm",
+display(plots.curves(history[history["key"] == "train_loss"], "step", "value", group="arm", style=report.ArmStyle(),
                      title="Training loss per arm (students: KD loss; baseline: cross-entropy)", log_y=True))
-plots.curves(history[history["key"] == "val_ppl"], "step", "value", group="arm", title="Held-out perplexity during training", log_y=True)
+plots.curves(history[history["key"] == "val_ppl"], "step", "value", group="arm", style=report.ArmStyle(),
+             title="Held-out perplexity during training", log_y=True)
 
 # %% [markdown]
 # ## Conclusion (generated from the measured numbers above)

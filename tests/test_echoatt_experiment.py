@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
+from workbench import plots
 from workbench.attention.sharing import followers
 from workbench.echoatt.arms import (
     eligible_layers,
@@ -16,7 +17,7 @@ from workbench.echoatt.arms import (
 )
 from workbench.echoatt.experiment import EchoAttExperiment
 from workbench.echoatt.profile import EchoAttProfile
-from workbench.echoatt.report import LiveCurves, claims, conclusion, results_markdown
+from workbench.echoatt.report import ArmStyle, LiveCurves, claims, conclusion, results_markdown
 from workbench.echoatt.student import check_groups
 from workbench.errors import WorkbenchError
 
@@ -203,6 +204,27 @@ def test_conclusion_names_the_phase_that_held_and_a_baseline_that_overfits():
 
     table.loc[continued, "curve_last_ppl"] = 15.5  # within 5% of its best: no warning
     assert "overfits" not in conclusion(table)
+
+
+def test_arm_style_colours_by_choice_and_dashes_by_budget():
+    """Lines say what differs: the same colour for every random draw, another dash for the second budget,
+    the continued teacher apart; a curve figure and the live figure use the same look."""
+    style = ArmStyle()
+    looks = {name: style(name, i) for i, name in enumerate(
+        ["teacher + CE (continued)", "n=6 similarity", "n=6 random#1", "n=6 random#2", "n=12 similarity = n=12 last"]
+    )}  # fmt: skip
+    assert looks["n=6 random#1"]["line"] == looks["n=6 random#2"]["line"]
+    assert looks["n=6 random#1"]["marker"] != looks["n=6 random#2"]["marker"]
+    assert looks["n=6 similarity"]["line"]["color"] != looks["n=6 random#1"]["line"]["color"]
+    assert looks["n=12 similarity = n=12 last"]["line"]["color"] == looks["n=6 similarity"]["line"]["color"]
+    assert looks["n=12 similarity = n=12 last"]["line"]["dash"] != looks["n=6 similarity"]["line"]["dash"]
+    assert "dash" not in looks["teacher + CE (continued)"]["line"]
+
+    frame = pd.DataFrame({"arm": ["n=6 similarity", "n=6 last"], "step": [1, 1], "value": [20.0, 30.0]})
+    figure = plots.curves(frame, "step", "value", group="arm", style=ArmStyle(), log_y=True)
+    assert figure.data[0].line.color == ArmStyle.colors["similarity"]
+    assert figure.data[1].line.color == ArmStyle.colors["last"]
+    assert 20 in figure.layout.yaxis.tickvals and "20" in figure.layout.yaxis.ticktext  # not a bare "2"
 
 
 def test_live_curves_extend_one_trace_per_arm():

@@ -37,8 +37,7 @@ MAX_CURVES = 24  # runs drawn when none is selected (the newest of the filter); 
 MAX_PARAM_COLUMNS = 6
 MAX_METRIC_COLUMNS = 8
 COLORS = plots.COLORS
-DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
-SYMBOLS = ("circle", "square", "diamond", "triangle-up", "x", "star")
+DASHES, SYMBOLS = plots.DASHES, plots.SYMBOLS
 STATUS_COLORS = {"running": "#1f77b4", "finished": "#2ca02c", "failed": "#d62728", "interrupted": "#ff7f0e"}
 
 
@@ -272,7 +271,7 @@ def curves_figure(
             **plots.LAYOUT,
         )
         if log_y:
-            figure.update_yaxes(type="log")
+            figure.update_yaxes(**plots.LOG_AXIS)
     figure.update_layout(uirevision="keep", legend={"title": "run"}, height=440)  # zoom survives live updates
     return figure
 

@@ -6,7 +6,7 @@ the HTML copies without a network (see `workbench.notebook.setup`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -15,6 +15,23 @@ from plotly.colors import qualitative
 
 LAYOUT = {"template": "plotly_white", "margin": {"l": 60, "r": 20, "t": 50, "b": 50}}
 COLORS = qualitative.D3  # ten colours that stay apart on white; cycled with dashes where more lines are drawn
+DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+SYMBOLS = ("circle", "square", "diamond", "triangle-up", "x", "star")
+# Log axes labelled at 1, 1.5, 2, 3, 5, 7 × 10^k: plotly's default labels a short log axis with bare digits
+# ("2", "3", "100", "2"), which reads as 2 and 3 where it means 20 and 30. Values outside the range are not drawn,
+# so one list serves every figure, live ones too.
+LOG_TICKS = [m * 10.0**k for k in range(-3, 7) for m in (1, 1.5, 2, 3, 5, 7)]
+LOG_AXIS = {"type": "log", "tickvals": LOG_TICKS, "ticktext": [f"{v:g}" for v in LOG_TICKS]}
+
+LineStyle = Callable[[str, int], dict]  # (line name, index among the lines) → Scatter keyword arguments
+
+
+def line_style(name: str, index: int) -> dict:
+    """The default look of the index-th line: ten colours, then the same colours dashed, so lines stay apart."""
+    return {
+        "line": {"color": COLORS[index % len(COLORS)], "dash": DASHES[(index // len(COLORS)) % len(DASHES)]},
+        "marker": {"symbol": SYMBOLS[(index // len(COLORS)) % len(SYMBOLS)]},
+    }
 
 
 def heatmap(
@@ -75,11 +92,13 @@ def curves(
     title: str = "",
     log_y: bool = False,
     error: str | None = None,
+    style: LineStyle = line_style,
 ) -> go.Figure:
-    """Line per `group` of `y` against `x`, optionally with an error band column `error`."""
+    """Line per `group` of `y` against `x`, optionally with an error band column `error`; `style(name, index)`
+    gives each line its look (an idea can colour by what differs between its arms)."""
     figure = go.Figure()
     groups = frame.groupby(group, sort=False) if group else [(y, frame)]
-    for name, rows in groups:
+    for index, (name, rows) in enumerate(groups):
         figure.add_trace(
             go.Scatter(
                 x=rows[x],
@@ -87,11 +106,12 @@ def curves(
                 mode="lines+markers",
                 name=str(name),
                 error_y={"type": "data", "array": rows[error], "visible": True} if error else None,
+                **style(str(name), index),
             )
         )
     figure.update_layout(title=title, xaxis_title=x, yaxis_title=y, **LAYOUT)
     if log_y:
-        figure.update_yaxes(type="log")
+        figure.update_yaxes(**LOG_AXIS)
     return figure
 
 
@@ -114,7 +134,8 @@ class LiveCurves:
     Display `figure` (a plotly FigureWidget) first, then pass this object as an experiment's
     `callback(arm, step, metrics)`: each point updates the displayed widget in place (no re-display,
     no Output capture, which stalls a headless papermill run). Outside a notebook it only collects
-    the points. An idea names its metric by subclassing (`metric`, `yaxis_title`, `log_y`, `title`).
+    the points. An idea names its metric by subclassing (`metric`, `yaxis_title`, `log_y`, `title`), and
+    may pass a `style` that colours its arms by what differs between them.
     """
 
     metric = "val_loss"
@@ -122,13 +143,14 @@ class LiveCurves:
     log_y = False
     title = "Held-out loss during training"
 
-    def __init__(self, title: str | None = None):
+    def __init__(self, title: str | None = None, style: LineStyle = line_style):
+        self.style = style
         self.figure = go.FigureWidget()
         self.figure.update_layout(
             title=title or self.title, xaxis_title="optimizer step", yaxis_title=self.yaxis_title, **LAYOUT
         )
         if self.log_y:
-            self.figure.update_yaxes(type="log")
+            self.figure.update_yaxes(**LOG_AXIS)
 
     def __call__(self, arm: str, step: int, metrics: dict[str, float]) -> None:
         traces = {trace.name: trace for trace in self.figure.data}
@@ -136,4 +158,6 @@ class LiveCurves:
             with self.figure.batch_update():
                 traces[arm].x, traces[arm].y = (*traces[arm].x, step), (*traces[arm].y, metrics[self.metric])
         else:
-            self.figure.add_scatter(x=[step], y=[metrics[self.metric]], name=arm, mode="lines+markers")
+            self.figure.add_scatter(
+                x=[step], y=[metrics[self.metric]], name=arm, mode="lines+markers", **self.style(arm, len(traces))
+            )

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from ..plots import LAYOUT
+from ..plots import LAYOUT, LOG_AXIS
 
 COLOURS = {"ARM": "#1f77b4", "MDM": "#ff7f0e", "held-out text": "#2ca02c"}
 DASHES = ("solid", "dash", "dot", "dashdot")
@@ -153,7 +153,7 @@ def quality_figure(quality: pd.DataFrame) -> go.Figure:
     figure.update_layout(
         title="Sample quality against steps (judge: perplexity of the continuation)",
         xaxis=dict(title="MDM steps", type="log"),
-        yaxis=dict(title="judge perplexity", type="log"),
+        yaxis=dict(title="judge perplexity", **LOG_AXIS),
         **LAYOUT,
     )
     return figure
@@ -177,7 +177,7 @@ def speed_quality_figure(quality: pd.DataFrame, speed: pd.DataFrame) -> go.Figur
     figure.update_layout(
         title="Quality against latency (lower left is better)",
         xaxis=dict(title="seconds per sample", type="log"),
-        yaxis=dict(title="judge perplexity", type="log"),
+        yaxis=dict(title="judge perplexity", **LOG_AXIS),
         **LAYOUT,
     )
     return figure

@@ -229,7 +229,7 @@ def perplexity_figure(table: pd.DataFrame) -> go.Figure:
     figure.update_layout(
         title="Held-out perplexity per arm (dashed: the teacher as is; log axis spanning the data)",
         xaxis_title="perplexity",
-        xaxis={"type": "log", "range": [low, high]}, yaxis={"autorange": "reversed"},
+        xaxis={**plots.LOG_AXIS, "range": [low, high]}, yaxis={"autorange": "reversed"},
         height=150 + 32 * len(trained), legend={"orientation": "h", "y": -0.15},
         **{**plots.LAYOUT, "margin": {**plots.LAYOUT["margin"], "t": 80}},
     )  # fmt: skip
@@ -282,11 +282,38 @@ def speed_figure(table: pd.DataFrame) -> go.Figure:
     return figure
 
 
+class ArmStyle:
+    """Lines coloured by how an arm chose its layers (similarity, random, last; the continued teacher in
+    grey), dashed by its budget n (in the order budgets appear), random draws told apart by marker."""
+
+    colors = {"similarity": plots.COLORS[3], "random": plots.COLORS[0], "last": plots.COLORS[2]}
+
+    def __init__(self):
+        self.budgets: list[str] = []
+
+    def __call__(self, name: str, index: int) -> dict:
+        first = name.split(" = ")[0]  # an arm trained once for several labels is styled by its first
+        budget, _, choice = first.partition(" ")
+        kind = next((kind for kind in self.colors if choice.startswith(kind)), None)
+        if kind is None:
+            return {"line": {"color": "dimgray", "width": 3}, "marker": {"symbol": "circle"}}
+        if budget not in self.budgets:
+            self.budgets.append(budget)
+        draw = int(choice.partition("#")[2] or 1) - 1
+        return {
+            "line": {"color": self.colors[kind], "dash": plots.DASHES[self.budgets.index(budget) % len(plots.DASHES)]},
+            "marker": {"symbol": plots.SYMBOLS[draw % len(plots.SYMBOLS)]},
+        }
+
+
 class LiveCurves(plots.LiveCurves):
-    """Held-out perplexity of every arm against the training step (see `workbench.plots.LiveCurves`);
-    pass as `callback` to `EchoAttExperiment.adjust`."""
+    """Held-out perplexity of every arm against the training step (see `workbench.plots.LiveCurves`),
+    coloured by `ArmStyle`; pass as `callback` to `EchoAttExperiment.adjust`."""
 
     metric, yaxis_title, log_y = "val_ppl", "perplexity (curve windows)", True
     title = "Held-out perplexity during training"
+
+    def __init__(self, title: str | None = None):
+        super().__init__(title, style=ArmStyle())
 
 

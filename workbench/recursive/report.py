@@ -65,7 +65,7 @@ def params_figure(table: pd.DataFrame) -> go.Figure:
         title="Held-out perplexity against non-embedding parameters (after equal uptraining)",
         xaxis_title="non-embedding parameters (M)",
         yaxis_title="held-out perplexity",
-        yaxis_type="log",
+        yaxis=plots.LOG_AXIS,
         **plots.LAYOUT,
     )
     return figure
@@ -105,7 +105,7 @@ def rank_figure(table: pd.DataFrame) -> go.Figure:
         title=f"Held-out perplexity against LoRA rank (B={loops}, all seven linears)",
         xaxis_title="LoRA rank r",
         yaxis_title="held-out perplexity",
-        yaxis_type="log",
+        yaxis=plots.LOG_AXIS,
         **plots.LAYOUT,
     )
     return figure
