@@ -126,14 +126,14 @@ overview
 # %%
 similarity = result.similarity(settings.metric, settings.sink)
 groups = choose_groups(similarity, threshold=settings.threshold, max_block=settings.max_block)
-groups_loose = choose_groups(similarity, threshold=settings.second_threshold, max_block=settings.max_block)
+second_groups = choose_groups(similarity, threshold=settings.second_threshold, max_block=settings.max_block)
 n_params = models.count_parameters(model)
 savings = sharing_savings(groups, model.config, seq_len=settings.seq_len, n_parameters=n_params)
-savings_loose = sharing_savings(groups_loose, model.config, seq_len=settings.seq_len, n_parameters=n_params)
+second_savings = sharing_savings(second_groups, model.config, seq_len=settings.seq_len, n_parameters=n_params)
 block = similar_block(similarity, settings.threshold)
 pd.DataFrame([dict(threshold=t, groups=str(g), shared_layers=s["n_shared"], qk_params_removed=s["qk_params_removed"],
                    params_pct=100 * s["params_fraction"], forward_flops_pct=100 * s["flops_fraction"])
-              for t, g, s in ((settings.threshold, groups, savings), (settings.second_threshold, groups_loose, savings_loose))]).round(2)
+              for t, g, s in ((settings.threshold, groups, savings), (settings.second_threshold, second_groups, second_savings))]).round(2)
 
 # %% [markdown]
 # ## The similarity map
@@ -186,7 +186,7 @@ Explorer(result, View(settings.metric, settings.sink, settings.layer_pair[0], se
 # %%
 result.save(run, groups=groups)
 run.finish(summary=dict(
-    model=settings.model_name, metric=settings.metric, sink=settings.sink, threshold=settings.threshold, groups_loose=groups_loose, second_threshold=settings.second_threshold,
+    model=settings.model_name, metric=settings.metric, sink=settings.sink, threshold=settings.threshold, second_groups=second_groups, second_threshold=settings.second_threshold,
     n_shared=savings["n_shared"], params_fraction=savings["params_fraction"], flops_fraction=savings["flops_fraction"],
     block_first=block["first"], block_last=block["last"], block_inside=block["inside"], block_outside=block["outside"],
     sink_effect=float(sink_effect.mean()), analysis_s=result.seconds))
@@ -215,7 +215,7 @@ display(Markdown(f"""
   of {adjacent_mean.min():.2f}–{adjacent_mean.max():.2f} between layer pairs.
 - **Sharing.** At threshold {settings.threshold}: {savings['n_shared']} layers could reuse attention, groups {groups}
   (−{100 * savings['params_fraction']:.2f}% parameters, −{100 * savings['flops_fraction']:.2f}% forward FLOPs at {settings.seq_len} tokens).
-  At {settings.second_threshold}: {savings_loose['n_shared']} layers, groups {groups_loose} (−{100 * savings_loose['params_fraction']:.2f}% parameters).
+  At {settings.second_threshold}: {second_savings['n_shared']} layers, groups {second_groups} (−{100 * second_savings['params_fraction']:.2f}% parameters).
 - Measured on {result.n_texts} texts × {result.seq_len} tokens ({'custom texts' if settings.texts else settings.corpus}), profile "{profile}", in {result.seconds:.0f} s.
   Similarity alone does not guarantee that copying is harmless: the distillation notebook measures that.
 """))
