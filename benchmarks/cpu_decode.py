@@ -22,7 +22,8 @@ import time
 import pandas as pd
 import torch
 
-from workbench.cpu.decode import PhaseSpeed, phase_contenders, with_threads
+from workbench.cpu import llamacpp
+from workbench.cpu.decode import PhaseSpeed, phase_contenders
 from workbench.cpu.experiment import cpu_label
 from workbench.cpu.quantize import PRECISIONS, available, next_token_quality, quantize, weight_bytes
 from workbench.data import blocks, load_corpus, tokenize, train_val_split
@@ -30,33 +31,6 @@ from workbench.measure import interleaved
 from workbench.models import GGUF_FILE, gguf_dir, load_model, tiny_llama
 
 TARGET_SPEEDUP, TARGET_PPL_PCT = 1.5, 2.0
-
-
-def llama_cpp_contenders(prompt: list[int], new_tokens: int, threads: int) -> dict | None:
-    """llama.cpp (through llama-cpp-python) on the default model's GGUF file: prefill, and prefill +
-    greedy tokens, the same two calls as the torch models. None when it is not installed."""
-    try:
-        from llama_cpp import Llama
-    except ImportError:
-        return None
-    llm = Llama(
-        str(gguf_dir() / GGUF_FILE),
-        n_ctx=len(prompt) + new_tokens + 8,
-        n_threads=threads,
-        n_batch=len(prompt),
-        verbose=False,
-    )
-
-    def prefill() -> None:
-        llm.reset()
-        llm.eval(prompt)
-
-    def generate() -> None:
-        prefill()
-        for _ in range(new_tokens - 1):
-            llm.eval([llm.sample(top_k=1)])
-
-    return {"prefill": with_threads(prefill, threads), "generate": with_threads(generate, threads)}
 
 
 def main() -> None:
@@ -93,26 +67,23 @@ def main() -> None:
     for name, m in models.items():
         for phase, fn in phase_contenders(m, prompt, args.new_tokens, args.threads).items():
             contenders[f"{name}|{phase}"] = fn
-    llama = (
-        None
-        if args.no_llamacpp or args.smoke
-        else llama_cpp_contenders(prompt[0].tolist(), args.new_tokens, args.threads)
-    )
+    gguf = None if args.no_llamacpp or args.smoke or not llamacpp.installed() else gguf_dir() / GGUF_FILE
+    llama = llamacpp.phases(gguf, prompt[0].tolist(), args.new_tokens) if gguf else None
+    if gguf:
+        quality[llamacpp.NAME] = llamacpp.quality(gguf, windows, quality["float32"]["argmax"])
     if llama is not None:
-        contenders |= {f"llama.cpp Q4_1|{phase}": fn for phase, fn in llama.items()}
+        contenders |= {f"{llamacpp.NAME}|{phase}": fn for phase, fn in llama(args.threads).items()}
     timings = interleaved(contenders, "cpu", rounds=args.rounds, warmup=1)
 
     rows = []
-    for name in [*models, *(["llama.cpp Q4_1"] if llama is not None else [])]:
+    for name in [*models, *([llamacpp.NAME] if llama is not None else [])]:
         speed = PhaseSpeed(timings[f"{name}|prefill"], timings[f"{name}|generate"], 1, args.prompt_len, args.new_tokens)
-        row = {"precision": name} | speed.as_row()
-        if name in models:
-            row |= {
-                "weight_mb": weight_bytes(models[name]) / 1e6,
-                "ppl": quality[name]["ppl"],
-                "next_token_agreement": quality[name]["agreement"],
-            }
-        rows.append(row)
+        weights = weight_bytes(models[name]) if name in models else gguf.stat().st_size
+        rows.append(
+            {"precision": name, "weight_mb": weights / 1e6, "ppl": quality[name]["ppl"]}
+            | {"next_token_agreement": quality[name]["agreement"]}
+            | speed.as_row()
+        )
     table = pd.DataFrame(rows)
     base = table.set_index("precision").loc["float32"]
     table["decode_speedup"] = table["decode_tok_s"] / base["decode_tok_s"]

@@ -148,6 +148,9 @@ def phase_contenders(
     }
 
 
+Phases = Callable[[int], dict[str, Callable[[], object]]]  # thread count → {"prefill": fn, "generate": fn}
+
+
 def measure_phases(
     models: dict[str, nn.Module],
     prompt: torch.Tensor,
@@ -155,13 +158,19 @@ def measure_phases(
     threads: tuple[int, ...],
     rounds: int,
     warmup: int = 1,
+    external: dict[str, Phases] | None = None,
 ) -> dict[tuple[str, int], PhaseSpeed]:
     """Prefill and decode speed of every model at every thread count, all timed in the same interleaved
-    rounds, so that the machine's drift (other processes on a shared CPU) hits every contender alike."""
+    rounds, so that the machine's drift (other processes on a shared CPU) hits every contender alike.
+    `external`: other engines (e.g. `llamacpp.phases`) timed in the same rounds, by name."""
     contenders: dict[str, Callable[[], object]] = {}
     for name, model in models.items():
         for n in threads:
             for phase, fn in phase_contenders(model, prompt, new_tokens, n).items():
+                contenders[f"{name}|{n}|{phase}"] = fn
+    for name, phases in (external or {}).items():
+        for n in threads:
+            for phase, fn in phases(n).items():
                 contenders[f"{name}|{n}|{phase}"] = fn
     before = torch.get_num_threads()
     try:
@@ -173,6 +182,6 @@ def measure_phases(
         (name, n): PhaseSpeed(
             timings[f"{name}|{n}|prefill"], timings[f"{name}|{n}|generate"], batch, prompt_len, new_tokens
         )
-        for name in models
+        for name in [*models, *(external or {})]
         for n in threads
     }

@@ -17,6 +17,7 @@ import os
 import platform
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -25,9 +26,10 @@ from tqdm.auto import tqdm
 from ..data import batches, blocks, load_corpus, tokenize, train_val_split
 from ..evaluate import perplexity
 from ..generate import SampleConfig, sample
-from ..models import load_model, resolve_device, tiny_llama
+from ..models import DEFAULT_MODEL, GGUF_FILE, gguf_dir, load_model, resolve_device, tiny_llama
 from ..runs import RunKind, start_run
 from ..train import TrainConfig, train
+from . import llamacpp
 from .decode import measure_phases, stream_chat
 from .gqa import Shape, build, decode_speed_vs_context, variants
 from .profile import CpuProfile
@@ -71,6 +73,11 @@ class CpuExperiment:
         self.threads = tuple(sorted({min(n, os.cpu_count() or 1) for n in profile.threads}))  # at most every core
         self.precisions = [p for p in profile.precisions if available(p)]
         self.skipped = [p for p in profile.precisions if not available(p)]
+        # llama.cpp runs the default model's GGUF file, at batch 1, where llama-cpp-python is installed
+        self.llama_cpp = profile.llamacpp and profile.model == DEFAULT_MODEL and profile.batch == 1
+        if self.llama_cpp and not llamacpp.installed():
+            self.llama_cpp = False
+            self.skipped.append("llama.cpp (pip install 'workbench[llamacpp]')")
         self.sweep = f"cpu-{profile.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         self._models: dict[str, torch.nn.Module] = {}
 
@@ -103,7 +110,9 @@ class CpuExperiment:
             greedy[precision] = sample(model, prompt[:1], SampleConfig(max_new_tokens=p.agreement_tokens))[
                 0, prompt.shape[1] :
             ]
-        speeds = measure_phases(models, prompt, p.new_tokens, self.threads, p.rounds, p.warmup)
+        gguf = gguf_dir() / GGUF_FILE if self.llama_cpp else None
+        external = {llamacpp.NAME: llamacpp.phases(gguf, prompt[0].tolist(), p.new_tokens)} if gguf else {}
+        speeds = measure_phases(models, prompt, p.new_tokens, self.threads, p.rounds, p.warmup, external)
         base_ppl = quality["float32"]["ppl"]
         rows = []
         for precision, model in models.items():
@@ -132,11 +141,31 @@ class CpuExperiment:
                     rows=precision_rows,
                 )
             rows += precision_rows
+        if gguf:
+            rows += self._llama_cpp_rows(gguf, speeds, windows, quality["float32"])
         table = pd.DataFrame(rows)
         reference = table[table["precision"] == "float32"].set_index("threads")["decode_tok_s"]
         table["decode_speedup"] = table["decode_tok_s"] / table["threads"].map(reference)
         table.attrs["cpu"] = self.cpu
         return table
+
+    def _llama_cpp_rows(self, gguf: Path, speeds: dict, windows: torch.Tensor, float32: dict) -> list[dict]:
+        """llama.cpp's rows of the precision table (one per thread count; quality on the same windows,
+        against `float32`'s quality), and its run."""
+        quality = llamacpp.quality(gguf, windows, float32["argmax"])
+        common = {
+            "precision": llamacpp.NAME, "weight_mb": gguf.stat().st_size / 1e6, "ppl": quality["ppl"],
+            "ppl_change_pct": 100 * (quality["ppl"] / float32["ppl"] - 1), "next_token_agreement": quality["agreement"],
+        }  # fmt: skip
+        rows = [common | {"threads": n} | speeds[(llamacpp.NAME, n)].as_row() for n in self.threads]
+        best = max(rows, key=lambda row: row["threads"])
+        params = self.params(part="precision", precision=llamacpp.NAME)
+        with start_run(KIND, llamacpp.NAME, params, sweep=self.sweep) as run:
+            run.update_summary(
+                decode_tok_s=best["decode_tok_s"], prefill_tok_s=best["prefill_tok_s"], ppl=quality["ppl"],
+                description="llama.cpp (llama-cpp-python) on the model's own Q4_1 GGUF file", rows=rows,
+            )  # fmt: skip
+        return rows
 
     def chat(self, question: str, on_text: Callable[[str], None] | None = None, precision: str = "int8") -> str:
         """Stream an answer from the `precision` copy (float32 if it is not available)."""

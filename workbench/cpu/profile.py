@@ -35,6 +35,7 @@ class CpuProfile(Profile):
     ppl_context: int = 256
     ppl_windows: int = 8  # held-out windows scored per precision (the same text for every precision)
     agreement_tokens: int = 32  # greedy tokens compared with float32's
+    llamacpp: bool = True  # llama.cpp on the default model's GGUF file beside the precisions, where it is installed
     chat_tokens: int = 48
     chat_question: str = "How do I read a file line by line in Python?"  # the streaming chat demo's question
     # grouped-query attention on the CPU: one shape (SmolLM2-135M's), n_kv_heads varied

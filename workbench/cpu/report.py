@@ -15,6 +15,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .. import plots
+from . import llamacpp
 
 GEB_FP32_TOK_S = 12.0  # GEB-1.3B's README: CPU, float32
 TARGET_SPEEDUP = 1.5
@@ -26,6 +27,7 @@ PRECISION_COLORS = {
     "int8-dynamic": "#d62728",
     "int8-torchao": "#8c564b",
     "int4": "#ff7f0e",
+    llamacpp.NAME: "#7f7f7f",
 }
 VARIANT_COLORS = ["#d62728", "#2ca02c", "#1f77b4", "#ff7f0e"]  # MHA, GQA, MQA, GEB-shaped
 
@@ -226,6 +228,16 @@ def _precision_claims(table: pd.DataFrame) -> list[str]:
             f"- int8 with dynamically quantised activations (torch.ao): {dyn['decode_speedup']:.2f}x, perplexity "
             f"{dyn['ppl_change_pct']:+.2f}%, {100 * dyn['next_token_agreement']:.1f}% next-token agreement: "
             f"rounding the activations, not the weights, is what costs quality."
+        )
+    if llamacpp.NAME in top.index:
+        llama = top.loc[llamacpp.NAME]
+        versus = [f"{llama['decode_tok_s'] / top.loc[p, 'decode_tok_s']:.1f}x our {p}" for p in ("int8", "int4")
+                  if p in top.index]  # fmt: skip
+        lines.append(
+            f"- **llama.cpp** on the same GGUF file (Q4_1, what a user would pick for CPU inference): "
+            f"{llama['decode_tok_s']:.1f} tokens/s, {llama['decode_speedup']:.2f}x float32's decode rate"
+            f"{''.join(', ' + v for v in versus)}; perplexity {llama['ppl_change_pct']:+.2f}%, "
+            f"{100 * llama['next_token_agreement']:.1f}% next-token agreement with float32."
         )
     for other in ("bfloat16", "int4", "int8-torchao"):
         if other in top.index:
