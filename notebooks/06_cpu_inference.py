@@ -81,7 +81,8 @@ if experiment.skipped:
 # Each precision is a copy of the model (`workbench.cpu.quantize`). The int8 that keeps quality is **weight-only**: one int8 scale per
 # output row, activations left in floating point, run through PyTorch's own int8 weight-only CPU kernel. `int8-dynamic` also rounds every
 # activation to int8 (the `torch.ao` dynamic path): the contrast. Prefill is one pass over the prompt (a matrix product, compute-bound);
-# decode is one token at a time through the KV cache (matrix-vector, memory-bound).
+# decode is one token at a time through the KV cache (matrix-vector, memory-bound). Where `llama-cpp-python` is installed (extra `llamacpp`),
+# llama.cpp, what a user would pick instead, runs the model's own Q4_1 GGUF file in the same timing rounds and on the same text.
 
 # %%
 for name in experiment.precisions:
