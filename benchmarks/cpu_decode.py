@@ -6,7 +6,7 @@
 
 Every precision (and llama.cpp on the model's own Q4_1 GGUF file, when `llama-cpp-python` is
 installed: `pip install 'workbench[llamacpp]'`) is timed in the same interleaved rounds
-(`workbench.measure.interleaved`): prefill alone, and prefill + 64 tokens; decode tokens/s is
+(`workbench.cpu.decode.measure_phases`): prefill alone, and prefill + 64 tokens; decode tokens/s is
 63 / (difference of the medians). Reported with the interquartile spread: on a shared CPU, other
 processes make single timings meaningless. The target (GEB-1.3B's "quantisation makes it faster"
 at this scale): int8 decodes at least 1.5x as fast as float32 with held-out perplexity within 2%.
@@ -23,11 +23,10 @@ import pandas as pd
 import torch
 
 from workbench.cpu import llamacpp
-from workbench.cpu.decode import PhaseSpeed, phase_contenders
+from workbench.cpu.decode import measure_phases
 from workbench.cpu.experiment import cpu_label
 from workbench.cpu.quantize import PRECISIONS, available, next_token_quality, quantize, weight_bytes
 from workbench.data import blocks, load_corpus, tokenize, train_val_split
-from workbench.measure import interleaved
 from workbench.models import GGUF_FILE, gguf_dir, load_model, tiny_llama
 
 TARGET_SPEEDUP, TARGET_PPL_PCT = 1.5, 2.0
@@ -63,26 +62,20 @@ def main() -> None:
         quality[name] = next_token_quality(m, windows, quality["float32"]["argmax"] if quality else None)
         print(f"quality {name}: ppl {quality[name]['ppl']:.3f} ({time.time() - started:.0f} s)", flush=True)
 
-    contenders = {}
-    for name, m in models.items():
-        for phase, fn in phase_contenders(m, prompt, args.new_tokens, args.threads).items():
-            contenders[f"{name}|{phase}"] = fn
     gguf = None if args.no_llamacpp or args.smoke or not llamacpp.installed() else gguf_dir() / GGUF_FILE
-    llama = llamacpp.phases(gguf, prompt[0].tolist(), args.new_tokens) if gguf else None
+    external = {}
     if gguf:
         quality[llamacpp.NAME] = llamacpp.quality(gguf, windows, quality["float32"]["argmax"])
-    if llama is not None:
-        contenders |= {f"{llamacpp.NAME}|{phase}": fn for phase, fn in llama(args.threads).items()}
-    timings = interleaved(contenders, "cpu", rounds=args.rounds, warmup=1)
+        external[llamacpp.NAME] = llamacpp.phases(gguf, prompt[0].tolist(), args.new_tokens)
+    speeds = measure_phases(models, prompt, args.new_tokens, (args.threads,), args.rounds, 1, external)
 
     rows = []
-    for name in [*models, *([llamacpp.NAME] if llama is not None else [])]:
-        speed = PhaseSpeed(timings[f"{name}|prefill"], timings[f"{name}|generate"], 1, args.prompt_len, args.new_tokens)
+    for name in quality:
         weights = weight_bytes(models[name]) if name in models else gguf.stat().st_size
         rows.append(
             {"precision": name, "weight_mb": weights / 1e6, "ppl": quality[name]["ppl"]}
             | {"next_token_agreement": quality[name]["agreement"]}
-            | speed.as_row()
+            | speeds[(name, args.threads)].as_row()
         )
     table = pd.DataFrame(rows)
     base = table.set_index("precision").loc["float32"]
@@ -106,7 +99,7 @@ def main() -> None:
         "python-docs tokens"
     )
     print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    if llama is None:
+    if not gguf:
         print("llama.cpp: not measured (pip install 'workbench[llamacpp]' builds llama-cpp-python from source)")
     if "int8" in models:
         int8 = table.set_index("precision").loc["int8"]

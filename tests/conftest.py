@@ -16,12 +16,50 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's chromium: Playwright's own browser download does not work here
+
+
+def pytest_collection_modifyitems(items):
+    """A `browser` test drives Debian's chromium; where it is missing, the test is skipped with the fix."""
+    if CHROMIUM.exists():
+        return
+    skip = pytest.mark.skip(reason=f"no chromium at {CHROMIUM} (apt-get install chromium); the browser test needs it")
+    for item in items:
+        if "browser" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def chromium() -> str:
+    return str(CHROMIUM)
+
+
+@pytest.fixture
+def artifacts() -> Path:
+    """test-artifacts/: screenshots and measurements the browser tests leave for a person to look at."""
+    folder = REPO / "test-artifacts"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
 @pytest.fixture(scope="session", autouse=True)
 def workbench_home(tmp_path_factory):
     """Runs and executed notebooks go to a fresh home; the model cache ($WORKBENCH_CACHE) is kept."""
     home = tmp_path_factory.mktemp("workbench-home")
     os.environ["WORKBENCH_HOME"] = str(home)
     return home
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a module of tiny-tensor tests: fastest there, and far faster than two on a
+    busy machine. `pytestmark = pytest.mark.usefixtures("one_thread")` asks for it."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

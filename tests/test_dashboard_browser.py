@@ -18,22 +18,11 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not Path(CHROMIUM).exists(),
-        reason=f"no chromium at {CHROMIUM} (apt-get install chromium); the browser test needs it",
-    ),
-]
+pytestmark = [pytest.mark.browser, pytest.mark.slow]  # skipped without chromium (conftest)
 
 # Logs steps 0..4 at once, then one step per line read on stdin; prints each commit's time.
 WRITER = textwrap.dedent(
@@ -103,7 +92,7 @@ def dashboard(tmp_path, start_server):
     stop()
 
 
-def test_dashboard_shows_runs_and_curves_grow_live(dashboard):
+def test_dashboard_shows_runs_and_curves_grow_live(dashboard, chromium, artifacts):
     playwright = pytest.importorskip("playwright.sync_api")
     url, html, store, _ = dashboard
     assert "cdn." not in html and "https://" not in html.replace(
@@ -116,10 +105,9 @@ def test_dashboard_shows_runs_and_curves_grow_live(dashboard):
     for _ in range(5):
         writer.stdout.readline()
     requests, latencies = [], []
-    ARTIFACTS.mkdir(exist_ok=True)
     try:
         with playwright.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+            browser = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1400, "height": 1500})
             page.on("request", lambda request: requests.append(request.url))
             page.goto(url)
@@ -141,7 +129,7 @@ def test_dashboard_shows_runs_and_curves_grow_live(dashboard):
                     f"() => ({TRACES})()['#2 live-probe'] === {step + 1}", timeout=30_000, polling=20
                 )
                 latencies.append(time.time() - committed)
-            page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+            page.screenshot(path=str(artifacts / "dashboard.png"), full_page=True)
             # a writer that dies without finishing reads "interrupted"
             writer.kill()
             writer.wait()  # reaped: a zombie would still count as alive
@@ -157,7 +145,7 @@ def test_dashboard_shows_runs_and_curves_grow_live(dashboard):
         if not u.startswith(url.rsplit("/", 1)[0]) and not u.startswith(("data:", "blob:", "ws://127.0.0.1"))
     ]
     assert not foreign, foreign  # nothing from a CDN: the dashboard works offline
-    (ARTIFACTS / "dashboard_latency.json").write_text(
+    (artifacts / "dashboard_latency.json").write_text(
         json.dumps(
             {
                 "latencies_s": latencies,
@@ -255,14 +243,13 @@ PLOTS = """
 """
 
 
-def test_filter_baseline_sweep_and_run_page_in_the_browser(dashboard):
+def test_filter_baseline_sweep_and_run_page_in_the_browser(dashboard, chromium, artifacts):
     playwright = pytest.importorskip("playwright.sync_api")
     url, _, store, stop = dashboard
     ids = populate(store)
     students = {f"#{ids[n]} {n}" for n in ("student seed 0", "student seed 1", "student n=12")}
-    ARTIFACTS.mkdir(exist_ok=True)
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1400, "height": 1300})
         page.goto(url)
         page.locator(".tabulator-row", has_text="student n=12").first.wait_for(timeout=60_000)
@@ -293,7 +280,7 @@ def test_filter_baseline_sweep_and_run_page_in_the_browser(dashboard):
         ]
         assert len({(t["dash"], t["color"]) for t in twins}) == 2  # identical numbers, still two distinguishable lines
         page.keyboard.press("Escape")  # close the kind menu
-        page.screenshot(path=str(ARTIFACTS / "dashboard_filtered_curves.png"), full_page=True)
+        page.screenshot(path=str(artifacts / "dashboard_filtered_curves.png"), full_page=True)
 
         # compare: the teacher (the experiment's reference) is the default baseline; the user picks another
         page.locator(".bk-tab", has_text="Compare").click()
@@ -307,7 +294,7 @@ def test_filter_baseline_sweep_and_run_page_in_the_browser(dashboard):
             ".tabulator-col-title", has_text=f"#{ids['student seed 0']} student seed 0 (baseline)"
         ).first.wait_for(timeout=30_000)
         assert page.get_by_text("world_size").count() == 0  # a setting, not a metric
-        page.screenshot(path=str(ARTIFACTS / "dashboard_compare_baseline.png"), full_page=True)
+        page.screenshot(path=str(artifacts / "dashboard_compare_baseline.png"), full_page=True)
 
         # sweeps: the newest sweep selected, its metric the kind's headline, parallel coordinates drawn
         page.locator(".bk-tab", has_text="Sweeps").click()
@@ -315,7 +302,7 @@ def test_filter_baseline_sweep_and_run_page_in_the_browser(dashboard):
             f"() => ({PLOTS})().find(p => p.length && p[0].type === 'parcoords')", timeout=30_000
         ).json_value()
         assert sweep[0]["labels"] == ["arm", "seed", "ppl"]
-        page.screenshot(path=str(ARTIFACTS / "dashboard_sweep.png"), full_page=True)
+        page.screenshot(path=str(artifacts / "dashboard_sweep.png"), full_page=True)
         page.locator(".choices__button").first.click()  # the kind filter off: the CLI sweep is the newest
         page.get_by_text("show sweep bookkeeping runs").click()  # its points, with their notebooks' numbers
         page.locator(".bk-input-group").filter(has=page.locator("label", has_text=re.compile("^sweep$"))).locator(
@@ -332,7 +319,7 @@ def test_filter_baseline_sweep_and_run_page_in_the_browser(dashboard):
         page.get_by_text("IndexError: list index out of range (cell 7)").first.wait_for(timeout=60_000)
         for text in ("git commit", "device", "version of torch", "executed notebook: 02_echoatt-smoke.ipynb"):
             assert page.get_by_text(text).count(), text
-        page.screenshot(path=str(ARTIFACTS / "dashboard_run_page.png"), full_page=True)
+        page.screenshot(path=str(artifacts / "dashboard_run_page.png"), full_page=True)
         link = page.get_by_text("HTML copy: 02_echoatt-smoke.html").first.get_attribute("href")
         assert link == "/notebooks/02_echoatt-smoke.html"
         copy = page.request.get(url.rsplit("/", 1)[0] + link)  # served by the dashboard itself

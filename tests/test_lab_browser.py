@@ -10,22 +10,11 @@ Artifact: test-artifacts/lab_explorer.png.
 
 import os
 import sys
-from pathlib import Path
 
 import nbformat
 import pytest
 
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not Path(CHROMIUM).exists(),
-        reason=f"no chromium at {CHROMIUM} (apt-get install chromium); the browser test needs it",
-    ),
-]
+pytestmark = [pytest.mark.browser, pytest.mark.slow]  # skipped without chromium (conftest)
 
 EXPLORE = """\
 from workbench import models
@@ -95,12 +84,11 @@ def set_slider(page, label: str, value: str) -> None:
     page.keyboard.press("Enter")
 
 
-def test_explorer_widgets_redraw_the_figures_in_jupyterlab(lab):
+def test_explorer_widgets_redraw_the_figures_in_jupyterlab(lab, chromium, artifacts):
     from playwright.sync_api import sync_playwright
 
-    ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1400, "height": 2400})
         page.goto(lab)
         page.wait_for_function(
@@ -139,5 +127,5 @@ def test_explorer_widgets_redraw_the_figures_in_jupyterlab(lab):
             page.evaluate(PLOTS)[1]["titles"] == []
             and page.locator(".jp-OutputArea-output pre", has_text="Traceback").count() == 0
         )
-        page.screenshot(path=str(ARTIFACTS / "lab_explorer.png"), full_page=True)
+        page.screenshot(path=str(artifacts / "lab_explorer.png"), full_page=True)
         browser.close()

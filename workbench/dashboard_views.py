@@ -37,7 +37,6 @@ MAX_CURVES = 24  # runs drawn when none is selected (the newest of the filter); 
 MAX_PARAM_COLUMNS = 6
 MAX_METRIC_COLUMNS = 8
 COLORS = plots.COLORS
-DASHES, SYMBOLS = plots.DASHES, plots.SYMBOLS
 STATUS_COLORS = {"running": "#1f77b4", "finished": "#2ca02c", "failed": "#d62728", "interrupted": "#ff7f0e"}
 
 
@@ -258,8 +257,7 @@ def curves_figure(
                     y=rows["value"],
                     name=name,
                     mode="lines+markers",
-                    line={"color": COLORS[index % len(COLORS)], "dash": DASHES[index % len(DASHES)], "width": 2},
-                    marker={"size": 5, "symbol": SYMBOLS[(index // len(DASHES)) % len(SYMBOLS)]},
+                    **plots.line_style(name, index),
                     hovertemplate=f"{name}: %{{y:.5g}}<extra></extra>",  # one line per run under the x
                 )
             )

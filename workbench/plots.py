@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 
 LAYOUT = {"template": "plotly_white", "margin": {"l": 60, "r": 20, "t": 50, "b": 50}}
-COLORS = qualitative.D3  # ten colours that stay apart on white; cycled with dashes where more lines are drawn
+COLORS = qualitative.D3  # ten colours that stay apart on white
 DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
 SYMBOLS = ("circle", "square", "diamond", "triangle-up", "x", "star")
 # Log axes labelled at 1, 1.5, 2, 3, 5, 7 × 10^k: plotly's default labels a short log axis with bare digits
@@ -27,10 +27,11 @@ LineStyle = Callable[[str, int], dict]  # (line name, index among the lines) →
 
 
 def line_style(name: str, index: int) -> dict:
-    """The default look of the index-th line: ten colours, then the same colours dashed, so lines stay apart."""
+    """The default look of the index-th line: colour, dash and marker all change from line to line, so lines
+    that lie on top of each other (runs with equal numbers) still show apart."""
     return {
-        "line": {"color": COLORS[index % len(COLORS)], "dash": DASHES[(index // len(COLORS)) % len(DASHES)]},
-        "marker": {"symbol": SYMBOLS[(index // len(COLORS)) % len(SYMBOLS)]},
+        "line": {"color": COLORS[index % len(COLORS)], "dash": DASHES[index % len(DASHES)], "width": 2},
+        "marker": {"size": 5, "symbol": SYMBOLS[(index // len(DASHES)) % len(SYMBOLS)]},
     }
 
 
