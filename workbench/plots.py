@@ -17,11 +17,43 @@ LAYOUT = {"template": "plotly_white", "margin": {"l": 60, "r": 20, "t": 50, "b":
 COLORS = qualitative.D3  # ten colours that stay apart on white
 DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
 SYMBOLS = ("circle", "square", "diamond", "triangle-up", "x", "star")
-# Log axes labelled at 1, 1.5, 2, 3, 5, 7 × 10^k: plotly's default labels a short log axis with bare digits
-# ("2", "3", "100", "2"), which reads as 2 and 3 where it means 20 and 30. Values outside the range are not drawn,
-# so one list serves every figure, live ones too.
-LOG_TICKS = [m * 10.0**k for k in range(-3, 7) for m in (1, 1.5, 2, 3, 5, 7)]
-LOG_AXIS = {"type": "log", "tickvals": LOG_TICKS, "ticktext": [f"{v:g}" for v in LOG_TICKS]}
+# Log axes are labelled at 1, 1.5, 2, 3, 5, 7 × 10^k where the data spans little, and at fewer mantissas as the span
+# grows: plotly's default labels a short log axis with bare digits ("2", "3", "100", "2"), which reads as 2 and 3 where
+# it means 20 and 30, and one fixed list of ticks piles its labels into a block on a span of several decades.
+LOG_MANTISSAS = ((1, 1.5, 2, 3, 5, 7), (1, 2, 5), (1, 3), (1,))
+
+
+def log_ticks(low: float, high: float, max_ticks: int = 9) -> list[float]:
+    """Tick values for a log axis over [low, high]: the densest mantissa set that leaves at most `max_ticks`
+    inside (one per decade, thinned to every k-th decade, when even that is too many)."""
+    first, last = int(np.floor(np.log10(low))), int(np.ceil(np.log10(high)))
+    for mantissas in LOG_MANTISSAS:
+        ticks = [m * 10.0**k for k in range(first, last + 1) for m in mantissas if low <= m * 10.0**k <= high]
+        if len(ticks) <= max_ticks:
+            return ticks
+    stride = int(np.ceil(len(ticks) / max_ticks))
+    return ticks[::stride]
+
+
+def log_axis(values: Sequence[float] | np.ndarray, pad: float = 0.04, max_ticks: int = 9) -> dict:
+    """Layout of a log axis spanning the finite positive `values`, ticks included. The range is in log10 units:
+    that is how plotly reads a log axis' range (and its shapes and annotations: see `add_level`)."""
+    data = np.asarray(values, dtype=float)
+    data = data[np.isfinite(data) & (data > 0)]
+    if data.size == 0:
+        return {"type": "log"}
+    low, high = float(data.min()) / (1 + pad), float(data.max()) * (1 + pad)
+    ticks = log_ticks(low, high, max_ticks) or [float(data.min())]
+    return {"type": "log", "range": [np.log10(low), np.log10(high)], "tickvals": ticks,
+            "ticktext": [f"{t:g}" for t in ticks]}  # fmt: skip
+
+
+def add_level(figure: go.Figure, y: float, text: str, log_y: bool = False, **line) -> None:
+    """A horizontal reference line at data value `y`, labelled `text`. On a log y axis plotly places shapes and
+    annotations in log10 units, so `figure.add_hline(y=230)` there would draw at 10^230: convert first."""
+    position = float(np.log10(y)) if log_y else float(y)
+    figure.add_hline(y=position, line={"dash": "dash", **line}, annotation_text=text)
+
 
 LineStyle = Callable[[str, int], dict]  # (line name, index among the lines) → Scatter keyword arguments
 
@@ -112,7 +144,7 @@ def curves(
         )
     figure.update_layout(title=title, xaxis_title=x, yaxis_title=y, **LAYOUT)
     if log_y:
-        figure.update_yaxes(**LOG_AXIS)
+        figure.update_yaxes(**log_axis(frame[y]))
     return figure
 
 
@@ -124,7 +156,7 @@ def bars(
         go.Bar(x=list(labels), y=list(values), text=[f"{v:.3g}" for v in values], textposition="outside")
     )
     if baseline is not None:
-        figure.add_hline(y=baseline, line_dash="dash", annotation_text=f"baseline {baseline:.3g}")
+        add_level(figure, baseline, f"baseline {baseline:.3g}")
     figure.update_layout(title=title, yaxis_title=value_name, **LAYOUT)
     return figure
 
@@ -151,7 +183,7 @@ class LiveCurves:
             title=title or self.title, xaxis_title="optimizer step", yaxis_title=self.yaxis_title, **LAYOUT
         )
         if self.log_y:
-            self.figure.update_yaxes(**LOG_AXIS)
+            self.figure.update_yaxes(type="log")
 
     def __call__(self, arm: str, step: int, metrics: dict[str, float]) -> None:
         traces = {trace.name: trace for trace in self.figure.data}
@@ -162,3 +194,5 @@ class LiveCurves:
             self.figure.add_scatter(
                 x=[step], y=[metrics[self.metric]], name=arm, mode="lines+markers", **self.style(arm, len(traces))
             )
+        if self.log_y:  # ticks and range follow the data: a fixed tick list piles up over a span of decades
+            self.figure.update_yaxes(**log_axis([v for trace in self.figure.data for v in trace.y]))

@@ -93,7 +93,7 @@ def tradeoff_figure(table: pd.DataFrame) -> go.Figure:
             textposition="top center",
             marker=dict(size=12, color=PRECISION_COLORS.get(precision)),
         )
-    figure.add_hline(y=TARGET_SPEEDUP, line_dash="dash", annotation_text=f"target {TARGET_SPEEDUP}x")
+    plots.add_level(figure, TARGET_SPEEDUP, f"target {TARGET_SPEEDUP}x")
     figure.add_vrect(x0=-TARGET_PPL_PCT, x1=TARGET_PPL_PCT, fillcolor="green", opacity=0.06, line_width=0)
     figure.update_layout(
         title="Speed against quality (largest thread count)",

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from ..plots import LAYOUT, LOG_AXIS
+from ..plots import LAYOUT, add_level, log_axis
 
 COLOURS = {"ARM": "#1f77b4", "MDM": "#ff7f0e", "held-out text": "#2ca02c"}
 DASHES = ("solid", "dash", "dot", "dashdot")
@@ -145,15 +145,12 @@ def quality_figure(quality: pd.DataFrame) -> go.Figure:
                 line=dict(color=COLOURS["MDM"], dash="solid" if sampler == "low_confidence" else "dot"),
             )
         else:
-            figure.add_hline(
-                y=float(rows["judge_ppl"].iloc[0]),
-                line=dict(color=COLOURS[_kind(model)], dash="dash"),
-                annotation_text=f"{model} ({rows['judge_ppl'].iloc[0]:.1f})",
-            )
+            add_level(figure, float(rows["judge_ppl"].iloc[0]), f"{model} ({rows['judge_ppl'].iloc[0]:.1f})",
+                      log_y=True, color=COLOURS[_kind(model)])  # fmt: skip
     figure.update_layout(
         title="Sample quality against steps (judge: perplexity of the continuation)",
         xaxis=dict(title="MDM steps", type="log"),
-        yaxis=dict(title="judge perplexity", **LOG_AXIS),
+        yaxis=dict(title="judge perplexity", **log_axis(quality["judge_ppl"])),
         **LAYOUT,
     )
     return figure
@@ -177,7 +174,7 @@ def speed_quality_figure(quality: pd.DataFrame, speed: pd.DataFrame) -> go.Figur
     figure.update_layout(
         title="Quality against latency (lower left is better)",
         xaxis=dict(title="seconds per sample", type="log"),
-        yaxis=dict(title="judge perplexity", **LOG_AXIS),
+        yaxis=dict(title="judge perplexity", **log_axis(joined["judge_ppl"])),
         **LAYOUT,
     )
     return figure
@@ -195,9 +192,7 @@ def guidance_figure(table: pd.DataFrame) -> go.Figure:
                 mode="lines+markers",
                 line=dict(color=COLOURS["MDM"], dash="solid" if column == "elbo" else "dot"),
             )
-    figure.add_hline(
-        y=float(table["arm_nll"].iloc[0]), line=dict(color=COLOURS["ARM"], dash="dash"), annotation_text="ARM exact NLL"
-    )
+    add_level(figure, float(table["arm_nll"].iloc[0]), "ARM exact NLL", color=COLOURS["ARM"])
     figure.update_layout(
         title="Unsupervised guidance: likelihood of the true continuation",
         xaxis_title="guidance w",

@@ -224,12 +224,11 @@ def perplexity_figure(table: pd.DataFrame) -> go.Figure:
         figure.add_scatter(x=list(trained[column]), y=list(trained["arm"]), mode="markers", name=name,
                            marker={"symbol": symbol, "size": 11})  # fmt: skip
     figure.add_vline(x=teacher_ppl, line_dash="dash", line_color="gray")
-    values = np.concatenate([trained["ppl"].to_numpy(float), trained["zero_shot_ppl"].to_numpy(float)])
-    low, high = np.log10(np.nanmin(values) / 1.03), np.log10(np.nanmax(values) * 1.03)
+    values = np.concatenate([trained["ppl"].to_numpy(float), trained["zero_shot_ppl"].to_numpy(float), [teacher_ppl]])
     figure.update_layout(
         title="Held-out perplexity per arm (dashed: the teacher as is; log axis spanning the data)",
         xaxis_title="perplexity",
-        xaxis={**plots.LOG_AXIS, "range": [low, high]}, yaxis={"autorange": "reversed"},
+        xaxis=plots.log_axis(values), yaxis={"autorange": "reversed"},
         height=150 + 32 * len(trained), legend={"orientation": "h", "y": -0.15},
         **{**plots.LAYOUT, "margin": {**plots.LAYOUT["margin"], "t": 80}},
     )  # fmt: skip

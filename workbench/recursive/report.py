@@ -65,7 +65,7 @@ def params_figure(table: pd.DataFrame) -> go.Figure:
         title="Held-out perplexity against non-embedding parameters (after equal uptraining)",
         xaxis_title="non-embedding parameters (M)",
         yaxis_title="held-out perplexity",
-        yaxis=plots.LOG_AXIS,
+        yaxis=plots.log_axis(table["ppl"]),
         **plots.LAYOUT,
     )
     return figure
@@ -95,17 +95,19 @@ def rank_figure(table: pd.DataFrame) -> go.Figure:
             name=f"Average + {init}-init LoRA",
             line=dict(color=FAMILY_COLOURS[init]),
         )
+    levels = []
     for label, rows in (
         ("full model, continued", table[table["kind"] == "continued"]),
         (f"B={loops} stepwise, no LoRA", plain[plain["init"] == "stepwise"]),
     ):
         if not rows.empty:
-            figure.add_hline(y=float(rows["ppl"].iloc[0]), line_dash="dash", annotation_text=label)
+            levels.append(float(rows["ppl"].iloc[0]))
+            plots.add_level(figure, levels[-1], label, log_y=True)
     figure.update_layout(
         title=f"Held-out perplexity against LoRA rank (B={loops}, all seven linears)",
         xaxis_title="LoRA rank r",
         yaxis_title="held-out perplexity",
-        yaxis=plots.LOG_AXIS,
+        yaxis=plots.log_axis([y for trace in figure.data for y in trace.y] + levels),
         **plots.LAYOUT,
     )
     return figure
