@@ -117,9 +117,9 @@ overview
 # (the layer whose attention they would reuse), at most `max_block` long: longer chains compound the
 # error. The choice is exact (dynamic programming) and deterministic.
 #
-# **How the default threshold was chosen.** On the full profile (SmolLM2-135M, 64 texts × 1,024 tokens, one H200) the
-# cosine (mean over heads, sink dropped) inside the most similar block, layers 6–8, is 0.702: at 0.7 only one group
-# forms, [[6, 7]]; at 0.6, [[3, 4, 5], [6, 7, 8]]. The default, 0.6, is the highest round value that yields more
+# **How the default threshold was chosen.** The full profile measured on 2026-11-29 (SmolLM2-135M, 64 texts of
+# WikiText-2 × 1,024 tokens, one H200; `docs/results.md`) gave a cosine (mean over heads, sink dropped) of 0.702 inside
+# the most similar block, layers 6–8: at 0.7 only one group formed, [[6, 7]]; at 0.6, [[3, 4, 5], [6, 7, 8]]. The default, 0.6, is the highest round value that yields more
 # than one group on the default model; 0.7 is shown beside it. Both are choices for illustration, not the paper's
 # (the paper picks groups by a layer budget, as the distillation notebook does).
 
@@ -134,6 +134,11 @@ block = similar_block(similarity, settings.threshold)
 pd.DataFrame([dict(threshold=t, groups=str(g), shared_layers=s["n_shared"], qk_params_removed=s["qk_params_removed"],
                    params_pct=100 * s["params_fraction"], forward_flops_pct=100 * s["flops_fraction"])
               for t, g, s in ((settings.threshold, groups, savings), (settings.second_threshold, second_groups, second_savings))]).round(2)
+
+# %%
+print(f"This run ({settings.name} profile, {settings.n_texts} texts × {settings.seq_len} tokens): groups at "
+      f"{settings.threshold}: {groups or 'none'}; at {settings.second_threshold}: {second_groups or 'none'}; most similar "
+      f"block: layers {block['first']}–{block['last']} (mean {block['inside']:.3f} inside, {block['outside']:.3f} outside).")
 
 # %% [markdown]
 # ## The similarity map
