@@ -47,8 +47,9 @@ test: install browser
 test-fast: install
 	$(PY) -m pytest -q -m "not slow and not browser and not gpu"
 
+# Containers often run as root, where Jupyter refuses to start without --allow-root.
 lab: install
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab notebooks/ $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 dashboard: install
 	$(PY) -m workbench dashboard
