@@ -127,3 +127,22 @@ def test_figure_widgets_state_follows_the_figure_after_each_cell():
     _snapshot_figure_widgets()
     assert list(widget._widget_data[0]["y"]) == [3.0, 4.0, 5.0]
     widget.close()
+
+
+def test_a_progress_bar_reads_as_one_tqdm_line_in_the_html_copy(tmp_path):
+    """tqdm's widget: a label with the percentage, the bar, and counts whose "<" it wrote as "&lt;"."""
+    state = {
+        "bar": {"model_name": "HBoxModel", "state": {"children": ["IPY_MODEL_a", "IPY_MODEL_b", "IPY_MODEL_c"]}},
+        "a": {"model_name": "HTMLModel", "state": {"value": "training: 100%"}},
+        "b": {"model_name": "FloatProgressModel", "state": {"value": 272, "max": 272}},
+        "c": {"model_name": "HTMLModel", "state": {"value": " 272/272 [00:00&lt;00:00, 990.1it/s]"}},
+    }
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata["widgets"] = {WIDGET_STATE: {"state": state, "version_major": 2, "version_minor": 0}}
+    view = {WIDGET_VIEW: {"model_id": "bar", "version_major": 2}, "text/plain": "HBox"}
+    notebook.cells = [nbformat.v4.new_code_cell("train()", outputs=[nbformat.v4.new_output("display_data", data=view)])]
+    path = tmp_path / "run.ipynb"
+    nbformat.write(notebook, path)
+    html = to_html(path).read_text()
+    assert "training: 100% 272/272 [00:00&lt;00:00, 990.1it/s]" in html  # "<" escaped once: the browser shows "<"
+    assert "100% 100%" not in html and "&amp;lt;" not in html

@@ -183,8 +183,8 @@ def _leaves(models: dict, model_id: str) -> list[dict]:
 def _control_text(model: dict) -> str:
     """A widget's final state as text: a control's description and value, an HTML label's text."""
     state = model["state"]
-    if model["name"] in ("HTMLModel", "LabelModel"):
-        return re.sub(r"<[^>]+>", "", str(state.get("value", ""))).strip()
+    if model["name"] in ("HTMLModel", "LabelModel"):  # tqdm writes "&lt;" into its labels: text, not markup
+        return html.unescape(re.sub(r"<[^>]+>", "", str(state.get("value", "")))).strip()
     if "Progress" in model["name"]:
         return f"{100 * float(state.get('value', 0)) / max(float(state.get('max', 1)), 1e-12):.0f}%"
     options, index = state.get("_options_labels"), state.get("index")
@@ -195,6 +195,14 @@ def _control_text(model: dict) -> str:
     else:
         return ""
     return f"{state.get('description', '')} {value}".strip()
+
+
+def _widget_text(leaves: list[dict]) -> str:
+    """A widget box's final state as one line. A progress bar (tqdm: label, bar, counts) reads as tqdm's own text
+    line, its percentage once: the label already says "100%", so the bar's own percentage is left out."""
+    texts = [(leaf, _control_text(leaf)) for leaf in leaves]
+    labelled = any("%" in text for leaf, text in texts if "Progress" not in leaf["name"])
+    return " ".join(text for leaf, text in texts if text and not ("Progress" in leaf["name"] and labelled))
 
 
 def _figure_output(model: dict) -> dict:
@@ -320,8 +328,7 @@ def to_html(path: str | Path) -> Path:
                 data["text/html"] = _figure_html(data.pop(PLOTLY), figures)
                 figures += 1
             elif WIDGET_VIEW in data:
-                leaves = _leaves(models, data.pop(WIDGET_VIEW)["model_id"])
-                text = " ".join(t for leaf in leaves if (t := _control_text(leaf)))
+                text = _widget_text(_leaves(models, data.pop(WIDGET_VIEW)["model_id"]))
                 data["text/html"] = f"<pre>{html.escape(text)}</pre>" if text else data.get("text/plain", "")
     notebook.metadata.pop("widgets", None)
     body, _ = HTMLExporter(template_name="lab").from_notebook_node(notebook)
