@@ -72,6 +72,10 @@ CREATE TABLE IF NOT EXISTS artifacts (
     run_id INTEGER NOT NULL, name TEXT NOT NULL, path TEXT NOT NULL, created_at REAL NOT NULL,
     PRIMARY KEY (run_id, name)
 );
+CREATE TABLE IF NOT EXISTS labels (
+    run_id INTEGER PRIMARY KEY, tags TEXT NOT NULL DEFAULT '[]', note TEXT NOT NULL DEFAULT '',
+    archived INTEGER NOT NULL DEFAULT 0
+);
 """
 
 
@@ -279,8 +283,13 @@ class RunStore:
 
     # -- reading ---------------------------------------------------------------------------
     def runs(self, kind: str | None = None, sweep: str | None = None) -> pd.DataFrame:
-        """All runs, newest first, with `status` resolved (dead "running" runs read "interrupted")."""
+        """All runs, newest first, with `status` resolved (dead "running" runs read "interrupted"), and
+        the user's labels: `tags` (a list), `note`, `archived` (see `label_run`)."""
+        labels = self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'labels'").fetchone()
         query, args = "SELECT * FROM runs WHERE 1=1", []
+        if labels:  # a read-only store written before labels existed has none
+            query = ("SELECT runs.*, COALESCE(l.tags, '[]') AS tags, COALESCE(l.note, '') AS note, "
+                     "COALESCE(l.archived, 0) AS archived FROM runs LEFT JOIN labels l ON l.run_id = runs.id WHERE 1=1")
         if kind:
             query, args = query + " AND kind = ?", [*args, kind]
         if sweep:
@@ -290,7 +299,44 @@ class RunStore:
         for column in ("params", "summary", "versions"):
             frame[column] = frame[column].map(lambda text: json.loads(text) if text else {})
         frame["duration_s"] = frame["ended_at"].fillna(frame["heartbeat_at"]) - frame["started_at"]
+        frame["tags"] = frame["tags"].map(json.loads) if labels else [[] for _ in range(len(frame))]
+        frame["note"] = frame["note"] if labels else ""
+        frame["archived"] = frame["archived"].astype(bool) if labels else False
         return frame
+
+    def label_run(self, run_id: int, *, name: str | None = None, tags: list[str] | None = None,
+                  note: str | None = None, archived: bool | None = None) -> None:
+        """What a user says about a run, kept beside it: a new name, tags, a note, archived (hidden
+        from the dashboard's table unless asked for; nothing is deleted). None leaves a label as it is."""
+        with self.write() as db:
+            if db.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
+                raise WorkbenchError(f"no run {run_id} in {self.path}")
+            if name is not None:
+                if not name.strip():
+                    raise WorkbenchError("a run's name cannot be empty")
+                db.execute("UPDATE runs SET name = ? WHERE id = ?", (name.strip(), run_id))
+            db.execute("INSERT OR IGNORE INTO labels (run_id) VALUES (?)", (run_id,))
+            if tags is not None:
+                clean = list(dict.fromkeys(t.strip() for t in tags if t.strip()))
+                db.execute("UPDATE labels SET tags = ? WHERE run_id = ?", (_json(clean), run_id))
+            if note is not None:
+                db.execute("UPDATE labels SET note = ? WHERE run_id = ?", (note, run_id))
+            if archived is not None:
+                db.execute("UPDATE labels SET archived = ? WHERE run_id = ?", (int(archived), run_id))
+
+    def delete_run(self, run_id: int) -> None:
+        """Delete a run: its rows (metrics, artifacts, labels) and its artifact folder. A run whose
+        process still runs is refused; a file outside the folder that it links to (an executed
+        notebook other runs share) is kept."""
+        import shutil
+
+        if self.run(run_id)["status"] == ACTIVE:
+            raise WorkbenchError(f"run {run_id} is still running: stop it before deleting it")
+        with self.write() as db:
+            for table in ("metrics", "artifacts", "labels"):
+                db.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
+            db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+        shutil.rmtree(self.artifact_dir / str(run_id), ignore_errors=True)
 
     def kinds(self) -> dict[str, RunKind]:
         """The declared run kinds, by name (kinds never declared are absent)."""
