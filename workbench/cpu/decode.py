@@ -5,19 +5,19 @@ Any LLaMA-family model (the default SmolLM2-135M, a from-scratch config, or a qu
 product over T tokens: compute-bound), then one token per step through the KV cache (decode, a
 matrix-vector product per weight: memory-bound). The two phases scale differently with precision
 and threads, so they are timed apart: prefill alone, and prefill + n tokens, each in interleaved
-rounds (`workbench.measure.interleaved`); decode time is the difference.
+rounds (`workbench.measure.time_phases`, the timer of the one speed measure); decode time is the difference.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import replace
 
 import torch
 from torch import nn
 
 from ..generate import SampleConfig, sample
-from ..measure import Timing, interleaved
+from ..measure import PhaseCalls, PhaseSpeed, phase_calls, time_phases
 
 
 def chat_prompt(tokenizer, question: str) -> torch.Tensor:
@@ -82,46 +82,6 @@ def stream_chat(
     return stream.text
 
 
-@dataclass(frozen=True)
-class PhaseSpeed:
-    """Prefill and decode throughput of one model at one batch size, prompt length and thread count."""
-
-    prefill: Timing  # one forward over the prompt
-    generate: Timing  # prefill + `new_tokens` tokens
-    batch: int
-    prompt_len: int
-    new_tokens: int
-
-    @property
-    def decode_s(self) -> float:
-        """Seconds of the n − 1 decode forwards (the first new token comes from the prefill's logits)."""
-        return max(self.generate.median_s - self.prefill.median_s, 1e-12)
-
-    @property
-    def decode_tok_s(self) -> float:
-        return self.batch * (self.new_tokens - 1) / self.decode_s
-
-    @property
-    def decode_spread(self) -> float:
-        """Interquartile ranges of both timings relative to the decode time (a difference adds both noises)."""
-        iqr = (self.generate.q3_s - self.generate.q1_s) + (self.prefill.q3_s - self.prefill.q1_s)
-        return iqr / self.decode_s
-
-    @property
-    def prefill_tok_s(self) -> float:
-        return self.prefill.per_second(self.batch * self.prompt_len)
-
-    def as_row(self) -> dict[str, float]:
-        return {
-            "prefill_tok_s": self.prefill_tok_s,
-            "prefill_spread": self.prefill.spread,
-            "decode_tok_s": self.decode_tok_s,
-            "decode_spread": self.decode_spread,
-            "generate_tok_s": self.generate.per_second(self.batch * self.new_tokens),
-            "rounds": self.generate.rounds,
-        }
-
-
 def with_threads(fn: Callable[[], object], threads: int) -> Callable[[], object]:
     """`fn` run with `threads` torch threads (set on each call, so contenders at different counts interleave)."""
 
@@ -130,22 +90,6 @@ def with_threads(fn: Callable[[], object], threads: int) -> Callable[[], object]
         return fn()
 
     return call
-
-
-def phase_contenders(
-    model: nn.Module, prompt: torch.Tensor, new_tokens: int, threads: int
-) -> dict[str, Callable[[], object]]:
-    """The two timed calls of one model: prefill only, and prefill + `new_tokens` greedy tokens (no EOS stop)."""
-    config = SampleConfig(max_new_tokens=new_tokens)
-
-    def prefill() -> object:
-        with torch.no_grad():
-            return model(input_ids=prompt, use_cache=True, logits_to_keep=1)
-
-    return {
-        "prefill": with_threads(prefill, threads),
-        "generate": with_threads(lambda: sample(model, prompt, config), threads),
-    }
 
 
 Phases = Callable[[int], dict[str, Callable[[], object]]]  # thread count → {"prefill": fn, "generate": fn}
@@ -163,25 +107,20 @@ def measure_phases(
     """Prefill and decode speed of every model at every thread count, all timed in the same interleaved
     rounds, so that the machine's drift (other processes on a shared CPU) hits every contender alike.
     `external`: other engines (e.g. `llamacpp.phases`) timed in the same rounds, by name."""
-    contenders: dict[str, Callable[[], object]] = {}
+    contenders: dict[tuple[str, int], PhaseCalls] = {}
     for name, model in models.items():
         for n in threads:
-            for phase, fn in phase_contenders(model, prompt, new_tokens, n).items():
-                contenders[f"{name}|{n}|{phase}"] = fn
+            calls = phase_calls(model, prompt, new_tokens)
+            contenders[(name, n)] = replace(
+                calls, prefill=with_threads(calls.prefill, n), generate=with_threads(calls.generate, n)
+            )
+    batch, prompt_len = prompt.shape
     for name, phases in (external or {}).items():
         for n in threads:
-            for phase, fn in phases(n).items():
-                contenders[f"{name}|{n}|{phase}"] = fn
+            calls = phases(n)
+            contenders[(name, n)] = PhaseCalls(calls["prefill"], calls["generate"], batch, prompt_len, new_tokens)
     before = torch.get_num_threads()
     try:
-        timings = interleaved(contenders, "cpu", rounds=rounds, warmup=warmup)
+        return time_phases(contenders, "cpu", rounds=rounds, warmup=warmup)
     finally:
         torch.set_num_threads(before)
-    batch, prompt_len = prompt.shape
-    return {
-        (name, n): PhaseSpeed(
-            timings[f"{name}|{n}|prefill"], timings[f"{name}|{n}|generate"], batch, prompt_len, new_tokens
-        )
-        for name in [*models, *(external or {})]
-        for n in threads
-    }
