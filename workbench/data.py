@@ -3,8 +3,11 @@
 The embedded default corpus, "python-docs", is text that ships with Python itself: the
 documentation topics of `pydoc_data` plus every docstring of the standard library's source
 (read with `ast`, so no module is imported and nothing runs). Everything therefore works offline
-on any machine. A local text file or folder, or a Hugging Face `datasets` name (`hf:NAME`), work
-where the user has them.
+on any machine. "python-code" (`workbench.pycode`) is the ~100M-token corpus of the full
+profiles: the machine's Python source, its training split a memmap that is never loaded whole.
+A local text file or folder, or a Hugging Face `datasets` name (`hf:NAME`), work where the user
+has them. Experiments take their tokens from `token_splits`, and check with `check_epochs`,
+before training, that a full profile never repeats its data.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from .errors import WorkbenchError
 from .paths import cache_dir
 
 DEFAULT_CORPUS = "python-docs"
+CODE_CORPUS = "python-code"  # workbench.pycode: the stdlib's and site-packages' source, ~100M tokens
 TEXT_SUFFIXES = (".txt", ".md", ".rst", ".text")
 _SKIPPED_STDLIB_DIRS = {"test", "tests", "idlelib", "site-packages", "lib2to3", "turtledemo", "__pycache__"}
 
@@ -49,10 +53,13 @@ class Corpus:
         return digest.hexdigest()[:16]
 
 
-def _python_docs() -> tuple[str, ...]:
+def python_docs_sources() -> list[tuple[str, str]]:
+    """python-docs' documents with their source: "" for a documentation topic, else the stdlib's
+    top-level module or package whose docstrings they are (python-code keeps those of the held-out
+    split out of its training text)."""
     from pydoc_data.topics import topics
 
-    documents = [topics[key] for key in sorted(topics)]
+    documents = [("", topics[key]) for key in sorted(topics)]
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     for folder, subfolders, files in os.walk(stdlib):
         subfolders[:] = sorted(d for d in subfolders if d not in _SKIPPED_STDLIB_DIRS and not d.startswith("."))
@@ -68,8 +75,8 @@ def _python_docs() -> tuple[str, ...]:
             ]
             text = "\n\n".join(d for d in docstrings if d)
             if text:
-                documents.append(text)
-    return tuple(documents)
+                documents.append((Path(folder, file).relative_to(stdlib).parts[0].removesuffix(".py"), text))
+    return documents
 
 
 def _local_text(path: Path) -> tuple[str, ...]:
@@ -119,7 +126,9 @@ def load_corpus(
 ) -> Corpus:
     """A corpus by name: "python-docs" (embedded), a text file or folder, or "hf:NAME" (datasets)."""
     if source == DEFAULT_CORPUS:
-        return Corpus(source, _python_docs())
+        return Corpus(source, tuple(text for _, text in python_docs_sources()))
+    if source == CODE_CORPUS:
+        raise WorkbenchError(f"{CODE_CORPUS!r} is too large to hold as documents: use data.token_splits")
     if source.startswith("hf:"):
         return Corpus(source, _hf_dataset(source[3:], config, split, text_field))
     path = Path(source).expanduser()
@@ -130,14 +139,14 @@ def load_corpus(
     return Corpus(path.name, _local_text(path))
 
 
-def _tokenizer_key(tokenizer) -> str:
+def tokenizer_key(tokenizer) -> str:
     vocab = sorted(tokenizer.get_vocab().items())
     return hashlib.sha256(repr((vocab[:: max(1, len(vocab) // 512)], len(vocab))).encode()).hexdigest()[:12]
 
 
 def tokenize(corpus: Corpus, tokenizer) -> torch.Tensor:
     """The corpus as one token stream (documents separated by EOS), cached per (corpus, tokenizer)."""
-    path = cache_dir("tokens") / f"{corpus.fingerprint}-{_tokenizer_key(tokenizer)}.npy"
+    path = cache_dir("tokens") / f"{corpus.fingerprint}-{tokenizer_key(tokenizer)}.npy"
     if path.is_file():
         return torch.from_numpy(np.load(path).astype(np.int64))
     eos = tokenizer.eos_token_id
@@ -160,14 +169,84 @@ def train_val_split(tokens: torch.Tensor, val_fraction: float = 0.05) -> tuple[t
     return tokens[:cut], tokens[cut:]
 
 
-def blocks(tokens: torch.Tensor, block_len: int) -> torch.Tensor:
-    """Packed, non-overlapping blocks [n_blocks, block_len]; the ragged tail is dropped."""
+@dataclass(frozen=True)
+class TokenSplits:
+    """A corpus' training and held-out tokens. `train` is a torch tensor, or for python-code a
+    read-only uint16 memmap (`blocks` and `batches` read from it without loading it)."""
+
+    name: str
+    fingerprint: str
+    train: torch.Tensor | np.ndarray
+    val: torch.Tensor
+
+    @property
+    def n_train(self) -> int:
+        return len(self.train)
+
+    @property
+    def n_val(self) -> int:
+        return len(self.val)
+
+
+def token_splits(corpus: str, tokenizer) -> TokenSplits:
+    """Training and held-out tokens of any corpus ("python-docs", "python-code", a path, "hf:NAME")."""
+    if corpus == CODE_CORPUS:
+        from . import pycode
+
+        plan = pycode.plan(tokenizer)
+        train, val, _ = pycode.load(tokenizer, plan_=plan)
+        return TokenSplits(corpus, plan.fingerprint, train, torch.from_numpy(val.astype(np.int64)))
+    text = load_corpus(corpus)
+    train, val = train_val_split(tokenize(text, tokenizer))
+    return TokenSplits(text.name, text.fingerprint, train, val)
+
+
+def english_heldout(tokenizer) -> torch.Tensor:
+    """English text never trained on by python-docs or python-code: python-docs' held-out split."""
+    return train_val_split(tokenize(load_corpus(DEFAULT_CORPUS), tokenizer))[1]
+
+
+def code_heldout(tokenizer) -> torch.Tensor:
+    """python-code's held-out packages, built without tokenising its training part (seconds)."""
+    from . import pycode
+
+    return torch.from_numpy(pycode.build_heldout(pycode.plan(tokenizer), tokenizer).astype(np.int64))
+
+
+def epochs(tokens_per_arm: int, n_train: int) -> float:
+    """How many times an arm's training tokens go through the unique training text."""
+    return tokens_per_arm / n_train
+
+
+def check_epochs(profile, tokens_per_arm: int, n_train: int, corpus: str | None = None) -> float:
+    """The epochs of an arm; a full profile may not exceed one unless `profile.allow_repeats`.
+
+    Called before any training: repeated data turns a miniature reproduction's verdicts into
+    statements about overfitting (the issue this guard came from: 3.5 to 267 epochs)."""
+    value = epochs(tokens_per_arm, n_train)
+    if profile.name == "full" and value > 1 and not getattr(profile, "allow_repeats", False):
+        corpus = corpus or getattr(profile, "corpus", "the corpus")
+        raise WorkbenchError(
+            f"{type(profile).__name__} 'full' trains {tokens_per_arm:,} tokens per arm, {value:.2f} epochs of "
+            f"{corpus}'s {n_train:,} training tokens: use -p corpus {CODE_CORPUS}, fewer steps, "
+            "or -p allow_repeats true"
+        )
+    return value
+
+
+def blocks(tokens: torch.Tensor | np.ndarray, block_len: int, max_blocks: int | None = None) -> torch.Tensor:
+    """Packed, non-overlapping blocks [n_blocks, block_len]; the ragged tail is dropped.
+
+    A tensor gives a view; a memmap gives an int64 copy of the first `max_blocks` blocks only."""
     n_blocks = len(tokens) // block_len
     if n_blocks == 0:
         raise WorkbenchError(
             f"the text has {len(tokens)} tokens, fewer than one block of {block_len}: use a shorter block or more text"
         )
-    return tokens[: n_blocks * block_len].view(n_blocks, block_len)
+    n = n_blocks if max_blocks is None else min(n_blocks, max_blocks)
+    if isinstance(tokens, np.ndarray):
+        return torch.from_numpy(np.asarray(tokens[: n * block_len], dtype=np.int64).reshape(n, block_len))
+    return tokens[: n_blocks * block_len].view(n_blocks, block_len)[:n]
 
 
 def batches(
@@ -181,15 +260,36 @@ def batches(
 ) -> Iterator[torch.Tensor]:
     """Endless batches [batch_size, block_len] of randomly chosen packed blocks.
 
-    All blocks move to the device once, and indices are drawn there, so a training step never
-    waits on a host-to-device copy. With several ranks (DDP), every rank draws the same global
-    batch of `batch_size * world_size` blocks and keeps its own slice: the ranks' shards are
-    disjoint and together are exactly what one process with the global batch would see.
+    A tensor (a small corpus): all blocks move to the device once, and indices are drawn there, so
+    a training step never waits on a host-to-device copy. A memmap (python-code): indices are drawn
+    on the CPU and only the chosen blocks are read and copied to the device, batch by batch. With
+    several ranks (DDP), every rank draws the same global batch of `batch_size * world_size` blocks
+    and keeps its own slice: the ranks' shards are disjoint and together are exactly what one
+    process with the global batch would see.
     """
     if not 0 <= rank < world_size:
         raise WorkbenchError(f"rank must be in 0..world_size-1 ({world_size - 1}), got {rank}")
+    if isinstance(tokens, np.ndarray):
+        yield from _memmap_batches(tokens, batch_size, block_len, torch.device(device), seed, rank, world_size)
+        return
     data = blocks(tokens, block_len).to(device)
     generator = torch.Generator(device=data.device).manual_seed(seed)
     while True:
         index = torch.randint(len(data), (batch_size * world_size,), device=data.device, generator=generator)
         yield data[index[rank * batch_size : (rank + 1) * batch_size]]
+
+
+def _memmap_batches(
+    tokens: np.ndarray, batch_size: int, block_len: int, device: torch.device, seed: int, rank: int, world_size: int
+) -> Iterator[torch.Tensor]:
+    n_blocks = len(tokens) // block_len
+    if n_blocks == 0:
+        blocks(tokens, block_len)  # the one-line error
+    table = tokens[: n_blocks * block_len].reshape(n_blocks, block_len)  # a view: nothing is read
+    generator = torch.Generator().manual_seed(seed)
+    pin = device.type == "cuda"
+    while True:
+        index = torch.randint(n_blocks, (batch_size * world_size,), generator=generator)
+        rows = np.sort(index[rank * batch_size : (rank + 1) * batch_size].numpy())  # sorted: sequential reads
+        batch = torch.from_numpy(table[rows].astype(np.int64))
+        yield batch.pin_memory().to(device, non_blocking=True) if pin else batch.to(device)
