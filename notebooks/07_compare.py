@@ -46,9 +46,8 @@ import plotly.graph_objects as go
 import torch
 from IPython.display import Markdown, display
 
-from workbench import dashboard_views as views
 from workbench import notebook, plots, runs
-from workbench.dashboard import Dashboard
+from workbench.dashboard import Dashboard, curves, sweeps, views
 from workbench.launch import launch
 
 notebook.setup()
@@ -88,8 +87,9 @@ overview.show()
 #
 # The newest experiment (the runs of the newest run's sweep id), every run drawn: runs that logged
 # the same numbers still differ by colour, dash and marker. The baseline is the run the experiment
-# marked as reference; the metrics table gives Δ and Δ% to it (Δ% blank where the baseline is 0),
-# and the parameters that differ between the runs are listed apart from the metrics.
+# marked as reference; the metrics table has one row per run (the baseline first, the metrics that
+# differ, rounded), the next one each run's Δ% to it (blank where the baseline is 0), and the
+# parameters that differ between the runs are listed apart from the metrics.
 
 # %%
 shown = views.newest_experiment(frame)
@@ -99,10 +99,11 @@ if shown and not metrics[metrics["run_id"].isin(shown)].empty:
     logged = metrics[metrics["run_id"].isin(shown)]
     headline = [h for h in views.headlines(frame[frame["id"].isin(shown)], kinds) if h in set(logged["key"])]
     key = (headline or list(logged["key"].value_counts().index))[0]
-    views.curves_figure(frame, metrics, shown, key).show()
+    curves.curves_figure(frame, metrics, shown, key).show()
 if baseline is not None:
     display(Markdown(f"**Metrics**, with differences to the baseline run #{baseline}:"))
     display(views.compare_table(frame, finals, shown, baseline, kinds))
+    display(views.compare_table(frame, finals, shown, baseline, kinds, delta=True))
     display(Markdown("**Parameters that differ between these runs:**"))
     display(views.params_table(frame, shown))
 else:
@@ -115,13 +116,13 @@ else:
 # coordinates draw one line per point through its parameters to that metric (the best brightest).
 
 # %%
-sweeps = views.sweep_groups(everything)
-points = views.sweep_points(everything, sweeps[0]) if sweeps else pd.DataFrame()
-sweep_metric = views.sweep_default_metric(points, everything, sweeps[0], kinds) if sweeps else None
+sweep_ids = sweeps.sweep_groups(everything)
+points = sweeps.sweep_points(everything, sweep_ids[0]) if sweep_ids else pd.DataFrame()
+sweep_metric = sweeps.sweep_default_metric(points, everything, sweep_ids[0], kinds) if sweep_ids else None
 if sweep_metric:
     goal = next((k.goal for k in kinds.values() if sweep_metric.rsplit(".", 1)[-1] == k.headline), "min")
-    views.parallel_figure(points, sweep_metric, goal, f"sweep {sweeps[0]}: {sweep_metric}").show()
-    views.sweep_figure(points, sweep_metric).show()
+    sweeps.parallel_figure(points, sweep_metric, goal, f"sweep {sweep_ids[0]}: {sweep_metric}").show()
+    sweeps.sweep_figure(points, sweep_metric).show()
     display(points)
 else:
     display(Markdown("No sweep yet: `python -m workbench sweep NOTEBOOK -p NAME VALUE VALUE --parallel 2` makes one."))

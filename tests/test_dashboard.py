@@ -4,26 +4,20 @@ differences to a chosen baseline, sweeps, curves, run pages, and the Panel view 
 import math
 
 import numpy as np
-import panel as pn
 import plotly.graph_objects as go
 import pytest
 
 from workbench.dashboard import Dashboard, StoreFeed
-from workbench.dashboard_views import (
-    artifact_views,
+from workbench.dashboard.curves import curves_figure
+from workbench.dashboard.runpage import artifact_views, run_summary
+from workbench.dashboard.sweeps import parallel_figure, sweep_default_metric, sweep_figure, sweep_groups, sweep_points
+from workbench.dashboard.views import (
     compare_table,
-    curves_figure,
     final_metrics,
     newest_experiment,
-    parallel_figure,
     params_table,
     reference_run,
-    run_summary,
     runs_table,
-    sweep_default_metric,
-    sweep_figure,
-    sweep_groups,
-    sweep_points,
 )
 from workbench.runs import RunKind
 
@@ -57,21 +51,16 @@ def test_settings_are_not_metrics_and_delta_percent_is_blank_on_a_zero_baseline(
         finals.columns
     )  # settings, flags and text are no metrics
     assert reference_run(runs, [student, teacher]) == teacher  # the experiment's reference, though it is not first
-    table = compare_table(runs, finals, [student, teacher], baseline=teacher, kinds=store.kinds()).set_index("metric")
-    assert (
-        list(table.index)[0] == "ppl" and table.loc["ppl", "goal"] == "lower is better"
-    )  # the declared headline first
-    assert table.loc["ppl", f"#{teacher} teacher (baseline)"] == 10.0
-    assert table.loc["ppl", f"Δ #{student}"] == pytest.approx(2.5) and table.loc[
-        "ppl", f"Δ% #{student}"
-    ] == pytest.approx(25.0)
-    assert table.loc["errors", f"Δ #{student}"] == 3.0 and math.isnan(
-        table.loc["errors", f"Δ% #{student}"]
-    )  # never inf
-    chosen = compare_table(runs, finals, [student, teacher], baseline=student).set_index(
-        "metric"
-    )  # a baseline the user picks
-    assert chosen.loc["ppl", f"Δ% #{teacher}"] == pytest.approx(-20.0)
+    table = compare_table(runs, finals, [student, teacher], baseline=teacher, kinds=store.kinds()).set_index("run")
+    assert list(table.index) == [f"#{teacher} teacher (baseline)", f"#{student} student"]  # the baseline first
+    assert list(table.columns) == ["ppl", "loss", "errors"]  # the declared headline first; no settings, no run_id
+    assert table.loc[f"#{student} student", "ppl"] == 12.5
+    delta = compare_table(runs, finals, [student, teacher], baseline=teacher, kinds=store.kinds(), delta=True)
+    delta = delta.set_index("run")
+    assert delta.loc[f"#{student} student", "Δ% ppl"] == pytest.approx(25.0)
+    assert math.isnan(delta.loc[f"#{student} student", "Δ% errors"])  # blank on a zero baseline, never inf
+    chosen = compare_table(runs, finals, [student, teacher], baseline=student, delta=True).set_index("run")
+    assert chosen.loc[f"#{teacher} teacher", "Δ% ppl"] == pytest.approx(-20.0)  # a baseline the user picks
     params = params_table(runs, [teacher, student]).set_index("parameter")
     assert list(params.index) == ["lr"] and params.loc["lr", f"#{student} student"] == "0.0003"
 
@@ -82,7 +71,7 @@ def test_runs_table_keeps_parameters_and_metrics_in_their_own_columns_and_hides_
     with store.start_run("sweep_point", "p0", {"lr": 1.0}, sweep="s/0") as run:
         run.finish(summary={"ppl": 1.0})
     runs = store.runs()
-    from workbench.dashboard_views import visible
+    from workbench.dashboard.views import visible
 
     table = runs_table(visible(runs), final_metrics(runs, store.metrics()), store.kinds())
     assert list(table["name"]) == ["b", "a"]  # the sweep point is bookkeeping
@@ -115,11 +104,16 @@ def test_every_run_is_drawn_and_identical_runs_stay_distinguishable(store):
 
 
 def test_compare_without_selection_takes_one_experiment_never_two(store):
-    old = [logged(store, f"old{i}", [1.0], sweep="exp-1") for i in range(2)]
-    new = [logged(store, f"new{i}", [1.0], sweep="exp-2", reference=i == 1) for i in range(3)]
-    assert newest_experiment(store.runs()) == new and not set(old) & set(newest_experiment(store.runs()))
+    old = [logged(store, f"old{i}", [1.0], sweep="exp-1", params={"lr": i}) for i in range(2)]
+    new = [logged(store, f"new{i}", [1.0], sweep="exp-2", reference=i == 1, params={"lr": i}) for i in range(3)]
+    logged(store, "tour", [1.0], sweep="notebook-1", params={"layer": 5})  # a notebook's one run: no sweep
+    logged(store, "same", [1.0], sweep="twins-1", params={"lr": 1})
+    logged(store, "same", [1.0], sweep="twins-1", params={"lr": 1})  # two points, nothing varied: no sweep
+    runs = store.runs()
+    experiment = newest_experiment(runs[runs["sweep"].str.startswith("exp")])
+    assert experiment == new and not set(old) & set(experiment)
     assert reference_run(store.runs(), new) == new[1]
-    assert sweep_groups(store.runs()) == ["exp-2", "exp-1"]  # newest first
+    assert sweep_groups(store.runs()) == ["exp-2", "exp-1"]  # real sweeps only, newest first
 
 
 def test_cli_sweep_points_default_metric_and_parallel_coordinates(store):
@@ -133,6 +127,8 @@ def test_cli_sweep_points_default_metric_and_parallel_coordinates(store):
     runs = store.runs()
     points = sweep_points(runs, "s1")
     assert list(points["point"]) == [0, 1, 2] and list(points["status"]) == ["finished", "finished", "failed"]
+    inner = runs[(runs["sweep"] == "s1/0") & (runs["kind"] == "probe")]["id"].item()
+    assert points.loc[0, "runs"] == f"#{inner}"  # the experiment run the point's notebook wrote, not its bookkeeping
     assert (
         list(points["param lr"]) == [1e-3, 1e-3, 1e-4]
         and points.loc[2, "error"] == "boom"
@@ -140,7 +136,7 @@ def test_cli_sweep_points_default_metric_and_parallel_coordinates(store):
     )
     assert sweep_default_metric(points, runs, "s1", store.kinds()) == "ppl"  # the kind's headline, not the first column
     undeclared = points.assign(n_texts=4.0, seconds=[1.0, 2.0, 3.0])
-    undeclared = undeclared[["point", "run", "kind", "status", "error", "param lr", "n_texts", "seconds", "ppl"]]
+    undeclared = undeclared[["point", "runs", "kind", "status", "error", "param lr", "n_texts", "seconds", "ppl"]]
     assert sweep_default_metric(undeclared, runs, "s2", {}) == "ppl"  # no headline: the first number that moves
     figure = sweep_figure(points, "ppl")
     assert [a.text for a in figure.layout.annotations] == ["lr", "rank"]  # one panel per swept parameter
@@ -173,9 +169,9 @@ def test_artifacts_are_shown_by_what_they_hold(store):
         run.log_artifact("table.json", [{"arm": "teacher", "ppl": 10.0}, {"arm": "student", "ppl": 12.0}])
         run.log_artifact("sample.txt", "The cat sat on the mat.")
     views = dict(artifact_views(store, run.id))
-    assert isinstance(views["similarity.npy"], go.Figure) and views["similarity.npy"].data[0].type == "heatmap"
-    assert list(views["table.json"]["arm"]) == ["teacher", "student"]
-    assert views["sample.txt"] == "The cat sat on the mat."
+    assert isinstance(views["similarity"], go.Figure) and views["similarity"].data[0].type == "heatmap"
+    assert list(views["table"]["arm"]) == ["teacher", "student"]
+    assert views["sample"] == "The cat sat on the mat."
 
 
 def test_view_follows_new_rows_the_filter_and_the_selection(store):
@@ -190,21 +186,68 @@ def test_view_follows_new_rows_the_filter_and_the_selection(store):
         run.log({"loss": 4.0}, step=1)
         run.log({"loss": 3.5}, step=2)
         dashboard.refresh()
-        traces = {t.name: list(t.y) for t in dashboard.curves.object.data}
-        assert traces == {f"#{run.id} new": [5.0, 4.0, 3.5], f"#{old} old": [3.0, 2.0], f"#{other} other-kind": [9.0]}
+        traces = {t.name: list(t.y) for t in dashboard.curves.figure.object.data}
+        # nothing ticked: the newest experiment (the newest run's kind, no sweep), never two kinds mixed
+        assert traces == {f"#{run.id} new": [5.0, 4.0, 3.5], f"#{old} old": [3.0, 2.0]}
     dashboard.refresh()
-    dashboard.kinds.value = ["probe"]  # the filter: curves, compare and sweeps follow it
-    assert {t.name for t in dashboard.curves.object.data} == {f"#{run.id} new", f"#{old} old"}
+    assert list(dashboard.table.value["status"]) == ["finished", "finished", "finished"]  # patched in place
+    dashboard.kinds.value = ["tour"]  # the filter: every view follows it
+    assert dashboard.names()["curves"] == dashboard.names()["table"] == [f"#{other} other-kind"]
+    dashboard.kinds.value = ["probe"]
     dashboard.tabs.active = 1  # the compare tab (each tab is brought up to date when opened)
-    assert dashboard.baseline.value == old  # marked as reference, though "new" is newer
+    assert dashboard.compare.baseline.value == old  # marked as reference, though "new" is newer
     dashboard.tabs.active = 0
     dashboard.table.selection = [1]  # only "old"
-    assert [t.name for t in dashboard.curves.object.data] == [f"#{old} old"]
-    assert dashboard.run_select.value == old  # the run page follows the last run ticked
+    assert dashboard.names()["curves"] == dashboard.names()["table"] == [f"#{old} old"]
+    assert dashboard.run_page.select.value == old  # the run page follows the last run ticked
     dashboard.table.selection = [0, 1]
     dashboard.tabs.active = 1
-    dashboard.baseline.value = run.id  # the user picks the baseline
-    assert list(dashboard.compare.value.columns[2:4]) == [f"#{run.id} new (baseline)", f"#{old} old"]
+    dashboard.compare.baseline.value = run.id  # the user picks the baseline
+    assert dashboard.compare.run_labels() == [f"#{run.id} new", f"#{old} old"]
+    assert dashboard.compare.table.value["run"][0] == f"#{run.id} new (baseline)"
+    dashboard.kinds.value = []  # the ticks are run ids: a new row on top does not move them
+    logged(store, "newest", [1.0])
+    dashboard.refresh()
+    names = dashboard.names()
+    assert set(names["table"]) == set(names["compare"]) == {f"#{run.id} new", f"#{old} old"}
+
+
+def test_ticks_hidden_by_the_filter_come_back_and_a_bad_expression_says_why(store):
+    ids = [logged(store, f"lr{lr}", [1.0], {"ppl": 10.0 + lr}, params={"lr": lr}) for lr in (1e-4, 1e-3, 1e-2)]
+    dashboard = Dashboard(store)
+    dashboard.table.selection = [0, 2]  # newest first: lr 0.01 and lr 0.0001
+    assert set(dashboard.state.ticks) == {ids[2], ids[0]}
+    dashboard.expression.value = "params.lr > 5e-4"
+    assert list(dashboard.table.value["id"]) == [ids[2], ids[1]]
+    assert dashboard.names()["curves"] == [f"#{ids[2]} lr0.01"]  # the tick the filter still shows
+    dashboard.expression.value = "params.lr > "
+    assert "filter: cannot read" in dashboard.problem.object and len(dashboard.table.value) == 3
+    dashboard.expression.value = ""
+    assert set(dashboard.names()["table"]) == {f"#{ids[2]} lr0.01", f"#{ids[0]} lr0.0001"}
+
+
+def test_tags_note_rename_archive_and_delete_from_the_run_page(store):
+    keep = logged(store, "keep", [1.0], {"ppl": 3.0})
+    gone = logged(store, "gone", [2.0], {"ppl": 4.0})
+    (store.artifact_dir / str(gone)).mkdir(parents=True)
+    dashboard = Dashboard(store)
+    dashboard.open_run(keep)
+    page = dashboard.run_page
+    page.name.value, page.tags.value, page.note.value = "kept run", "best, seed 0", "the one to cite"
+    page.save.clicks += 1
+    row = store.run(keep)
+    assert (row["name"], row["tags"], row["note"]) == ("kept run", ["best", "seed 0"], "the one to cite")
+    assert dashboard.table.value.loc[keep, "tags"] == "best, seed 0"
+    page.archive.clicks += 1  # archived: hidden, not deleted
+    assert keep not in dashboard.table.value.index and store.run(keep)["archived"]
+    dashboard.archived.value = True
+    assert keep in dashboard.table.value.index
+    dashboard.open_run(gone)
+    page.delete.clicks += 1  # asks first
+    assert page.confirm.visible and gone in set(store.runs()["id"])
+    page.confirm.clicks += 1
+    assert gone not in set(store.runs()["id"]) and not (store.artifact_dir / str(gone)).exists()
+    assert gone not in dashboard.table.value.index
 
 
 def test_run_page_shows_error_code_device_and_notebook_links(store, tmp_path):
@@ -214,13 +257,14 @@ def test_run_page_shows_error_code_device_and_notebook_links(store, tmp_path):
         notebook.parent.mkdir(exist_ok=True)
         notebook.write_text("{}")
         run.log_artifact("x.ipynb", notebook)
+        run.log_artifact("maps.npy", np.random.default_rng(0).random((9, 12, 12)))
         raise ValueError("the cell broke")
     dashboard = Dashboard(store, file_urls=True)
     dashboard.open_run(run.id)
+    page = dashboard.run_page
     assert dashboard.tabs.active == 3
-    text = " ".join(str(getattr(p, "object", "")) for p in dashboard.run_page.objects)
-    assert "ValueError: the cell broke" in text and f"/artifacts/{run.id}/x.ipynb" in text
-    tables = [o.value for o in dashboard.run_page.select(pn.widgets.Tabulator)]
-    overview = next(t for t in tables if "about" in t.columns)
-    assert {"device", "git commit", "version of torch"} <= set(overview["about"])
-    assert next(t for t in tables if "parameter" in t.columns)["parameter"].tolist() == ["lr"]
+    assert "ValueError: the cell broke" in page.error.object and f"/artifacts/{run.id}/x.ipynb" in page.links.object
+    assert {"device", "git commit", "version of torch"} <= set(page.overview.value["about"])
+    assert page.params.value["parameter"].tolist() == ["lr"]  # once: not again as a recorded setting
+    stack = page.artifacts.objects[0].objects[1].object  # a stack of 9 maps, drawn as 9 heatmaps
+    assert [t.type for t in stack.data] == ["heatmap"] * 9 and "maps" in stack.layout.title.text

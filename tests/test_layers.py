@@ -13,15 +13,16 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "workbench"
 LAB = {"attention"}
+BESIDE_CORE = {"dashboard"}  # a folder of the dashboard's modules: the same layer as `workbench/*.py`
 SUBPACKAGES = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
-IDEAS = SUBPACKAGES - LAB
+IDEAS = SUBPACKAGES - LAB - BESIDE_CORE
 MODULES = sorted(PACKAGE.rglob("*.py"))
 
 
 def layer(path: Path) -> str:
     """ "core", "lab" or the idea's name, for a module of the package."""
     parts = path.relative_to(PACKAGE).parts
-    if len(parts) == 1:
+    if len(parts) == 1 or parts[0] in BESIDE_CORE:
         return "core"
     return "lab" if parts[0] in LAB else parts[0]
 
@@ -49,7 +50,7 @@ def target_layer(name: str) -> str | None:
         return "lab"
     if parts[1] in IDEAS:
         return parts[1]
-    return "core" if (PACKAGE / f"{parts[1]}.py").is_file() else None
+    return "core" if (PACKAGE / f"{parts[1]}.py").is_file() or parts[1] in BESIDE_CORE else None
 
 
 def allowed(source: str, target: str) -> bool:

@@ -1,4 +1,4 @@
-"""The app `panel serve` runs for `python -m workbench dashboard`: one live Dashboard per browser session.
+"""The app `server.serve` runs for `python -m workbench dashboard`: one live Dashboard per browser session.
 
 Bokeh, Panel, Tabulator and plotly.js are served by the Panel server itself (nothing from a CDN),
 so the dashboard works on a machine without internet. `?run=ID` in the address opens that run's page.
