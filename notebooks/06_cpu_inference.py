@@ -135,4 +135,4 @@ if settings.train:
 # ## Conclusion
 
 # %%
-Markdown(report.conclusion(precision_table, gqa_table, trained))
+Markdown(report.conclusion(precision_table, gqa_table, trained, profile=settings))

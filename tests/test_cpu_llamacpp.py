@@ -73,7 +73,7 @@ def test_conclusion_compares_llama_cpp_with_our_int8():
         for name, tok_s, mb, pct, agree in [("float32", 14.0, 538, 0.0, 1.0), ("int8", 28.0, 248, 0.45, 0.95),
                                             (llamacpp.NAME, 70.0, 98, 0.34, 0.96)]
     ]  # fmt: skip
-    text = report.conclusion(pd.DataFrame(rows))
+    text = report.conclusion(pd.DataFrame(rows), profile="full")
     line = next(line for line in text.splitlines() if "llama.cpp" in line)
     assert "70.0 tokens/s, 5.00x float32's decode rate, 2.5x our int8" in line and "+0.34%" in line
 

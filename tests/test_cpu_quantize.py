@@ -32,8 +32,10 @@ def test_int8_matches_per_row_rounding_by_hand():
     by_hand = torch.round(w / scale[:, None]) * scale[:, None]
     layer = Int8Linear(linear)
     assert layer.qweight.dtype == torch.int8 and layer.qweight.abs().max() == 127
-    # bf16 scales round each row's s by at most 2^-9 relative; everything else is exact
-    assert torch.allclose(layer.dequantized(), by_hand, rtol=2**-8, atol=0)
+    assert layer.scale.dtype == torch.float32
+    assert torch.allclose(layer.dequantized(), by_hand, rtol=1e-6, atol=0)
+    step = scale[:, None].expand_as(w)  # worst weight error: half a quantisation step (bf16 scales reach ~0.75)
+    assert ((layer.dequantized() - w).abs() / step).max() <= 0.5 + 1e-5
     x = torch.randn(3, 5, 96)
     expected = F.linear(x.bfloat16().float(), layer.dequantized())
     out = layer(x)

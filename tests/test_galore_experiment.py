@@ -27,7 +27,8 @@ def test_evaluation_steps_end_at_the_budget():
 
 def test_profile_presets_and_bad_settings():
     full, smoke = GaloreProfile.resolve("full"), GaloreProfile.resolve("smoke")
-    assert full.galore_lr == 0.01 and full.rank == 128 and full.update_proj_gap == 200
+    assert 0.01 in full.galore_lrs and full.rank == 128 and full.update_proj_gap == 200
+    assert len(full.adamw_lrs) == len(full.galore_lrs) == len(full.natural_lrs) == 3  # a sweep per method
     assert full.history == 20 and full.damping == 1e-3 and full.reset_history
     assert smoke.size == "tiny" and smoke.ft_model == "tiny"
     with pytest.raises(WorkbenchError, match="rank must be int"):

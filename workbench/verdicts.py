@@ -297,6 +297,7 @@ def ratio(
     scale: str = "ratio",
     min_rounds: int = 2,
     detail: str = "",
+    unit: str = "round",
 ) -> Verdict:
     """Ratios of interleaved rounds (numerator_i / denominator_i, e.g. tok/s of two models timed in
     round i) judged against `bar` by their median and interquartile range (robust to a stalled round)."""
@@ -309,10 +310,10 @@ def ratio(
             claim, NOT_TESTABLE, median, None, None, len(ratios), None, scale, "one round: not judged", "round"
         )
     q1, _, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
-    spread = f"median and interquartile range of {len(ratios)} rounds"
+    spread = f"median and interquartile range of {len(ratios)} {unit}s"
     detail = "; ".join(filter(None, [spread, detail]))
     return against_bar(
-        claim, median, q1, q3, bar=bar, goal=goal, seeds=len(ratios), scale=scale, detail=detail, unit="round"
+        claim, median, q1, q3, bar=bar, goal=goal, seeds=len(ratios), scale=scale, detail=detail, unit=unit
     )
 
 

@@ -146,7 +146,7 @@ class CpuExperiment:
         table = pd.DataFrame(rows)
         reference = table[table["precision"] == "float32"].set_index("threads")["decode_tok_s"]
         table["decode_speedup"] = table["decode_tok_s"] / table["threads"].map(reference)
-        table.attrs["cpu"] = self.cpu
+        table.attrs["cpu"], table.attrs["rounds"] = self.cpu, p.rounds
         return table
 
     def _llama_cpp_rows(self, gguf: Path, speeds: dict, windows: torch.Tensor, float32: dict) -> list[dict]:
@@ -200,7 +200,7 @@ class CpuExperiment:
                     kv_bytes=int(longest["kv_bytes_measured"]),
                     rows=group.to_dict(orient="records"),
                 )
-        table.attrs["cpu"] = self.cpu
+        table.attrs["cpu"], table.attrs["rounds"] = self.cpu, p.rounds
         return table
 
     # -- from-scratch training (GPU in the full profile) -----------------------------------------

@@ -9,9 +9,13 @@ for 1.3B parameters and plans quantisation to go faster). Each precision here is
   with bf16 instructions).
 - int8 (weight-only, the one that keeps quality): each output row r of every `nn.Linear` weight W
   is stored as int8 q with one scale, W_r ≈ s_r q_r, s_r = max_k |W_rk| / 127 (symmetric, per row:
-  torchao's int8 weight-only scheme). Activations stay floating point (bfloat16 into the matmul),
-  so only the weight rounding changes the output. It runs through PyTorch's own int8 weight-only
-  CPU kernel `aten._weight_int8pack_mm`, which converts the int8 weights in registers; torchao's
+  torchao's int8 weight-only scheme), s_r kept in float32 so that the worst weight error is half a
+  quantisation step (bfloat16 scales would add up to 127·2⁻⁹ ≈ 0.25 of a step). Activations stay
+  floating point (bfloat16 into the matmul), so only the weight rounding changes the output. It runs
+  through PyTorch's own int8 weight-only CPU kernel `aten._weight_int8pack_mm`, which converts the
+  int8 weights in registers; the kernel wants scales in its activations' dtype, so it runs with unit
+  scales and the float32 s_r multiplies its output (float32 activations would take its scalar path,
+  ~10x slower); torchao's
   `Int8WeightOnlyConfig` (same numbers, "int8-torchao" here when torchao is installed) dequantises
   the whole weight on every call on a CPU, which is slower than float32.
 - int8-dynamic: `torch.ao` dynamic quantisation (fbgemm): weights int8 per tensor AND each input
@@ -46,7 +50,7 @@ INT4_GROUP = 32
 DESCRIPTIONS = {
     "float32": "float32 weights and activations (reference)",
     "bfloat16": "bfloat16 weights and activations",
-    "int8": "int8 weights per row, bfloat16 activations (aten._weight_int8pack_mm)",
+    "int8": "int8 weights per row (float32 scales), bfloat16 activations (aten._weight_int8pack_mm)",
     "int8-dynamic": "int8 weights per tensor and int8 activations per tensor (torch.ao dynamic, fbgemm)",
     "int8-torchao": "int8 weights per row, float32 activations (torchao Int8WeightOnlyConfig)",
     "int4": f"int4 weights in groups of {INT4_GROUP} (output layer int8), bfloat16 activations (aten int4pack)",
@@ -54,24 +58,25 @@ DESCRIPTIONS = {
 
 
 class Int8Linear(nn.Module):
-    """y = x Wᵀ with W_r ≈ s_r q_r: int8 weights [N, K] (per-row symmetric), bfloat16 activations."""
+    """y = x Wᵀ with W_r ≈ s_r q_r: int8 weights [N, K] (per-row symmetric, float32 s), bfloat16 activations."""
 
     def __init__(self, linear: nn.Linear):
         super().__init__()
         w = linear.weight.detach().float()  # [N, K]
         scale = w.abs().amax(dim=1).clamp(min=1e-12) / 127  # [N]
         self.register_buffer("qweight", torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8))
-        self.register_buffer("scale", scale.to(torch.bfloat16))
+        self.register_buffer("scale", scale)  # float32 [N]
+        self.register_buffer("unit", torch.ones_like(scale, dtype=torch.bfloat16))  # the kernel's; s multiplies after
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
         self.in_features, self.out_features = linear.in_features, linear.out_features
 
     def dequantized(self) -> torch.Tensor:
         """The weight this layer computes with, [N, K] float32 (for tests and error analysis)."""
-        return self.qweight.float() * self.scale.float()[:, None]
+        return self.qweight.float() * self.scale[:, None]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features).to(torch.bfloat16)  # [M, K]
-        y = torch.ops.aten._weight_int8pack_mm(flat, self.qweight, self.scale)  # [M, N] bfloat16
+        y = torch.ops.aten._weight_int8pack_mm(flat, self.qweight, self.unit).float() * self.scale  # [M, N]
         y = y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
         return y if self.bias is None else y + self.bias
 

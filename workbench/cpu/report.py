@@ -14,7 +14,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .. import plots
+from .. import plots, verdicts
 from . import llamacpp
 
 GEB_FP32_TOK_S = 12.0  # GEB-1.3B's README: CPU, float32
@@ -197,34 +197,66 @@ class LiveCurves(plots.LiveCurves):
 
 
 # -- the conclusion ---------------------------------------------------------------------------------
-def _precision_claims(table: pd.DataFrame) -> list[str]:
-    top = _at_max_threads(table)
-    threads = int(table["threads"].max())
-    machine = table.attrs.get("cpu", "this CPU")
-    lines = []
-    fp32 = top.loc["float32"]
-    usable = fp32["decode_tok_s"] >= GEB_FP32_TOK_S
-    lines.append(
-        f"- **(a) float32 decoding is usable on a CPU: {'held' if usable else 'did not hold'}.** "
-        f"{threads} thread(s) of {machine}: **{fp32['decode_tok_s']:.1f} tokens/s** "
-        f"(± {100 * fp32['decode_spread']:.0f}% IQR) against GEB-1.3B's {GEB_FP32_TOK_S:.0f} tokens/s for 1.3B "
-        f"parameters; decoding reads every weight once per token, so ~10x fewer weights should give ~10x the rate "
-        f"on the same CPU class."
+# GEB-1.3B's config (papers.md §5): 24 layers, d 2048, FFN 5632, 16 query heads of 128, 4 KV heads, vocab 64,896,
+# untied embeddings. Decoding reads every matrix once per token and one row of the input embedding.
+GEB_READ_PARAMS = 24 * (2 * 2048 * 2048 + 2 * 2048 * 512 + 3 * 2048 * 5632 + 2 * 2048) + 64_896 * 2048 + 2048
+GEB_FP32_READ_BYTES = 4 * GEB_READ_PARAMS  # 4.86 GB
+GQA_DELTA = 0.02  # nats (about 2% perplexity, int8's quality tolerance): "no quality cost" within it
+
+
+def _range(value: float, spread: float) -> tuple[float, float]:
+    """The interquartile range around a median from its relative spread (IQR / median)."""
+    return value * (1 - spread / 2), value * (1 + spread / 2)
+
+
+def _ratio_range(num: pd.Series, den: pd.Series, key: str = "decode") -> tuple[float, float, float]:
+    """Ratio of two medians with the range their two interquartile ranges allow (low/high over high/low)."""
+    (n_low, n_high), (d_low, d_high) = _range(num[f"{key}_tok_s"], num[f"{key}_spread"]), _range(
+        den[f"{key}_tok_s"], den[f"{key}_spread"]
     )
+    return num[f"{key}_tok_s"] / den[f"{key}_tok_s"], n_low / d_high, n_high / d_low
+
+
+def _precision_verdicts(table: pd.DataFrame) -> tuple[list[verdicts.Verdict], list[str]]:
+    top = _at_max_threads(table)
+    threads, rounds = int(table["threads"].max()), int(table.attrs.get("rounds", 0))
+    fp32 = top.loc["float32"]
+    scale = fp32["weight_mb"] * 1e6 / GEB_FP32_READ_BYTES
+    low, high = _range(fp32["decode_tok_s"], fp32["decode_spread"])
+    found = [
+        verdicts.against_bar(
+            f"float32 decoding of a GEB-1.3B-sized model reaches GEB's {GEB_FP32_TOK_S:.0f} tokens/s on this CPU "
+            "(a projection)",
+            scale * fp32["decode_tok_s"], scale * low, scale * high, bar=GEB_FP32_TOK_S, seeds=rounds, unit="round",
+            scale="tok/s projected to GEB-1.3B",
+            detail=f"measured {fp32['decode_tok_s']:.1f} tok/s with {fp32['weight_mb']:.0f} MB of float32 weights "
+            f"at {threads} thread(s), times {fp32['weight_mb'] * 1e6 / 1e9:.2f} / {GEB_FP32_READ_BYTES / 1e9:.2f} GB "
+            "read per token by GEB-1.3B (decoding is bound by reading the weights)",
+        )
+    ]  # fmt: skip
+    facts = []
     if "int8" in top.index:
         int8 = top.loc["int8"]
-        noise = int8["decode_spread"] + fp32["decode_spread"]
-        held = int8["decode_speedup"] >= TARGET_SPEEDUP and abs(int8["ppl_change_pct"]) <= TARGET_PPL_PCT
-        lines.append(
-            f"- **(b) int8 (weight-only) makes decoding faster at equal quality: "
-            f"{'held' if held else 'did not hold'}.** {int8['decode_speedup']:.2f}x float32's decode rate "
-            f"(target ≥ {TARGET_SPEEDUP}x; the two timings' spreads add to ±{100 * noise:.0f}%), perplexity "
-            f"{int8['ppl_change_pct']:+.2f}% (target within ±{TARGET_PPL_PCT:.0f}%), "
-            f"{100 * int8['next_token_agreement']:.1f}% of next-token predictions equal to float32's."
-        )
+        found.append(
+            verdicts.against_bar(
+                f"int8 (weight-only) decodes at least {TARGET_SPEEDUP}x faster than float32",
+                *_ratio_range(int8, fp32), bar=TARGET_SPEEDUP, seeds=rounds, unit="round", scale="decode tok/s ratio",
+                detail="range: the two timings' interquartile ranges combined",
+            )
+        )  # fmt: skip
+        change = abs(int8["ppl_change_pct"])
+        found.append(
+            verdicts.against_bar(
+                f"int8 keeps held-out perplexity within {TARGET_PPL_PCT:.0f}% of float32's",
+                change, change, change, bar=TARGET_PPL_PCT, goal="min", seeds=1, unit="evaluation",
+                scale="|Δ ppl| %",
+                detail=f"{int8['ppl_change_pct']:+.2f}% on the same held-out windows; "
+                f"{100 * int8['next_token_agreement']:.1f}% of next-token predictions equal to float32's",
+            )
+        )  # fmt: skip
     if "int8-dynamic" in top.index:
         dyn = top.loc["int8-dynamic"]
-        lines.append(
+        facts.append(
             f"- int8 with dynamically quantised activations (torch.ao): {dyn['decode_speedup']:.2f}x, perplexity "
             f"{dyn['ppl_change_pct']:+.2f}%, {100 * dyn['next_token_agreement']:.1f}% next-token agreement: "
             f"rounding the activations, not the weights, is what costs quality."
@@ -233,7 +265,7 @@ def _precision_claims(table: pd.DataFrame) -> list[str]:
         llama = top.loc[llamacpp.NAME]
         versus = [f"{llama['decode_tok_s'] / top.loc[p, 'decode_tok_s']:.1f}x our {p}" for p in ("int8", "int4")
                   if p in top.index]  # fmt: skip
-        lines.append(
+        facts.append(
             f"- **llama.cpp** on the same GGUF file (Q4_1, what a user would pick for CPU inference): "
             f"{llama['decode_tok_s']:.1f} tokens/s, {llama['decode_speedup']:.2f}x float32's decode rate"
             f"{''.join(', ' + v for v in versus)}; perplexity {llama['ppl_change_pct']:+.2f}%, "
@@ -242,72 +274,84 @@ def _precision_claims(table: pd.DataFrame) -> list[str]:
     for other in ("bfloat16", "int4", "int8-torchao"):
         if other in top.index:
             row = top.loc[other]
-            lines.append(
-                f"- {other}: {row['decode_speedup']:.2f}x float32's decode rate, perplexity "
+            facts.append(
+                f"- {other}: {row['decode_speedup']:.2f}x float32's decode rate "
+                f"(±{100 * (row['decode_spread'] + fp32['decode_spread']):.0f}%), perplexity "
                 f"{row['ppl_change_pct']:+.2f}%, {100 * row['next_token_agreement']:.1f}% next-token agreement, "
                 f"{row['weight_mb']:.0f} MB of weights."
             )
-    return lines
+    return found, facts
 
 
-def _gqa_claims(table: pd.DataFrame) -> list[str]:
+def _gqa_verdicts(table: pd.DataFrame) -> tuple[list[verdicts.Verdict], list[str]]:
     longest = table[table["context"] == table["context"].max()].set_index("variant")
-    exact = bool((table["kv_bytes_formula"] == table["kv_bytes_measured"]).all())
     mha = longest.iloc[int(np.argmax(longest["n_kv_heads"].to_numpy()))]
-    lines = [
-        f"- **(c) the KV cache shrinks by H/G: {'held' if exact else 'did not hold'}** (formula 2·L·B·T·G·d_head·s "
-        f"{'equals' if exact else 'differs from'} the measured tensors at every context). "
-        f"At {int(mha['context'])} tokens: "
+    rounds = int(table.attrs.get("rounds", 0))
+    facts = [
+        f"- KV cache at {int(mha['context'])} cached tokens (measured tensors; the formula 2·L·B·T·G·d_head·s gives "
+        f"the same bytes, a property the unit tests check): "
         + ", ".join(f"{v} {row['kv_bytes_measured'] / 1e6:.0f} MB" for v, row in longest.iterrows())
         + "."
     ]
+    found = []
     for variant, row in longest.iterrows():
         if row["n_kv_heads"] == mha["n_kv_heads"]:
             continue
-        gain = row["decode_tok_s"] / mha["decode_tok_s"]
-        noise = row["decode_spread"] + mha["decode_spread"]
-        verdict = "faster beyond the noise" if gain - 1 > noise else "not distinguishable from the noise"
-        lines.append(
-            f"  - {variant}: {gain:.2f}x MHA's decode rate at {int(row['context'])} cached tokens "
-            f"(±{100 * noise:.0f}%): {verdict}."
-        )
-    return lines
+        found.append(
+            verdicts.against_bar(
+                f"{variant} decodes faster than MHA at {int(row['context'])} cached tokens",
+                *_ratio_range(row, mha), bar=1.0, seeds=rounds, unit="round", scale="decode tok/s ratio",
+                detail="range: the two timings' interquartile ranges combined",
+            )
+        )  # fmt: skip
+    return found, facts
 
 
-def _training_claims(table: pd.DataFrame) -> list[str]:
-    summary = training_summary(table)
-    variants = summary[summary.index.str.match(r"^(MHA|GQA|MQA)")]
-    if variants.empty:
-        return []
-    mha = variants.iloc[int(np.argmax(variants["KV heads"].to_numpy()))]
-    lines = []
-    for name, row in variants.iterrows():
-        if row["KV heads"] == mha["KV heads"]:
+def _training_verdicts(table: pd.DataFrame) -> tuple[list[verdicts.Verdict], list[str]]:
+    arms = table[table["variant"].str.match(r"^(MHA|GQA|MQA)")]
+    if arms.empty:
+        return [], []
+    mha_name = arms.loc[arms["n_kv_heads"].idxmax(), "variant"]
+    mha = arms[arms["variant"] == mha_name].set_index("seed")["val_loss"]
+    found = []
+    for name, rows in arms.groupby("variant", sort=False):
+        if name == mha_name:
             continue
-        diff = row["val loss"] - mha["val loss"]
-        noise = 2 * float(np.nanmax([row["± std"], mha["± std"], 0.0]))
-        costly = diff > noise and diff > 0.01
-        lines.append(
-            f"- **(d) {name} costs no quality at equal parameters: {'did not hold' if costly else 'held'}.** "
-            f"Held-out loss {row['val loss']:.4f} vs MHA {mha['val loss']:.4f} (difference {diff:+.4f}; two seed std "
-            f"= {noise:.4f}; "
-            f"{int(row['seeds'])} seeds, {row['epochs']:.1f} epochs)."
-        )
-    geb = summary[summary.index.str.startswith("GEB")]
-    for name, row in geb.iterrows():
-        lines.append(
-            f"- {name} ({row['params (M)']:.1f}M parameters, untied embeddings, {row['epochs']:.1f} epochs): "
-            f"held-out loss {row['val loss']:.4f} (ppl {row['val ppl']:.1f}) after the same tokens as the variants."
-        )
-    return lines
+        own = rows.set_index("seed")["val_loss"]
+        seeds = sorted(set(own.index) & set(mha.index))
+        found.append(
+            verdicts.equivalence(
+                f"{name} costs no quality against {mha_name} at equal parameters",
+                [own[s] for s in seeds], [mha[s] for s in seeds], delta=GQA_DELTA, scale="nats",
+                epochs=float(rows["epochs"].mean()),
+            )
+        )  # fmt: skip
+    summary = training_summary(table)
+    facts = [
+        f"- {name} ({row['params (M)']:.1f}M parameters, untied embeddings, {row['epochs']:.1f} epochs): "
+        f"held-out loss {row['val loss']:.4f} (ppl {row['val ppl']:.1f}) after the same tokens as the variants."
+        for name, row in summary[summary.index.str.startswith("GEB")].iterrows()
+    ]
+    return found, facts
 
 
-def conclusion(precisions: pd.DataFrame, gqa: pd.DataFrame | None = None, trained: pd.DataFrame | None = None) -> str:
-    """Markdown, generated from the measured tables: which of GEB-1.3B's claims held at this scale."""
-    lines = ["**What the numbers say** (CPU speeds on a shared machine are noisy: every ratio comes with its spread)."]
-    lines += _precision_claims(precisions)
-    if gqa is not None and not gqa.empty:
-        lines += _gqa_claims(gqa)
-    if trained is not None and not trained.empty:
-        lines += _training_claims(trained)
-    return "\n".join(lines)
+def conclusion(
+    precisions: pd.DataFrame,
+    gqa: pd.DataFrame | None = None,
+    trained: pd.DataFrame | None = None,
+    *,
+    profile,
+) -> str:
+    """Markdown, judged by `workbench.verdicts` from the measured tables: which of GEB-1.3B's claims held at
+    this scale (ratios by their spread, "no quality cost" as an equivalence over seeds); smoke judges nothing."""
+    found, facts = _precision_verdicts(precisions)
+    for part, judge in ((gqa, _gqa_verdicts), (trained, _training_verdicts)):
+        if part is not None and not part.empty:
+            more, more_facts = judge(part)
+            found, facts = found + more, facts + more_facts
+    preamble = (
+        f"**What the numbers say** on {precisions.attrs.get('cpu', 'this CPU')} (CPU speeds on a shared machine are "
+        "noisy: every speed is judged by its interquartile range over interleaved rounds)."
+    )
+    text = verdicts.conclusion(found, profile=profile, preamble=preamble)
+    return text if getattr(profile, "name", profile) == "smoke" else "\n".join([text, *facts])

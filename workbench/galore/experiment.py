@@ -5,11 +5,13 @@ run bookkeeping; each part is one function.
 
 Part "pretrain": a LLaMA of GaLore's "60M" shape (`MODEL_SIZES["47m"]`: d=512, 8 layers, SmolLM2's
 49k tokenizer) trained from scratch per seed with identical initial weights and batch order per
-seed; AdamW's learning rate is swept on the first seed and the best one runs on every seed;
-GaLore and Natural GaLore use the official scripts' settings (lr 0.01, rank 128, gap 200, scale
-0.25). Part "finetune": SmolLM2-135M continued on the corpus with its attention and MLP matrices
-trainable (embeddings and norms frozen in every arm), by AdamW, GaLore, Natural GaLore and LoRA
-whose rank is chosen so its adapters plus their Adam moments take GaLore's optimizer-state bytes.
+seed; each method's learning rate is swept (3 values) on the first seed and the best one runs on
+every seed; GaLore and Natural GaLore otherwise use the official scripts' settings (rank 128, gap 200,
+scale 0.25); Natural GaLore runs twice, with its history cleared on a subspace refresh and kept
+across refreshes as the official code does. Part "finetune": SmolLM2-135M continued on the corpus
+with its attention and MLP matrices trainable (embeddings and norms frozen in every arm), by AdamW,
+GaLore, Natural GaLore and LoRA whose rank is chosen so its adapters plus their Adam moments take
+GaLore's optimizer-state bytes.
 
 Per run: held-out loss (mean next-token NLL) along training, training time without evaluation,
 optimizer-state bytes by kind, epochs over the training split. Per part: one optimizer step of
@@ -49,7 +51,13 @@ KIND = RunKind(
     goal="min",
     description="GaLore / Natural GaLore against AdamW (and LoRA): held-out loss at a fixed token budget",
 )
-METHODS = {"adamw": "AdamW", "galore": "GaLore", "natural": "Natural GaLore", "lora": "LoRA"}
+METHODS = {
+    "adamw": "AdamW",
+    "galore": "GaLore",
+    "natural": "Natural GaLore",
+    "natural_official": "Natural GaLore (official history)",
+    "lora": "LoRA",
+}
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 OnEval = Callable[[dict], None]  # called with {part, label, method, seed, step, val_loss, time_s}
 
@@ -115,7 +123,7 @@ def _optimizer(
         weight_decay=profile.weight_decay,
         history=profile.history,
         damping=profile.damping,
-        reset_history=profile.reset_history,
+        reset_history=profile.reset_history and method == "natural",  # the official code keeps the history
     )
 
 
@@ -298,30 +306,26 @@ def _pretrain(profile: GaloreProfile, device, sweep: str, on_eval, progress) -> 
         runs[(method, lr, seed)] = run
         return row
 
-    sweep_rows = [arm("adamw", lr, 0) for lr in profile.adamw_lrs]
-    best_lr = min(sweep_rows, key=lambda r: r["val_loss"])["lr"]
-    for row in rows:
-        row["swept"] = row["lr"] != best_lr
+    best = {}  # per method, its learning rate swept on the first seed (final held-out loss); the best on every seed
+    for method, lrs in (("adamw", profile.adamw_lrs), ("galore", profile.galore_lrs), ("natural", profile.natural_lrs)):
+        swept = [arm(method, lr, 0) for lr in lrs]
+        best[method] = min(swept, key=lambda r: r["val_loss"])["lr"]
+        for row in swept:
+            row["swept"] = row["lr"] != best[method]
+    methods = ["adamw", "galore", "natural"] + (["natural_official"] if profile.reset_history else [])
+    best["natural_official"] = best["natural"]  # the same method and lr; only the history on refresh differs
     for seed in range(profile.seeds):
-        if seed > 0:
-            arm("adamw", best_lr, seed)["swept"] = False
-        arm("galore", profile.galore_lr, seed)["swept"] = False
-        arm("natural", profile.galore_lr, seed)["swept"] = False
-    reference = runs[("adamw", best_lr, 0)]
+        for method in methods:
+            if seed > 0 or method == "natural_official":
+                arm(method, best[method], seed)["swept"] = False
+    reference = runs[("adamw", best["adamw"], 0)]
     reference.mark_reference()
 
     optimizers = {
-        "AdamW": _optimizer(
-            "adamw", model, best_lr, profile, profile.rank, profile.scale, profile.update_proj_gap, True
-        ),
-        "GaLore": _optimizer(
-            "galore", model, profile.galore_lr, profile, profile.rank, profile.scale, profile.update_proj_gap, True
-        ),
-        "Natural GaLore": _optimizer(
-            "natural", model, profile.galore_lr, profile, profile.rank, profile.scale, profile.update_proj_gap, True
-        ),
+        METHODS[m]: _optimizer(m, model, best[m], profile, profile.rank, profile.scale, profile.update_proj_gap, True)
+        for m in ("adamw", "galore", "natural")
     }
-    refresh = {"GaLore": _optimizer("galore", model, profile.galore_lr, profile, profile.rank, profile.scale, 1, True)}
+    refresh = {"GaLore": _optimizer("galore", model, best["galore"], profile, profile.rank, profile.scale, 1, True)}
     timing = _time_steps(optimizers, refresh, profile.update_proj_gap, device, profile.timing_rounds, "pretrain")
     return rows, curves, timing, reference
 

@@ -1,9 +1,11 @@
 """Settings of the GaLore notebook: defaults are the full run on one H200; presets override them.
 
 Budget (full, one H200, estimated from the loop's measured 1.09M tokens/s for the 47M LLaMA plus
-the SVD refreshes): pretraining 10 runs × 600 steps × 32×256 tokens, about 2.5 minutes with the
-one-off compile; fine-tuning 4 arms × 100 steps × 16×512 tokens of SmolLM2-135M (eager, no
-compile), about 1.5 minutes. `part` splits the two halves into separate runs.
+the SVD refreshes): pretraining 18 runs × 600 steps × 32×256 tokens (3 learning rates per method on
+the first seed, 2 more seeds of AdamW, GaLore and Natural GaLore, Natural GaLore with the official
+history on 3 seeds), about 4.5 minutes with the one-off compile; fine-tuning 4 arms × 100 steps ×
+16×512 tokens of SmolLM2-135M (eager, no compile), about 1.5 minutes. `part` splits the two halves
+into separate runs.
 """
 
 from __future__ import annotations
@@ -26,15 +28,18 @@ class GaloreProfile(Profile):
     block_len: int = 256  # GaLore's sequence length
     warmup_fraction: float = 0.1  # of the steps, then cosine down to 10% (official scripts)
     seeds: int = 3
-    galore_lr: float = 0.01  # official scripts: lr 0.01, rank 128, gap 200, scale 0.25 (60M)
+    # official scripts: lr 0.01, rank 128, gap 200, scale 0.25 (60M); the lr is swept like AdamW's (it also drives
+    # the full-rank tied embedding here), the best on the first seed runs on every seed
+    galore_lrs: tuple[float, ...] = (3e-3, 6e-3, 1e-2)
+    natural_lrs: tuple[float, ...] = (3e-3, 6e-3, 1e-2)
     rank: int = 128
     update_proj_gap: int = 200
     scale: float = 0.25
     weight_decay: float = 0.0
-    adamw_lrs: tuple[float, ...] = (1e-3, 3e-3)  # swept on the first seed; the best runs on every seed
+    adamw_lrs: tuple[float, ...] = (1e-3, 3e-3, 6e-3)  # swept on the first seed; the best runs on every seed
     history: int = 20  # Natural GaLore: s, λ, history cleared on a subspace refresh
     damping: float = 1e-3
-    reset_history: bool = True
+    reset_history: bool = True  # True adds the official behaviour (history kept across refreshes) as a fourth arm
     eval_every: int = 50
     eval_windows: int | None = None  # held-out windows of block_len per evaluation (None: all)
     # -- fine-tuning SmolLM2-135M: attention and MLP matrices train, embeddings and norms frozen
@@ -64,6 +69,9 @@ GaloreProfile.presets = {
         batch_size=2,
         block_len=32,
         seeds=2,
+        adamw_lrs=(1e-3, 3e-3),  # the sweep's code path, two values; one for the GaLore family
+        galore_lrs=(1e-2,),
+        natural_lrs=(1e-2,),
         rank=8,
         update_proj_gap=3,
         history=3,

@@ -3,16 +3,21 @@ from `experiment.GaloreResults`, computes nothing new)."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .. import verdicts
 from ..plots import LAYOUT
 
-COLORS = {"AdamW": "#1f77b4", "GaLore": "#ff7f0e", "Natural GaLore": "#2ca02c", "LoRA": "#9467bd"}
+COLORS = {
+    "AdamW": "#1f77b4",
+    "GaLore": "#ff7f0e",
+    "Natural GaLore": "#2ca02c",
+    "Natural GaLore (official history)": "#17becf",
+    "LoRA": "#9467bd",
+}
 PART_TITLES = {"pretrain": "pretraining from scratch", "finetune": "fine-tuning"}
 PAPER = {
     "ng_gain": 0.03,
@@ -206,127 +211,163 @@ def summary(results) -> pd.DataFrame:
 
 
 # -- the conclusion ----------------------------------------------------------------------------
-def _stats(table: pd.DataFrame, part: str, method: str, column: str = "val_loss") -> tuple[float, float, int]:
-    values = table[(table["part"] == part) & (table["method"] == method) & ~table["swept"].astype(bool)][column]
-    return float(values.mean()), float(values.std()) if len(values) > 1 else float("nan"), len(values)
+NG_OFFICIAL = "Natural GaLore (official history)"
 
 
-def _difference(
-    table: pd.DataFrame, part: str, worse: str, better: str, column: str = "val_loss"
-) -> tuple[float, float]:
-    """mean(worse) − mean(better) and its standard error over seeds (NaN with one seed)."""
-    (m1, s1, n1), (m2, s2, n2) = _stats(table, part, worse, column), _stats(table, part, better, column)
-    return m1 - m2, math.sqrt(s1**2 / n1 + s2**2 / n2) if n1 > 1 and n2 > 1 else float("nan")
+def _paired(rows: pd.DataFrame, method: str, baseline: str, column: str = "val_loss") -> tuple[list, list]:
+    """Values of `method` and `baseline` on the seeds both ran (same initial weights and batches per seed)."""
+    a = rows[rows["method"] == method].set_index("seed")[column]
+    b = rows[rows["method"] == baseline].set_index("seed")[column]
+    seeds = sorted(set(a.index) & set(b.index))
+    return [float(a[s]) for s in seeds], [float(b[s]) for s in seeds]
 
 
-def _verdict(effect: float, se: float) -> str:
-    if math.isnan(se):
-        return "held (one seed: no spread to judge it by)" if effect > 0 else "did not hold (one seed)"
-    if effect > 2 * se:
-        return f"**held** (effect {effect:+.3f} nats > 2 × its standard error {se:.3f})"
-    if effect > 0:
-        return f"**within seed noise** (effect {effect:+.3f} nats, standard error {se:.3f})"
-    return f"**did not hold** (effect {effect:+.3f} nats, standard error {se:.3f})"
+def _at(column: str) -> str:
+    return {"val_loss": "last checkpoint", "best_val_loss": "best held-out checkpoint"}[column]
 
 
-def _gap_verdict(gap: float, se: float) -> str:
-    """GaLore's loss above AdamW's against the paper's +0.04 nats."""
-    if gap <= PAPER["galore_gap"]:
-        return "**held**."
-    if not math.isnan(se) and gap - 2 * se <= PAPER["galore_gap"]:
-        return "**within seed noise** of the paper's gap (not shown larger)."
-    return "**did not hold**."
-
-
-def conclusion(table: pd.DataFrame) -> str:
-    """Markdown: which of the papers' claims held here, from the measured run table."""
-    lines = []
+def conclusion(table: pd.DataFrame, *, profile) -> str:
+    """Markdown: the papers' claims judged by `workbench.verdicts` on the measured run table (paired over
+    seeds, nats); a smoke profile gets only the notice that it judges nothing."""
+    if getattr(profile, "name", profile) == "smoke":
+        return verdicts.conclusion([], profile=profile)
+    parts = []
     if "pretrain" in set(table["part"]):
-        lines += _pretrain_conclusion(table)
+        parts.append(_pretrain_conclusion(table, profile))
     if "finetune" in set(table["part"]):
-        lines += _finetune_conclusion(table)
-    return "\n".join(lines)
+        parts.append(_finetune_conclusion(table, profile))
+    return "\n\n".join(parts)
 
 
-def _pretrain_conclusion(table: pd.DataFrame) -> list[str]:
-    adamw, galore, natural = (_stats(table, "pretrain", m) for m in ("AdamW", "GaLore", "Natural GaLore"))
-    rows = table[(table["part"] == "pretrain") & ~table["swept"].astype(bool)]
-    gain, gain_se = _difference(table, "pretrain", "GaLore", "Natural GaLore")
-    gain25, gain25_se = _difference(table, "pretrain", "GaLore", "Natural GaLore", "val_loss_25")
-    gap, gap_se = _difference(table, "pretrain", "GaLore", "AdamW")
-    closed = gain / gap if gap > 0 else float("nan")
-    state = {m: rows[rows["method"] == m]["state_mb"].mean() for m in ("AdamW", "GaLore", "Natural GaLore")}
-    speed = {m: rows[rows["method"] == m]["step_ms"].mean() for m in ("AdamW", "GaLore", "Natural GaLore")}
-    epochs = rows["epochs"].mean()
-    lines = [
-        f"**Pretraining from scratch** ({adamw[2]}/{galore[2]}/{natural[2]} seeds, {epochs:.3g} epochs of the text). "
-        f"Final held-out loss: AdamW {adamw[0]:.3f}, Natural GaLore {natural[0]:.3f}, GaLore {galore[0]:.3f} "
-        f"(paper, 60M on C4: 3.52 / 3.53 / 3.56).",
-        "",
-        f"- *Natural GaLore ends below GaLore* (paper: −{PAPER['ng_gain']:.2f} nats): {_verdict(gain, gain_se)}.",
-        f"- *Its gain is larger early* (at 25% of the budget: {gain25:+.3f} ± {gain25_se:.3f}; at 100%: {gain:+.3f}): "
-        + (
-            "**held**."
-            if gain25 > gain and gain25 > 2 * (gain25_se if not math.isnan(gain25_se) else 0)
-            else "**did not hold**."
-        ),
-        f"- *GaLore comes within a few hundredths of AdamW* (paper: +{PAPER['galore_gap']:.2f}): GaLore − AdamW = "
-        f"{gap:+.3f} ± {gap_se:.3f}: "
-        + _gap_verdict(gap, gap_se),
-    ]
-    if gap > 0 and not math.isnan(closed):
-        lines.append(
-            f"- *Natural GaLore closes most of that gap*: it closes {100 * closed:.0f}% of it: "
-            + (
-                "**held**."
-                if closed > 0.5 and gain > 2 * (0 if math.isnan(gain_se) else gain_se)
-                else "**did not hold**."
+def _pretrain_verdicts(rows: pd.DataFrame, epochs: float) -> list[verdicts.Verdict]:
+    """Each loss claim at the last and at the best held-out checkpoint (repetition can separate them)."""
+    out = []
+    for column in ("val_loss", "best_val_loss"):
+        at = _at(column)
+        out.append(
+            verdicts.superiority(
+                f"Natural GaLore ends below GaLore (paper: −{PAPER['ng_gain']:.2f} nats), {at}",
+                *_paired(rows, "Natural GaLore", "GaLore", column),
+                scale="nats",
+                epochs=epochs,
             )
         )
-    cut, ratio = 100 * (1 - state["GaLore"] / state["AdamW"]), speed["GaLore"] / speed["AdamW"]
-    lines += [
-        f"- *GaLore cuts optimizer-state memory* (paper: up to {PAPER['memory_cut']}%): {cut:.1f}% less than AdamW "
-        f"({state['GaLore']:.0f} vs {state['AdamW']:.0f} MB; the embeddings stay full-rank): "
-        + ("**held**." if cut > 0 else "**did not hold**."),
-        f"- Natural GaLore's history of s gradients: {state['Natural GaLore'] / state['AdamW']:.2f}× AdamW's state "
-        f"({state['Natural GaLore']:.0f} MB): with one-sided projection each matrix keeps s·r·max(m, n) floats.",
-        f"- *Speed* (target: within {PAPER['speed_target']}× AdamW's step): training step GaLore {ratio:.2f}×, "
-        f"Natural GaLore {speed['Natural GaLore'] / speed['AdamW']:.2f}× AdamW's, SVD refreshes included: "
-        + ("**held**." if ratio <= PAPER["speed_target"] else "**did not hold**."),
-    ]
+        if NG_OFFICIAL in set(rows["method"]):
+            out.append(
+                verdicts.superiority(
+                    f"Natural GaLore with the official history (kept across refreshes) ends below GaLore, {at}",
+                    *_paired(rows, NG_OFFICIAL, "GaLore", column),
+                    scale="nats",
+                    epochs=epochs,
+                )
+            )
+        out.append(
+            verdicts.equivalence(
+                f"GaLore comes within {PAPER['galore_gap']:.2f} nats of AdamW, {at}",
+                *_paired(rows, "GaLore", "AdamW", column),
+                delta=PAPER["galore_gap"],
+                scale="nats",
+                epochs=epochs,
+            )
+        )
+        galore, adamw = _paired(rows, "GaLore", "AdamW", column)
+        natural, _ = _paired(rows, "Natural GaLore", "AdamW", column)
+        claim = f"Natural GaLore closes most (over half) of GaLore's gap to AdamW, {at}"
+        if not galore or np.mean(galore) <= np.mean(adamw):
+            out.append(verdicts.not_testable(claim, "GaLore is not above AdamW here: no gap to close", epochs=epochs))
+        else:
+            midpoint = [(g + a) / 2 for g, a in zip(galore, adamw)]
+            out.append(verdicts.superiority(claim, natural, midpoint, scale="nats", epochs=epochs))
+    early = [g - n for g, n in zip(*_paired(rows, "GaLore", "Natural GaLore", "val_loss_25"))]
+    late = [g - n for g, n in zip(*_paired(rows, "GaLore", "Natural GaLore", "val_loss"))]
+    out.append(
+        verdicts.superiority(
+            "Natural GaLore's gain over GaLore is larger early (at 25% of the budget than at 100%)",
+            early, late, goal="max", scale="nats", epochs=epochs,
+        )
+    )  # fmt: skip
+    return out
+
+
+def _pretrain_conclusion(table: pd.DataFrame, profile) -> str:
+    rows = table[(table["part"] == "pretrain") & ~table["swept"].astype(bool)]
+    methods = [m for m in ("AdamW", "GaLore", "Natural GaLore", NG_OFFICIAL) if m in set(rows["method"])]
+    by = rows.groupby("method")
+    epochs = float(rows["epochs"].mean())
+    seeds = "/".join(str(by.get_group(m)["seed"].nunique()) for m in methods)
+    mean = {c: by[c].mean() for c in ("val_loss", "best_val_loss", "state_mb")}
+    lrs = ", ".join(f"{m} {by.get_group(m)['lr'].iloc[0]:g}" for m in methods)
+    preamble = (
+        f"**Pretraining from scratch** ({seeds} seeds, {epochs:.3g} epochs of the text; learning rates, the best "
+        f"of each method's sweep on the first seed: {lrs}). Held-out loss, last / best checkpoint: "
+        + ", ".join(f"{m} {mean['val_loss'][m]:.3f} / {mean['best_val_loss'][m]:.3f}" for m in methods)
+        + " (paper, 60M on C4: AdamW 3.52, Natural GaLore 3.53, GaLore 3.56). Effects are paired over seeds, "
+        "method − baseline in nats, 95% t intervals."
+    )
+    found = _pretrain_verdicts(rows, epochs)
+    state = mean["state_mb"]
+    cut = 100 * (1 - state["GaLore"] / state["AdamW"])
+    n = int(by.get_group("GaLore")["seed"].nunique())
+    found.append(
+        verdicts.against_bar(
+            f"GaLore cuts optimizer-state memory (paper: up to {PAPER['memory_cut']}%)",
+            cut, cut, cut, bar=0.0, goal="max", seeds=n, scale="% less state than AdamW",
+            detail=f"{state['GaLore']:.0f} vs {state['AdamW']:.0f} MB counted; the embeddings stay full-rank",
+        )
+    )  # fmt: skip
+    found.append(
+        verdicts.not_testable(
+            "Natural GaLore keeps GaLore's memory saving",
+            f"cannot hold by design here: with one-sided projection each matrix keeps s·r·max(m, n) floats of "
+            f"gradient history ({state['Natural GaLore']:.0f} MB, {state['Natural GaLore'] / state['AdamW']:.2f}× "
+            "AdamW's state); the official code projects both sides (Tucker, an r×r core) where the history is small",
+            seeds=n,
+        )
+    )
+    galore_ms, adamw_ms = _paired(rows, "GaLore", "AdamW", "step_ms")
+    found.append(
+        verdicts.ratio(
+            f"GaLore's training step stays within {PAPER['speed_target']}× AdamW's (SVD refreshes included)",
+            galore_ms, adamw_ms, bar=PAPER["speed_target"], goal="min", scale="step-time ratio", unit="seed",
+        )
+    )  # fmt: skip
+    text = verdicts.conclusion(found, profile=profile, preamble=preamble)
     overfit = rows[rows["val_loss"] - rows["best_val_loss"] > 0.01]
     if len(overfit):
         worst = overfit.loc[(overfit["val_loss"] - overfit["best_val_loss"]).idxmax()]
-        lines.append(
-            f"- Repetition: {len(overfit)} of {len(rows)} runs ended above their best held-out loss "
-            f"({worst['method']} seed {worst['seed']}: "
-            f"best {worst['best_val_loss']:.3f} at step {worst['best_step']}, final {worst['val_loss']:.3f}); over "
-            f"{epochs:.3g} epochs memorising the text can favour the optimizer that fits it least."
+        text += (
+            f"\n\nRepetition: {len(overfit)} of {len(rows)} runs ended above their best held-out loss "
+            f"({worst['method']} seed {worst['seed']}: best {worst['best_val_loss']:.3f} at step {worst['best_step']}, "
+            f"final {worst['val_loss']:.3f}); over {epochs:.3g} epochs memorising the text can favour the optimizer "
+            "that fits it least, hence each claim judged at the best checkpoint too."
         )
-    return lines
+    return text
 
 
-def _finetune_conclusion(table: pd.DataFrame) -> list[str]:
+def _finetune_conclusion(table: pd.DataFrame, profile) -> str:
     rows = table[(table["part"] == "finetune") & ~table["swept"].astype(bool)].sort_values("val_loss")
     before = rows["val_loss_before"].iloc[0] if "val_loss_before" in rows else float("nan")
+    epochs = float(rows["epochs"].mean())
     ranking = ", ".join(f"{r.method} {r.val_loss:.3f} ({r.state_mb:.0f} MB)" for r in rows.itertuples())
-    lines = [
-        "",
-        f"**Fine-tuning** (one seed, {rows['epochs'].mean():.3g} epochs; held-out loss before: {before:.3f}). "
-        f"Final held-out loss, best first, with optimizer state: {ranking}.",
-    ]
-    by = rows.set_index("method")
-    if {"GaLore", "Natural GaLore", "LoRA"} <= set(by.index):
-        ng_gain = by.loc["GaLore", "val_loss"] - by.loc["Natural GaLore", "val_loss"]
-        lora_gap = by.loc["LoRA", "val_loss"] - min(by.loc["GaLore", "val_loss"], by.loc["Natural GaLore", "val_loss"])
-        lines.append(
-            f"- *Natural GaLore beats GaLore in fine-tuning* (paper: GLUE 86.05 vs 85.89): {ng_gain:+.3f} nats: "
-            + ("**held**" if ng_gain > 0 else "**did not hold**")
-            + " (one seed: no spread measured)."
-        )
-        lines.append(
-            f"- *GaLore-family beats LoRA at a similar state budget* (paper: GLUE 85.89 / 86.05 vs 85.61): "
-            f"LoRA − best GaLore = "
-            f"{lora_gap:+.3f} nats: " + ("**held**" if lora_gap > 0 else "**did not hold**") + " (one seed)."
-        )
-    return lines
+    preamble = (
+        f"**Fine-tuning** ({rows['seed'].nunique()} seed(s), {epochs:.3g} epochs; held-out loss before: {before:.3f}). "
+        f"Final held-out loss, best first, with optimizer state: {ranking}."
+    )
+    found = []
+    if {"GaLore", "Natural GaLore"} <= set(rows["method"]):
+        found.append(
+            verdicts.superiority(
+                "Natural GaLore beats GaLore in fine-tuning (paper: GLUE 86.05 vs 85.89)",
+                *_paired(rows, "Natural GaLore", "GaLore"), scale="nats", epochs=epochs,
+            )
+        )  # fmt: skip
+    if {"GaLore", "Natural GaLore", "LoRA"} <= set(rows["method"]):
+        galore, lora = _paired(rows, "GaLore", "LoRA")
+        natural, _ = _paired(rows, "Natural GaLore", "LoRA")
+        found.append(
+            verdicts.superiority(
+                "The GaLore family beats LoRA at a similar state budget (paper: GLUE 85.89 / 86.05 vs 85.61)",
+                [min(g, n) for g, n in zip(galore, natural)], lora, scale="nats", epochs=epochs,
+            )
+        )  # fmt: skip
+    return verdicts.conclusion(found, profile=profile, preamble=preamble)
