@@ -317,6 +317,13 @@ MODEL_SIZES = {  # LLaMA shapes trained from scratch: `tiny_llama(**MODEL_SIZES[
     ),  # 46.9M with the 49,152-token tied embedding
     "112m": dict(n_layers=12, d_model=768, n_heads=12, n_kv_heads=3, d_ff=2048),  # 112.1M
 }
+DEFAULT_SHAPE = dict(n_layers=30, d_model=576, n_heads=9, n_kv_heads=3, d_ff=1536)  # SmolLM2-135M's
+
+
+def known_shape(name: str) -> dict | None:
+    """The shape of a model named in a profile, known without loading it (the default model, a
+    `MODEL_SIZES` key), else None: settings bounded by a model's depth or width are checked up front."""
+    return DEFAULT_SHAPE if name == DEFAULT_MODEL else MODEL_SIZES.get(name)
 
 
 def tiny_llama(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .profiles import Profile
+from .profiles import Profile, setting
 
 
 @dataclass(frozen=True)
@@ -19,13 +19,21 @@ class TourProfile(Profile):
     model_name: str = "smollm2-135m"
     corpus: str = "python-docs"
     question: str = "What is the capital of France? Answer in one sentence."
-    max_new_tokens: int = 48
+    max_new_tokens: int = setting(48, low=1)
     sentence: str = "The cat sat on the mat because it was tired."
-    layer: int = 15  # the layer whose attention map is shown
-    ppl_windows: int = 64  # held-out windows of `ppl_context` tokens for perplexity
-    ppl_context: int = 1024
-    entropy_blocks: int = 32  # held-out blocks of `entropy_len` tokens for the attention entropy
-    entropy_len: int = 512
+    layer: int = setting(15, low=0)  # the layer whose attention map is shown
+    ppl_windows: int = setting(64, low=1)  # held-out windows of `ppl_context` tokens for perplexity
+    ppl_context: int = setting(1024, low=2)
+    entropy_blocks: int = setting(32, low=1)  # held-out blocks of `entropy_len` tokens for the attention entropy
+    entropy_len: int = setting(512, low=2)
+
+    def check(self) -> None:
+        from .models import known_shape
+
+        self.check_corpus()
+        shape = known_shape(self.model_name)
+        if shape and self.layer >= shape["n_layers"]:
+            raise self.refuse("layer", f"below {shape['n_layers']} ({self.model_name} has {shape['n_layers']} layers)")
 
 
 TourProfile.presets = {
