@@ -384,6 +384,11 @@ class RunStore:
         rows = self.db.execute("SELECT name, path FROM artifacts WHERE run_id = ?", (run_id,)).fetchall()
         return {name: Path(path) for name, path in rows}
 
+    def artifact_paths(self, name: str) -> dict[int, Path]:
+        """Run id → path of every run's artifact called `name` (e.g. every model card), in one query."""
+        rows = self.db.execute("SELECT run_id, path FROM artifacts WHERE name = ?", (name,)).fetchall()
+        return {run_id: Path(path) for run_id, path in rows}
+
     def load_artifact(self, run_id: int, name: str) -> Any:
         """An artifact read back by its suffix: .npy → array, .json → object, else bytes."""
         path = self.artifacts(run_id)[name]

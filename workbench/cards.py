@@ -1,0 +1,369 @@
+"""Model cards: every model any notebook makes, measured on the same axes, so ideas can be set side by side.
+
+Each paper compares its method with its own baselines only; a card puts any model (a teacher, an
+EchoAtt student, a recursive arm, a quantised copy, a GQA model, an MDM, a GaLore-trained model) on
+axes every other model shares:
+
+- size: total and non-embedding parameters (unique tensors: shared layers counted once, as the
+  recursive paper counts them), weight bytes at the precision it runs in;
+- memory per generated token: KV-cache bytes per token, *measured* from the cache a prefill leaves
+  (so an EchoAtt follower that keeps values only, or a GQA layout, counts as it is); None for a model
+  without a KV cache (a masked diffusion model recomputes every position at every step);
+- quality on the **common evaluation**: perplexity on python-code's held-out packages
+  (`data.code_heldout`) and on English held-out text (`data.english_heldout`), the first
+  `eval_windows` disjoint windows of `eval_context` tokens of each, the same for every model. A masked
+  diffusion model gives exp of its ELBO bound on the NLL: an upper bound on its perplexity, marked
+  `quality_is_bound`. Zero-shot accuracy (`workbench.zeroshot`, built from the English held-out text);
+- speed: `workbench.measure.model_speeds`, the one speed measure (prefill tok/s, decode tok/s at
+  batch 1 and 32), on the device the card was written on;
+- cost: training tokens and training FLOPs, 3 × the forward FLOPs (`forward_flops`): per token
+  2·N_c (N_c: the weights of every linear layer, times the number of times a forward applies it, so a
+  looped layer counts once per loop and a tied output layer counts as the matmul it is) plus
+  4·T·d_attn per attention application (QKᵀ and AV over the whole window, Chinchilla's count, not
+  halved for the causal mask). This is "6ND plus attention" with N what a token actually multiplies by;
+- device and date, and whether its weights are kept (safetensors in the run's folder when they are
+  under `keep_weights_mb`), so a frontier point can be reloaded (`load_model`), chatted with and
+  evaluated again.
+
+A card is written by ONE call at the end of an arm (`write_card`), stored as the run's `card.json`
+artifact, and read back for all runs by `load_cards`. A card never holds NaN: a number that was not
+measured is None, and a measured one that is not finite (a diverged model) is refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import functools
+import importlib
+import json
+import math
+import platform
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+
+from . import data, zeroshot
+from .errors import WorkbenchError
+from .evaluate import perplexity
+from .generate import output_cache
+from .measure import SpeedShapes, has_kv_cache, model_speeds
+from .profiles import Profile
+from .runs import Run, RunStore
+
+CARD = "card.json"  # the artifact name of a run's card
+WEIGHTS = "weights.safetensors"
+CONFIG = "config.json"
+Nll = Callable[[nn.Module, torch.Tensor], float]  # (model, windows [W, T]) → mean NLL per token, nats
+
+
+@dataclass(frozen=True)
+class CardProfile(Profile):
+    """The common evaluation and speed shapes of every card (the same for every model of a profile)."""
+
+    eval_context: int = 512  # tokens per window of both held-out sets
+    eval_windows: int = 64  # windows of each held-out set (32,768 tokens at 512)
+    eval_batch: int = 8
+    zeroshot_items: int = 200  # cloze and choice items each, from the English held-out text
+    zeroshot_context: int = 128
+    prefill_batch: int = 32
+    prefill_len: int = 1024
+    decode_batches: tuple[int, ...] = (1, 32)
+    new_tokens: int = 32
+    rounds: int = 5
+    keep_weights_mb: float = 300.0  # keep a model's weights when they take fewer MB (SmolLM2-135M bf16: 270)
+
+    @property
+    def shapes(self) -> SpeedShapes:
+        return SpeedShapes(self.prefill_batch, self.prefill_len, self.decode_batches, new_tokens=self.new_tokens,
+                           rounds=self.rounds)  # fmt: skip
+
+    @property
+    def eval_spec(self) -> str:
+        """Cards compare only within one evaluation: this names it."""
+        return f"{self.eval_windows}x{self.eval_context}"
+
+
+CardProfile.presets = {
+    "smoke": dict(eval_context=64, eval_windows=4, eval_batch=4, zeroshot_items=8, zeroshot_context=32,
+                  prefill_batch=2, prefill_len=64, decode_batches=(1, 4), new_tokens=4, rounds=2, keep_weights_mb=20.0),
+    "full": {},
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Card:
+    """One model on the common axes (see the module docstring for what each number is)."""
+
+    idea: str
+    arm: str
+    run_id: int | None
+    params: int
+    non_embedding_params: int
+    precision: str
+    weight_bytes: int
+    kv_bytes_per_token: float | None
+    code_ppl: float
+    english_ppl: float
+    quality_is_bound: bool
+    eval_spec: str
+    device: str
+    device_kind: str  # "gpu" or "cpu": speed axes never mix the two
+    date: str
+    speed: dict[str, float | None] = field(default_factory=dict)  # model_speeds' row (None: not measured)
+    speed_shapes: str = ""
+    cloze_acc: float | None = None
+    choice_acc: float | None = None
+    training_tokens: int | None = None
+    training_flops: float | None = None
+    corpus: str | None = None
+    profile: str = "full"
+    weights_kept: bool = False
+    extra: dict = field(default_factory=dict)  # what an idea needs to rebuild the model, what it was composed of
+
+    def __post_init__(self) -> None:
+        for key, value in [*dataclasses.asdict(self).items(), *self.speed.items()]:
+            if isinstance(value, float) and not math.isfinite(value):
+                raise WorkbenchError(f"card of {self.idea} {self.arm!r}: {key} is {value}, not a measured number "
+                                     "(a diverged model gets no card; an unmeasured number is None)")  # fmt: skip
+
+    def as_row(self) -> dict:
+        """Flat: the speed keys become columns; `decode_latency_ms` is ms per token at batch 1."""
+        row = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("speed", "extra")}
+        row |= self.speed
+        rate = self.speed.get("decode_b1_tok_s")
+        row["decode_latency_ms"] = 1000 / rate if rate else None
+        row["composed"] = bool(self.extra.get("composed_of"))
+        return row
+
+
+# -- the numbers ---------------------------------------------------------------------------------
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module under a `torch.compile` wrapper."""
+    return getattr(model, "_orig_mod", model)
+
+
+def parameter_counts(model: nn.Module) -> tuple[int, int]:
+    """(total, non-embedding) unique parameters: tied and shared tensors once; non-embedding leaves out the
+    input embedding and an untied output embedding (Kaplan et al.'s N)."""
+    model = unwrap(model)
+    unique = {id(p): p for p in model.parameters()}
+    total = sum(p.numel() for p in unique.values())
+    embeddings = {id(model.get_input_embeddings().weight)}
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else getattr(model, "lm_head", None)
+    if isinstance(getattr(head, "weight", None), nn.Parameter):
+        embeddings.add(id(head.weight))
+    return total, total - sum(unique[i].numel() for i in embeddings if i in unique)
+
+
+def weight_bytes(model: nn.Module) -> int:
+    """Bytes of every unique parameter and buffer (tied tensors once): what storing the model takes."""
+    tensors = {t.data_ptr(): t for t in [*unwrap(model).parameters(), *unwrap(model).buffers()] if t.numel()}
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+@torch.no_grad()
+def kv_bytes_per_token(model: nn.Module, tokens: int = 16) -> float | None:
+    """KV-cache bytes per token, measured after a prefill of `tokens` tokens (None: the model keeps no cache)."""
+    model = unwrap(model)
+    if not has_kv_cache(model):
+        return None
+    device = next(model.parameters()).device
+    cache = output_cache(model(input_ids=torch.zeros(1, tokens, dtype=torch.long, device=device), use_cache=True))
+    held = [t for layer in cache.layers for t in (layer.keys, layer.values) if t is not None]
+    return sum(t.numel() * t.element_size() for t in held) / tokens
+
+
+@torch.no_grad()
+def forward_flops(model: nn.Module, tokens: int, context: int) -> float:
+    """FLOPs of forward passes over `tokens` tokens in windows of `context`: per token 2·N_c (every linear
+    layer's weights times the times one forward applies it) + 4·context·d_attn per attention application."""
+    model = unwrap(model)
+    config = model.config
+    d_attn = config.num_attention_heads * getattr(config, "head_dim", config.hidden_size // config.num_attention_heads)
+    counts = {"linear": 0, "attention": 0}
+
+    def on_linear(module: nn.Module, args, output) -> None:
+        counts["linear"] += module.in_features * module.out_features
+
+    def on_attention(module: nn.Module, args, output) -> None:
+        counts["attention"] += 1
+
+    hooks = []
+    for module in model.modules():
+        if hasattr(module, "in_features") and type(module).__name__.endswith("Linear"):
+            hooks.append(module.register_forward_hook(on_linear))
+        elif "Attention" in type(module).__name__ and not any(
+            "Attention" in type(child).__name__ for child in module.modules() if child is not module
+        ):
+            hooks.append(module.register_forward_hook(on_attention))
+    try:
+        device = next(model.parameters()).device
+        model(input_ids=torch.zeros(1, 2, dtype=torch.long, device=device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return float(tokens) * (2 * counts["linear"] + 4 * context * d_attn * counts["attention"])
+
+
+def train_flops(model: nn.Module, tokens: int, context: int) -> float:
+    """3 × the forward FLOPs (the backward pass costs twice the forward): "6ND plus attention"."""
+    return 3 * forward_flops(model, tokens, context)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+@functools.cache
+def _heldout(which: str, tokenizer) -> torch.Tensor:
+    """The held-out tokens, built once per process (python-code's take seconds)."""
+    return (data.code_heldout if which == "code" else data.english_heldout)(tokenizer)
+
+
+@functools.cache
+def _tasks(tokenizer, items: int, context: int) -> zeroshot.ZeroShotTasks:
+    english = _heldout("english", tokenizer)
+    return zeroshot.build_tasks(english, tokenizer, n_items=items, context=context)
+
+
+def _autocast(device: torch.device):
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+def common_quality(model: nn.Module, tokenizer, settings: CardProfile, nll: Nll | None = None) -> dict[str, float]:
+    """Perplexity (or, with `nll`, exp of the bound it returns) on code and English held-out windows."""
+    model = unwrap(model)
+    device = next(model.parameters()).device
+    out = {}
+    for which in ("code", "english"):
+        tokens = _heldout(which, tokenizer)
+        with _autocast(device):
+            if nll is None:
+                ppl = perplexity(model, tokens, context_len=settings.eval_context, batch_size=settings.eval_batch,
+                                 max_windows=settings.eval_windows, progress=False)["ppl"]  # fmt: skip
+            else:
+                windows = data.blocks(tokens, settings.eval_context)[: settings.eval_windows]
+                ppl = math.exp(nll(model, windows))
+        out[f"{which}_ppl"] = float(ppl)
+    return out
+
+
+def zero_shot(model: nn.Module, tokenizer, settings: CardProfile, loglik: zeroshot.LogLik | None = None) -> dict:
+    """Cloze and 4-way choice accuracy on the English held-out items (`loglik`: an MDM's own)."""
+    tasks = _tasks(tokenizer, settings.zeroshot_items, settings.zeroshot_context)
+    device = next(unwrap(model).parameters()).device
+    with _autocast(device):
+        return zeroshot.accuracy(tasks, loglik or zeroshot.causal_loglik(unwrap(model), device))
+
+
+# -- writing and reading -------------------------------------------------------------------------
+def write_card(
+    run: Run,
+    model: nn.Module,
+    *,
+    idea: str,
+    arm: str,
+    tokenizer,
+    profile: str | CardProfile = "full",
+    precision: str | None = None,
+    training_tokens: int | None = None,
+    training_context: int | None = None,
+    training_flops: float | None = None,
+    corpus: str | None = None,
+    mdm_nll: Nll | None = None,
+    mdm_loglik: zeroshot.LogLik | None = None,
+    params_of: nn.Module | None = None,
+    extra: dict | None = None,
+    speed: dict | None = None,
+) -> Card:
+    """Measure `model` as it will run (its device and dtype: cast it to its precision first) on the
+    common axes, keep its weights when small enough, and store the card with `run`; returns it.
+
+    `mdm_nll`/`mdm_loglik`: a masked diffusion model's ELBO bound (its quality is then marked a bound)
+    and log-likelihood for zero-shot. `params_of`: the float model a quantised copy was made from (its
+    parameter counts; the copy's own weight bytes). `training_flops`: when the arm spent more than its
+    own training steps (a teacher's forward in distillation); else `train_flops`: 3 × forward FLOPs of
+    `training_tokens` in windows of `training_context`. `speed`: a `model_speeds` row measured already
+    (in the same rounds as the arm's rivals); else measured here.
+    """
+    settings = profile if isinstance(profile, CardProfile) else CardProfile.resolve(profile)
+    model = unwrap(model).eval()
+    first = next(model.parameters())
+    device = first.device
+    total, non_embedding = parameter_counts(params_of or model)
+    if training_flops is None and training_tokens is not None:
+        training_flops = train_flops(params_of or model, training_tokens, training_context or settings.eval_context)
+    quality = common_quality(model, tokenizer, settings, mdm_nll)
+    shot = zero_shot(model, tokenizer, settings, mdm_loglik)
+    row = speed if speed is not None else model_speeds({arm: model}, settings.shapes, device)[arm]
+    size = weight_bytes(model)
+    card = Card(
+        idea=idea, arm=arm, run_id=run.id, params=total, non_embedding_params=non_embedding,
+        precision=precision or str(first.dtype).removeprefix("torch."), weight_bytes=size,
+        kv_bytes_per_token=None if mdm_nll else kv_bytes_per_token(model), **quality,
+        quality_is_bound=mdm_nll is not None, eval_spec=settings.eval_spec, device=device_name(device),
+        device_kind="gpu" if device.type == "cuda" else "cpu", date=datetime.date.today().isoformat(),
+        speed={k: None if v is None or math.isnan(v) else float(v) for k, v in row.items()},
+        speed_shapes=f"prefill {settings.prefill_batch}x{settings.prefill_len}, decode {settings.new_tokens} tokens",
+        cloze_acc=shot.get("cloze_acc"), choice_acc=shot.get("choice_acc"), training_tokens=training_tokens,
+        training_flops=training_flops, corpus=corpus, profile=settings.name,
+        weights_kept=size <= settings.keep_weights_mb * 2**20, extra=extra or {},
+    )  # fmt: skip
+    if card.weights_kept:
+        keep_weights(run, model)
+    run.log_artifact(CARD, dataclasses.asdict(card))
+    return card
+
+
+def keep_weights(run: Run, model: nn.Module) -> None:
+    """The state dict as safetensors (tied tensors once) and the config, in the run's folder."""
+    from safetensors.torch import save_model
+
+    run.folder.mkdir(parents=True, exist_ok=True)
+    save_model(model, str(run.folder / WEIGHTS))
+    run.log_artifact(WEIGHTS, run.folder / WEIGHTS)
+    config = getattr(model, "config", None)
+    run.log_artifact(CONFIG, config.to_dict() if config is not None else {})
+
+
+def load_cards(store: RunStore) -> pd.DataFrame:
+    """Every stored card as one row (columns: `Card.as_row`), with the run's name, sweep and status."""
+    runs = store.runs().set_index("id")
+    rows = []
+    for run_id, path in store.artifact_paths(CARD).items():
+        if run_id in runs.index and Path(path).is_file():
+            row = Card(**json.loads(Path(path).read_text())).as_row()
+            rows.append(row | {"run": runs.at[run_id, "name"], "sweep": runs.at[run_id, "sweep"],
+                               "status": runs.at[run_id, "status"]})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def load_model(store: RunStore, run_id: int, build: Callable[[dict], nn.Module] | None = None) -> nn.Module:
+    """A card's model from its kept weights: `build(config)` makes the skeleton (default: the transformers
+    class its config names; an idea's own model, e.g. an EchoAtt student, brings its builder, or names one
+    as "module:function" in the card's `extra["builder"]`), then the weights load strictly."""
+    from safetensors.torch import load_model as load_into
+
+    files = store.artifacts(run_id)
+    if WEIGHTS not in files:
+        raise WorkbenchError(f"run {run_id} kept no weights (its card says weights_kept=False or it has no card)")
+    config = json.loads(files[CONFIG].read_text())
+    card = json.loads(files[CARD].read_text())
+    if build is None and "builder" in card.get("extra", {}):
+        module, name = card["extra"]["builder"].split(":")
+        build = getattr(importlib.import_module(module), name)
+    if build is None:
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        build = lambda cfg: AutoModelForCausalLM.from_config(AutoConfig.for_model(**cfg))  # noqa: E731
+    model = build(config)
+    load_into(model, str(files[WEIGHTS]))
+    return model.eval()
