@@ -111,10 +111,14 @@ def test_fingerprint_follows_versions(machine, tokenizer):
     stdlib, site = machine
     before = pycode.plan(tokenizer, stdlib, [site])
     assert before.fingerprint == pycode.plan(tokenizer, stdlib, [site]).fingerprint
+    assert "building" in pycode._what_changed(before) and "differ" not in pycode._what_changed(before)
+    pycode.build(before, tokenizer, progress=False)
     info = site / "alpha-1.0.dist-info"
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: alpha\nVersion: 1.1\n")
     after = pycode.plan(tokenizer, stdlib, [site])
     assert after.fingerprint != before.fingerprint and after.folder != before.folder
+    notice = pycode._what_changed(after)
+    assert f"differ from the cached build {before.fingerprint} (alpha alpha 1.0 -> alpha 1.1)" in notice
     _, _, manifest = pycode.load(tokenizer, progress=False, plan_=after)
     assert manifest["packages"]["alpha"]["version"] == "alpha 1.1"
 
@@ -182,3 +186,12 @@ def test_python_code_on_this_machine(tokenizer):
     assert manifest["fingerprint"] == splits.fingerprint and manifest["duplicates"] > 0
     assert torch.equal(data.code_heldout(tokenizer), splits.val)
     assert os.path.getsize(pycode.plan(tokenizer).folder / "train.bin") == 2 * splits.n_train
+    from workbench.cpu.profile import CpuProfile
+    from workbench.diffusion.profile import DiffusionProfile
+    from workbench.echoatt.profile import EchoAttProfile
+    from workbench.galore.profile import GaloreProfile
+    from workbench.recursive.profile import RecursiveProfile
+
+    for cls in (EchoAttProfile, RecursiveProfile, GaloreProfile, DiffusionProfile, CpuProfile):  # at most 1 epoch
+        profile = cls.resolve("full")
+        assert data.check_epochs(profile, profile.train_tokens_per_arm, splits.n_train) <= 1

@@ -29,6 +29,7 @@ from .paths import cache_dir
 
 DEFAULT_CORPUS = "python-docs"
 CODE_CORPUS = "python-code"  # workbench.pycode: the stdlib's and site-packages' source, ~100M tokens
+HF_MAX_CHARS = 400_000_000  # of an hf: dataset, streamed: ~100M tokens of English, as python-code
 TEXT_SUFFIXES = (".txt", ".md", ".rst", ".text")
 _SKIPPED_STDLIB_DIRS = {"test", "tests", "idlelib", "site-packages", "lib2to3", "turtledemo", "__pycache__"}
 
@@ -106,19 +107,36 @@ def _read_text(file: Path) -> str:
                              "give a plain-text corpus (.txt, .md, ...), or convert it with iconv") from None
 
 
-def _hf_dataset(name: str, config: str | None, split: str, text_field: str) -> tuple[str, ...]:
+def _hf_dataset(
+    name: str, config: str | None, split: str, text_field: str, max_chars: int = HF_MAX_CHARS
+) -> tuple[str, ...]:
+    """The first `max_chars` characters of a `datasets` dataset (a Hub name or a local folder), streamed:
+    a large Hub dataset (fineweb-edu) is read only as far as the budgets need, never downloaded whole."""
     try:
         import datasets
     except ImportError:
         raise WorkbenchError(f"corpus 'hf:{name}' needs the `datasets` package: pip install datasets") from None
+    documents, size = [], 0
     try:
-        rows = datasets.load_dataset(name, config, split=split)
+        for row in datasets.load_dataset(name, config, split=split, streaming=True):
+            if text_field not in row:
+                raise WorkbenchError(f"dataset {name!r} has no column {text_field!r} (columns: {', '.join(row)})")
+            text = row[text_field]
+            if text and text.strip():
+                documents.append(text)
+                size += len(text)
+                if size >= max_chars:
+                    break
+    except WorkbenchError:
+        raise
     except Exception as error:  # datasets raises many types; all mean "not reachable or not found"
         raise WorkbenchError(
             f"cannot load dataset {name!r} ({type(error).__name__}): offline? "
-            f"Use {DEFAULT_CORPUS!r} or a local text file"
+            f"Use {DEFAULT_CORPUS!r}, {CODE_CORPUS!r} or a local text file"
         ) from None
-    return tuple(t for t in rows[text_field] if t.strip())
+    if not documents:
+        raise WorkbenchError(f"dataset {name!r} has no text in its {split!r} split")
+    return tuple(documents)
 
 
 def load_corpus(

@@ -172,6 +172,8 @@ def plan(tokenizer, stdlib: Path | None = None, sites: Sequence[Path] | None = N
         excluded = english_heldout_modules(tokenizer)
     else:
         excluded = frozenset()
+    if len(tokenizer) > 2**16:
+        raise WorkbenchError(f"{NAME} stores uint16 tokens: a tokenizer of {len(tokenizer):,} words does not fit")
     packages = discover(stdlib, sites or [])
     if not packages:
         raise WorkbenchError(f"no .py source found under {stdlib} or {', '.join(map(str, sites or []))}")
@@ -300,6 +302,8 @@ def build(plan: Plan, tokenizer, progress: bool = True) -> dict:
     if manifest_path.is_file():
         return json.loads(manifest_path.read_text())
     started = time.perf_counter()
+    if progress:
+        print(_what_changed(plan), flush=True)
     build_heldout(plan, tokenizer)
     _clean_tmp(folder)
     stats: dict = {}
@@ -332,6 +336,21 @@ def build(plan: Plan, tokenizer, progress: bool = True) -> dict:
         (folder / f"shard-{i:05d}.bin").unlink()
         (folder / f"shard-{i:05d}.json").unlink()
     return manifest
+
+
+def _what_changed(plan: Plan) -> str:
+    """Why a build starts: the first one, or the packages that differ from the newest cached build."""
+    cached = sorted(plan.folder.parent.glob(f"{NAME}-*/manifest.json"), key=lambda p: p.stat().st_mtime)
+    if not cached:
+        return f"{NAME}: building {plan.fingerprint} (once per set of installed packages; minutes on 2 cores)"
+    old = json.loads(cached[-1].read_text())
+    before = {name: entry["version"] for name, entry in old["packages"].items()}
+    now = {p.name: p.version for p in plan.packages}
+    changed = [f"{n} {before.get(n, 'new')} -> {now.get(n, 'gone')}" for n in sorted(set(before) | set(now))
+               if before.get(n) != now.get(n)]
+    why = "; ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+    return (f"{NAME}: the installed packages differ from the cached build {old['fingerprint']} "
+            f"({why or 'same versions, other files'}): building {plan.fingerprint}")
 
 
 def _manifest(plan: Plan, n_shards: int, stats: dict, seconds: float) -> dict:
@@ -373,3 +392,15 @@ def load(tokenizer, progress: bool = True, plan_: Plan | None = None) -> tuple[n
     manifest = build(plan_, tokenizer, progress)
     train = np.memmap(plan_.folder / "train.bin", dtype=np.uint16, mode="r")
     return train, build_heldout(plan_, tokenizer), manifest
+
+
+def describe(tokenizer) -> str:
+    """One line: token counts, files, packages, the cache folder and the build time (building first if needed)."""
+    plan_ = plan(tokenizer)
+    m = build(plan_, tokenizer)
+    held = sum(1 for p in m["packages"].values() if p["role"] == "held-out")
+    return (
+        f"{NAME}: {m['train_tokens']:,} training tokens, {m['val_tokens']:,} held-out tokens; {m['files']:,} files "
+        f"({m['duplicates']:,} duplicates dropped) in {len(m['packages'])} packages ({held} held out); "
+        f"built in {m['build_seconds']:.0f} s; cache {plan_.folder}"
+    )

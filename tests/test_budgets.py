@@ -1,0 +1,43 @@
+"""Every full profile trains on python-code within the budgets issue 23 asks for; smoke stays on python-docs."""
+
+import pytest
+
+from workbench import data
+from workbench.cpu.profile import CpuProfile
+from workbench.diffusion.experiment import non_embedding_parameters
+from workbench.diffusion.profile import SIZES, DiffusionProfile, non_embedding
+from workbench.echoatt.profile import EchoAttProfile
+from workbench.errors import WorkbenchError
+from workbench.galore.profile import GaloreProfile
+from workbench.models import tiny_llama
+from workbench.recursive.profile import RecursiveProfile
+
+IDEAS = (EchoAttProfile, RecursiveProfile, GaloreProfile, DiffusionProfile, CpuProfile)
+
+
+@pytest.mark.parametrize("cls", IDEAS, ids=lambda c: c.__name__)
+def test_full_trains_on_code_smoke_on_docs(cls):
+    full, smoke = cls.resolve("full"), cls.resolve("smoke")
+    assert full.corpus == data.CODE_CORPUS and smoke.corpus == data.DEFAULT_CORPUS
+    assert full.allow_repeats is False and full.train_tokens_per_arm > smoke.train_tokens_per_arm > 0
+    with pytest.raises(WorkbenchError, match="allow_repeats"):
+        data.check_epochs(full, full.train_tokens_per_arm, full.train_tokens_per_arm // 2)
+    assert data.check_epochs(cls.resolve("full", allow_repeats=True), 4, 2) == 2.0
+
+
+def test_budgets_make_the_claims_testable():
+    galore = GaloreProfile.resolve("full")
+    assert galore.train_tokens_per_arm >= 20_000_000 and galore.seeds == 3
+    assert EchoAttProfile.resolve("full").train_tokens_per_arm >= 10_000_000
+    assert RecursiveProfile.resolve("full").train_tokens_per_arm >= 10_000_000
+    budgets = DiffusionProfile.resolve("full").budgets
+    assert max(budgets) / min(budgets) >= 16
+
+
+@pytest.mark.parametrize("size", ["t1", "s", "m"])
+def test_diffusion_budget_counts_the_parameters_the_model_has(size):
+    model, _ = tiny_llama(vocab_size=512, seed=0, max_len=64, **SIZES[size])
+    assert non_embedding(size) == non_embedding_parameters(model)
+    profile = DiffusionProfile.resolve("full", sizes=(size,), budgets=(1e13,))
+    steps = round(1e13 / (6 * non_embedding(size) * profile.batch_size * profile.block_len))
+    assert profile.train_tokens_per_arm == max(1, steps) * profile.batch_size * profile.block_len
