@@ -5,7 +5,16 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from workbench.recursive.batching import cost_function, loop_step_costs, requests_from_exits, simulate
+from workbench.recursive.batching import (
+    cost_function,
+    kv_fill_fraction,
+    launch_bound,
+    loop_step_costs,
+    requests_from_exits,
+    simulate,
+    throughput_table,
+    work_cost,
+)
 from workbench.recursive.convert import convert
 from workbench.recursive.model import rms_norm
 
@@ -41,6 +50,48 @@ def test_without_exits_every_scheme_does_all_loops():
     assert {simulate(s, full, loops=3, slots=2, cost=one).seconds for s in ("static", "csb", "csb_exit", "cdb")} == {
         30.0
     }
+
+
+def test_exited_tokens_owe_their_kv_to_the_next_forward_at_that_loop():
+    linear = lambda n: float(n)
+    shallow_then_deep = [
+        np.array([1, 2])
+    ]  # token 1 exits after loop 1; token 2 runs loop 2 and attends to token 1 there
+    for scheme in ("csb_exit", "cdb"):
+        free = simulate(scheme, shallow_then_deep, loops=2, slots=1, cost=linear)
+        owed = simulate(scheme, shallow_then_deep, loops=2, slots=1, cost=linear, kv_fill=0.5)
+        assert free.seconds == 3.0 and owed.seconds == 3.5 and owed.kv_fills == 1  # loop 2 carries half a row more
+    # a debt nobody needs (the request ends before any later token goes deeper) is never paid
+    assert simulate("cdb", [np.array([2, 1])], loops=2, slots=1, cost=linear, kv_fill=0.5).kv_fills == 0
+
+
+def test_kv_fill_is_the_share_of_the_k_and_v_projections():
+    config = LlamaConfig(hidden_size=576, intermediate_size=1536, num_attention_heads=9, num_key_value_heads=3)
+    # SmolLM2-135M: k, v 576x192 each; q, o 576x576; gate, up, down 576x1536
+    assert kv_fill_fraction(config) == pytest.approx(2 * 192 / (2 * 576 + 2 * 192 + 3 * 1536))
+
+
+def test_flat_costs_are_called_launch_bound_and_work_costs_scale_with_rows():
+    assert launch_bound({1: 7.60e-3, 32: 7.85e-3})  # the H200 run's loop costs
+    assert not launch_bound({1: 1.0, 32: 20.0})
+    cost = work_cost({1: 7.60e-3, 32: 7.85e-3})
+    assert cost(64) == pytest.approx(2 * cost(32)) and cost(32) == pytest.approx(7.85e-3)
+
+
+def test_throughput_table_has_both_cost_models_every_draw_and_speedups_per_draw():
+    rng = np.random.default_rng(0)
+    rules = {"oracle": rng.integers(1, 3, 400), "confidence ≥ 0.5": np.full(400, 2)}
+    table = throughput_table(rules, 2, {1: 1.0, 4: 1.0}, slots=4, count=12, length=10, draws=2, kv_fill=0.1)
+    assert set(table["costs"]) == {"measured", "work"} and set(table["draw"]) == {0, 1}
+    assert len(table) == 2 * 2 * (2 + 2 * 2)
+    csb = table[table["scheme"] == "csb"]
+    assert np.allclose(csb["speedup_vs_csb"], 1.0)
+    # exiting nowhere early (confidence rule = B everywhere) gains nothing under work costs
+    never = table.query("scheme == 'cdb' and exit_rule == 'confidence ≥ 0.5' and costs == 'work'")
+    assert np.allclose(never["speedup_vs_csb"], 1.0)
+    # under flat costs the oracle's gain is a ratio of loop steps; under work costs it is smaller or equal
+    oracle = table.query("scheme == 'cdb' and exit_rule == 'oracle'").groupby("costs")["speedup_vs_csb"].mean()
+    assert oracle["measured"] > 1.0 and oracle["work"] <= oracle["measured"]
 
 
 def test_cost_function_interpolates_and_never_falls_with_batch_size():
