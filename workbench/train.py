@@ -16,8 +16,10 @@ Where the time goes, and what the loop does about it (benchmarks/train_speed.py 
   Python launch overhead goes. Attention stays `scaled_dot_product_attention` with a causal flag
   and no mask (`decoder_states`), so it runs the flash kernel. CUDA graphs replay the step with one
   launch where that is safe (`compile_mode`).
-- `causal_lm_loss` never materialises float32 logits over the 49k vocabulary: compiled, inductor
-  fuses the upcast into the softmax; eager, `linear_cross_entropy` goes chunk by chunk.
+- `causal_lm_loss` never materialises the [B·T, 49k] logits, compiled or eager: `linear_cross_entropy`
+  goes a chunk of tokens at a time and computes each chunk's gradients in the forward pass, so at
+  most one chunk of logits exists and nothing of them is kept for the backward (with the logits
+  materialised, 32×512 tokens keep 1.6 GB of bf16 logits alive from the forward to the backward).
 - Fused AdamW (one kernel for all parameters) and `zero_grad(set_to_none=True)`.
 - Several GPUs: run the same code under `torchrun`; `train` wraps the step in DDP (see
   `workbench.distributed`), syncs gradients only at the last micro-step and logs from rank 0.
@@ -156,7 +158,8 @@ class LinearCrossEntropy(torch.autograd.Function):
         w = weight.to(dtype)  # [V, d]
         grad_h = torch.empty_like(hidden) if need_h else None  # [N, d]
         grad_w = torch.zeros_like(weight, dtype=torch.float32) if need_w else None  # [V, d]
-        kernel = _chunk_kernel(hidden.device)
+        # traced whole into a compiled step (dynamo inlines the chunk loop), or the chunk kernel compiled alone
+        kernel = _softmax_cross_entropy if torch.compiler.is_compiling() else _chunk_kernel(hidden.device)
         total = torch.zeros((), device=hidden.device, dtype=torch.float32)
         for start in range(0, len(targets), chunk_tokens):
             h = hidden[start : start + chunk_tokens].to(dtype)  # [n, d]
@@ -191,6 +194,7 @@ def linear_cross_entropy(
     return LinearCrossEntropy.apply(hidden, weight, targets, chunk_tokens, ignore_index, torch.is_grad_enabled())
 
 
+LOSS_CHUNK_TOKENS = 8192  # tokens per chunk of logits in the training loss: 8192 × 49,152 bf16 = 0.8 GB
 FUSED_HEAD_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")  # logits = lm_head(model(x)), nothing else
 
 
@@ -233,11 +237,9 @@ def decoder_states(model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
 def causal_lm_loss(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
     """Next-token cross-entropy: the autoregressive pretraining objective. batch [B, T+1].
 
-    For LLaMA-family models the [B·T, V] logits never exist in float32. Eager, the body's hidden
-    states go to `linear_cross_entropy` (one chunk of logits at a time). Compiled, the loss is
-    written plainly: inductor fuses the float32 upcast into the softmax's reductions and its
-    gradient, so only bf16 logits are stored, and the whole step is one graph. Any other model
-    goes through its logits.
+    For LLaMA-family models the [B·T, V] logits never exist: the body's hidden states go to
+    `linear_cross_entropy`, one chunk of `LOSS_CHUNK_TOKENS` tokens at a time, eager or traced into
+    the compiled step (one graph: no break, no host sync). Any other model goes through its logits.
     """
     inputs, targets = batch[:, :-1], batch[:, 1:].flatten()
     head = plain_head(model)
@@ -245,9 +247,7 @@ def causal_lm_loss(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
         logits = model(input_ids=inputs).logits
         return F.cross_entropy(logits.flatten(0, 1).float(), targets)
     hidden = decoder_states(model, inputs).flatten(0, 1)  # [B·T, d]
-    if torch.compiler.is_compiling():
-        return F.cross_entropy(F.linear(hidden, head.weight).float(), targets)
-    return linear_cross_entropy(hidden, head.weight, targets)
+    return linear_cross_entropy(hidden, head.weight, targets, chunk_tokens=LOSS_CHUNK_TOKENS)
 
 
 # -- schedule, optimizer, compile ----------------------------------------------------------------
