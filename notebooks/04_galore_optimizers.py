@@ -45,7 +45,8 @@ adamw_lrs = None  # AdamW learning rates swept on the first seed, e.g. [1e-3, 3e
 history = None  # Natural GaLore's s
 reset_history = None  # clear Natural GaLore's history on a subspace refresh (the official code does not)
 ft_steps = None  # fine-tuning steps per arm
-corpus = None  # "python-docs" (offline), a text file or folder, or "hf:NAME"
+corpus = None  # None: the profile's ("python-code" full, "python-docs" smoke), a text file or folder, or "hf:NAME"
+allow_repeats = None  # True lets a full run train more than one epoch of its corpus
 
 # %%
 import pandas as pd
@@ -59,6 +60,7 @@ from workbench.galore.profile import GaloreProfile
 workbench.notebook.setup()
 settings = GaloreProfile.resolve(
     profile,
+    allow_repeats=allow_repeats,
     part=part,
     steps=steps,
     seeds=seeds,

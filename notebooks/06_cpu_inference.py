@@ -49,6 +49,8 @@ train = None  # train MHA/GQA/MQA and the GEB-shaped model from scratch (GPU)
 steps = None  # training steps per arm (the same for every arm)
 seeds = None  # seeds per attention variant, e.g. [0, 1, 2]
 chat_question = None  # the streaming chat demo's question
+corpus = None  # None: the profile's ("python-code" full, "python-docs" smoke), a text file or folder, or "hf:NAME"
+allow_repeats = None  # True lets a full run train more than one epoch of its corpus
 
 # %%
 from IPython.display import Markdown, display
@@ -67,7 +69,8 @@ def as_tuple(value):
 
 
 settings = CpuProfile.resolve(
-    profile, precisions=as_tuple(precisions), threads=as_tuple(threads), new_tokens=new_tokens, rounds=rounds,
+    profile, corpus=corpus, allow_repeats=allow_repeats,
+    precisions=as_tuple(precisions), threads=as_tuple(threads), new_tokens=new_tokens, rounds=rounds,
     gqa_contexts=as_tuple(gqa_contexts), train=train, steps=steps, seeds=as_tuple(seeds), chat_question=chat_question,
 )
 experiment = CpuExperiment(settings)

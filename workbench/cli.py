@@ -129,6 +129,50 @@ def cmd_launch(args: argparse.Namespace) -> int:
     return subprocess.call(command(args.nproc, argv))
 
 
+def cmd_corpus(args: argparse.Namespace) -> int:
+    from .data import CODE_CORPUS, token_splits
+    from .models import load_tokenizer
+
+    tokenizer = load_tokenizer()
+    if args.name == CODE_CORPUS:
+        from .pycode import describe
+
+        print(describe(tokenizer))
+    else:
+        splits = token_splits(args.name, tokenizer)
+        print(f"{splits.name}: {splits.n_train:,} training tokens, {splits.n_val:,} held-out tokens")
+    if args.profiles:
+        n_train = {}  # by corpus: each is tokenised (or read from its cache) once
+        for notebook, profile in _full_profiles():
+            budgets = {k: getattr(profile, k) for k in dir(type(profile)) if k.endswith("tokens_per_arm")}
+            if not budgets:
+                continue
+            if profile.corpus not in n_train:
+                n_train[profile.corpus] = token_splits(profile.corpus, tokenizer).n_train
+            per_arm = ", ".join(
+                f"{key.removesuffix('_per_arm').replace('_', ' ')} {tokens:,} per arm = "
+                f"{tokens / n_train[profile.corpus]:.2f} epochs" for key, tokens in budgets.items()
+            )
+            print(f"  {notebook} (full, {profile.corpus}, {n_train[profile.corpus]:,} training tokens): {per_arm}")
+    return 0
+
+
+def _full_profiles():
+    """(notebook, its full profile) for every notebook that resolves a Profile: the class is found
+    through the notebook's own `from workbench... import XProfile` (the runner knows no idea)."""
+    import ast
+    import importlib
+
+    from .notebook import NOTEBOOK_DIR
+
+    for path in sorted(NOTEBOOK_DIR.glob("[0-9]*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("workbench"):
+                for alias in node.names:
+                    if alias.name.endswith("Profile"):
+                        yield path.stem, getattr(importlib.import_module(node.module), alias.name).resolve("full")
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # argparse's own prints the whole usage first: one line instead
         self.exit(2, f"error: {message} (see: {self.prog} -h)\n")
@@ -199,6 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
         "experiment", nargs=argparse.REMAINDER, help="pretrain [options]: see torchrun -m workbench.launch pretrain -h"
     )
     launch.set_defaults(handler=cmd_launch)
+    corpus = commands.add_parser("corpus", help="build (or read from the cache) a corpus and print its token counts")
+    corpus.add_argument("name", help="python-code, python-docs, a text file or folder, or hf:DATASET")
+    corpus.add_argument("--profiles", action="store_true",
+                        help="also print every notebook's full-profile tokens per arm and epochs of its corpus")
+    corpus.set_defaults(handler=cmd_corpus)
     return parser
 
 

@@ -89,7 +89,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 def pretrain(args: argparse.Namespace) -> dict:
-    from .data import batches, load_corpus, tokenize, train_val_split
+    from .data import batches, token_splits
     from .evaluate import perplexity
     from .models import load_model, tiny_llama
     from .notebook import SWEEP_VARIABLE
@@ -106,10 +106,10 @@ def pretrain(args: argparse.Namespace) -> dict:
         model.to(world.device)
     if not world.is_main:
         distributed.barrier()  # rank 0 tokenises and caches first; the others then read the cache
-    tokens = tokenize(load_corpus(args.corpus), tokenizer)
+    splits = token_splits(args.corpus, tokenizer)
     if world.is_main:
         distributed.barrier()
-    train_tokens, val_tokens = train_val_split(tokens)
+    train_tokens, val_tokens = splits.train, splits.val
     stream = batches(
         train_tokens,
         args.batch_size,

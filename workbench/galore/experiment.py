@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ..data import batches, load_corpus, tokenize, train_val_split
+from ..data import batches, check_epochs, token_splits
 from ..errors import WorkbenchError
 from ..evaluate import perplexity
 from ..measure import interleaved, synchronize
@@ -264,8 +264,10 @@ def _pretrain(profile: GaloreProfile, device, sweep: str, on_eval, progress) -> 
         raise WorkbenchError(f"unknown size {profile.size!r}: use one of {', '.join(MODEL_SIZES)}")
     shape = MODEL_SIZES[profile.size]
     model, tokenizer = tiny_llama(**shape, max_len=profile.block_len, seed=0)
+    splits = token_splits(profile.corpus, tokenizer)
+    check_epochs(profile, profile.train_tokens_per_arm, splits.n_train)
     model = model.to(device)
-    train_tokens, val_tokens = train_val_split(tokenize(load_corpus(profile.corpus), tokenizer))
+    train_tokens, val_tokens = splits.train, splits.val
     part = _Part(
         "pretrain",
         train_tokens,
@@ -358,7 +360,9 @@ def _finetune(profile: GaloreProfile, device, sweep: str, on_eval, progress) -> 
         warnings.warn(f"LoRA arm skipped: peft cannot be imported ({error}); pip install peft", stacklevel=2)
 
     model, tokenizer = _finetune_model(profile, device)
-    train_tokens, val_tokens = train_val_split(tokenize(load_corpus(profile.corpus), tokenizer))
+    splits = token_splits(profile.corpus, tokenizer)
+    check_epochs(profile, profile.ft_tokens_per_arm, splits.n_train)
+    train_tokens, val_tokens = splits.train, splits.val
     part = _Part(
         "finetune", train_tokens, val_tokens, profile.ft_steps, profile.ft_batch_size, profile.ft_block_len,
         profile.ft_eval_every, profile.ft_eval_windows, clip_norm=1.0, compile=False,
