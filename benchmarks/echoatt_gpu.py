@@ -49,7 +49,7 @@ def main() -> None:
 
     start = time.perf_counter()
     result = run_experiment(args.profile, steps=args.steps, random_draws=args.random_draws)
-    markdown = results_markdown(result.table, result.profile, result.device)
+    markdown = results_markdown(result.table, result.profile, result.device, result.seeds)
     markdown += f"\nWall time of the whole run: {time.perf_counter() - start:.0f} s (sweep `{result.sweep}`).\n"
     out = os.environ.get("OUT")
     if out:

@@ -173,4 +173,4 @@ caveat = (
     "vocabulary size and speed ratios of a few-millisecond model mean nothing. Run the `full` profile on a GPU for the real comparison.*\n\n"
     if settings.teacher == "tiny" else ""
 )
-display(Markdown(f"{caveat}Measured on {result.device} (sweep `{result.sweep}` in the run store).\n\n{report.conclusion(table)}"))
+display(Markdown(f"{caveat}Measured on {result.device} (sweep `{result.sweep}` in the run store).\n\n{report.conclusion(table, result.seeds, profile=settings)}"))

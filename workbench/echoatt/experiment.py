@@ -34,7 +34,7 @@ from ..train import TrainConfig, train
 from .arms import Arm, plan_arms
 from .handoff import LabResult, lab_result
 from .profile import EchoAttProfile
-from .report import conclusion, results_markdown
+from .report import conclusion, paper_cut, results_markdown
 from .speed import free, held_out_ppl, measure_speeds, with_attention
 from .student import attention_kernel, build_student
 
@@ -54,6 +54,7 @@ class ExperimentResult:
     sweep: str
     run_ids: dict[str, int]
     device: str
+    seeds: pd.DataFrame | None = None  # ppl per seed of the continued teacher and the student at the paper's cut
 
 
 def teacher_similarity(
@@ -170,16 +171,41 @@ class EchoAttExperiment:
                     run.update_summary(ppl=new_rows[0]["ppl"], rows=new_rows)
                 rows += new_rows
                 free(self.device)
+            seeds = self.seed_arms(arms, pd.DataFrame(rows), speeds, sweep)
         table = with_ratios(pd.DataFrame(rows))
         with start_run(KIND, "table", profile.as_dict(), sweep=sweep) as run:
             run.log_artifact("table.json", table.to_dict(orient="records"))
             run.log_artifact("similarity.npy", self.similarity)
             source = f"attention run {self.lab.run_id}" if self.lab else "measured here"
             run.update_summary(similarity_source=source, metric=profile.metric, drop_sink=profile.drop_sink)
-            run.log_artifact("results.md", results_markdown(table, profile, self.device_name).encode())
-            run.update_summary(device=self.device_name, conclusion=conclusion(table))
+            run.log_artifact("seeds.json", seeds.to_dict(orient="records"))
+            run.log_artifact("results.md", results_markdown(table, profile, self.device_name, seeds).encode())
+            run.update_summary(device=self.device_name, conclusion=conclusion(table, seeds, profile=profile))
             run_ids["table"] = run.id
-        return ExperimentResult(profile, table, self.similarity, sweep, run_ids, self.device_name)
+        return ExperimentResult(profile, table, self.similarity, sweep, run_ids, self.device_name, seeds)
+
+    def seed_arms(self, arms: list[Arm], table: pd.DataFrame, speeds: dict[str, dict], sweep: str) -> pd.DataFrame:
+        """Held-out perplexity per seed (batch order) of the continued teacher and of the similarity student at
+        the paper's cut, for the paired "no loss in quality" verdict: seed `profile.seed` is the main arms',
+        `quality_seeds - 1` more are trained here on the same number of tokens."""
+        p, n = self.profile, paper_cut(table)
+        chosen = [a for a in arms if a.kind == "continued" or (a.kind == "similarity" and a.n_shared == n)]
+
+        def row(arm: Arm, seed: int, ppl: float) -> dict:
+            return {"arm": arm.name, "kind": arm.kind, "n_shared": arm.n_shared, "seed": seed, "ppl": ppl,
+                    "epochs": p.train_tokens_per_arm / len(self.train_tokens)}  # fmt: skip
+
+        rows = [row(a, p.seed, float(table.loc[table["arm"] == a.name, "ppl"].iloc[0])) for a in chosen]
+        for seed in range(p.seed + 1, p.seed + p.quality_seeds):
+            for arm in chosen:
+                params = p.as_dict() | {"arm": arm.kind, "n_shared": arm.n_shared, "groups": arm.groups,
+                                        "train_seed": seed}  # fmt: skip
+                with start_run(KIND, f"{arm.run_name} seed={seed}", params, sweep=sweep) as run:
+                    ppl = self.run_arm(arm, speeds, run, seed=seed)[0]["ppl"]
+                    run.update_summary(ppl=ppl)
+                rows.append(row(arm, seed, ppl))
+                free(self.device)
+        return pd.DataFrame(rows)
 
     def measure_speeds(self, arms: list[Arm]) -> dict[str, dict]:
         """Prefill, KD training step and decode of the teacher (sdpa and eager) and of every student
@@ -201,9 +227,12 @@ class EchoAttExperiment:
         p = self.profile
         return held_out_ppl(model, self.val_tokens, p.eval_context, p.eval_batch, windows)
 
-    def run_arm(self, arm: Arm, speeds: dict[str, dict], run: Run, callback: Callback | None = None) -> list[dict]:
+    def run_arm(
+        self, arm: Arm, speeds: dict[str, dict], run: Run, callback: Callback | None = None, seed: int | None = None
+    ) -> list[dict]:
         """One arm's table rows (one per label it stands for): measured before training (zero-shot
-        ppl; speed from `speeds`), then trained `profile.steps` steps."""
+        ppl; speed from `speeds`), then trained `profile.steps` steps on batches drawn with `seed`
+        (default `profile.seed`)."""
         profile = self.profile
         groups = " ".join(map(str, followers(arm.groups)))
         base = {"arm": arm.name, "kind": arm.kind, "n_shared": arm.n_shared, "followers": groups,
@@ -253,7 +282,8 @@ class EchoAttExperiment:
             steps=steps, lr=profile.lr, warmup_steps=profile.warmup_steps, log_every=log_every,
             eval_every=profile.eval_every, checkpoint=False,
         )  # fmt: skip
-        stream = batches(self.train_tokens, profile.batch_size, profile.block_len + 1, self.device, seed=profile.seed)
+        seed = profile.seed if seed is None else seed
+        stream = batches(self.train_tokens, profile.batch_size, profile.block_len + 1, self.device, seed=seed)
         if callback is not None:
             callback(arm.run_name, 0, {"val_ppl": self.held_out_ppl(model, profile.curve_windows)})
         start = time.perf_counter()
