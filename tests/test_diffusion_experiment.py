@@ -16,7 +16,8 @@ def test_sampling_part_trains_its_own_models_and_records_runs():
         "smoke",
         part="sampling",
         sizes=("t1",),
-        budgets=(4e9,),
+        budgets=(3e8,),
+        seeds=(0, 1),
         steps=(4,),
         samplers=("ancestral",),
         timing_batches=(1,),
@@ -26,13 +27,15 @@ def test_sampling_part_trains_its_own_models_and_records_runs():
     )
     experiment = DiffusionExperiment(settings, progress=False)
     quality, speed = experiment.sampling()
-    assert set(quality["model"]) == {"held-out text", "ARM t1 C=4.0e+09", "MDM t1 C=4.0e+09"}
-    assert (quality["judge_ppl"] > 1).all() and len(speed) == 2
+    assert set(quality["model"]) == {"held-out text", "ARM t1 C=3.0e+08", "MDM t1 C=3.0e+08"}
+    assert (quality["judge_ppl"] > 1).all() and len(speed) == 4 and set(speed["seed"]) == {0, 1}
     assert quality["epochs"].iloc[1:].gt(0).all()
     guidance = experiment.guidance()
-    assert guidance["chain_rule_nll"].notna().all()
+    assert guidance["chain_rule_nll"].notna().all() and set(guidance["seed"]) == {0, 1}
+    assert guidance[["choice_acc_tune", "choice_acc_test", "arm_choice_acc_test"]].notna().all().all()
     table = runs.store().runs(kind=KIND.name, sweep=experiment.sweep)
-    assert set(table["name"]) >= {"ARM t1 C=4.0e+09", "MDM t1 C=4.0e+09", "sampling", "guidance"}
+    assert set(table["name"]) >= {f"{arm} t1 C=3.0e+08 seed {s}" for arm in ("ARM", "MDM") for s in (0, 1)}
+    assert set(table["name"]) >= {"sampling", "guidance"}
     assert set(table["status"]) == {"finished"}
 
 

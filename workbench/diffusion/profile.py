@@ -1,8 +1,11 @@
 """Settings of the masked-diffusion notebook: the field defaults are the full (one H200) run.
 
-Compute is fixed per arm in training FLOPs C = 6·N·D (N: all parameters, the tied embedding
-counted once, since at this size the 49k-word output layer is most of the compute; D: tokens
-trained on), so each arm trains steps = C / (6·N·batch·block_len). `part` picks the experiments
+Compute is fixed per arm in training FLOPs C = 6·N·D with N the *non-embedding* parameters (SMDM's
+convention, `pretrain/train_mdm.py`: scaling laws are read against the body, not the 49k-word
+embedding table, which is 60-85% of these small models; D: tokens trained on), so each arm trains
+steps = C / (6·N·batch·block_len); the total count and 6·N_total·D are recorded beside.
+`seeds` are paired: one seed gives both arms the same initial-weight seed and the same batches, and
+a verdict needs at least two of them. `part` picks the experiments
 (the full profile split over several GPU runs, if needed): "scaling", "sampling" (quality and speed
 against steps, and guidance), "reversal", or "all".
 """
@@ -16,20 +19,20 @@ from ..profiles import Profile
 
 PARTS = ("all", "scaling", "sampling", "reversal")
 
-# LLaMA shapes (multi-head attention, as SMDM's configs); total parameters with the 49,152-word tied embedding
+# LLaMA shapes (multi-head attention, as SMDM's configs); non-embedding / total parameters (49,152-word tied embedding)
 SIZES = {
-    "t1": {"n_layers": 1, "d_model": 32, "n_heads": 2, "n_kv_heads": 2, "d_ff": 64},  # 1.6M: CPU smoke
-    "t2": {"n_layers": 2, "d_model": 48, "n_heads": 2, "n_kv_heads": 2, "d_ff": 128},  # 2.4M: CPU smoke
-    "t3": {"n_layers": 2, "d_model": 64, "n_heads": 2, "n_kv_heads": 2, "d_ff": 192},  # 3.2M: CPU smoke
-    "s": {"n_layers": 4, "d_model": 128, "n_heads": 4, "n_kv_heads": 4, "d_ff": 512},  # 7.1M
-    "m": {"n_layers": 6, "d_model": 192, "n_heads": 6, "n_kv_heads": 6, "d_ff": 768},  # 13.0M
+    "t1": {"n_layers": 1, "d_model": 32, "n_heads": 2, "n_kv_heads": 2, "d_ff": 64},  # 0.01M / 1.6M: CPU smoke
+    "t2": {"n_layers": 2, "d_model": 48, "n_heads": 2, "n_kv_heads": 2, "d_ff": 128},  # 0.06M / 2.4M: CPU smoke
+    "t3": {"n_layers": 2, "d_model": 64, "n_heads": 2, "n_kv_heads": 2, "d_ff": 192},  # 0.11M / 3.2M: CPU smoke
+    "s": {"n_layers": 4, "d_model": 128, "n_heads": 4, "n_kv_heads": 4, "d_ff": 512},  # 1.05M / 7.3M
+    "m": {"n_layers": 6, "d_model": 192, "n_heads": 6, "n_kv_heads": 6, "d_ff": 768},  # 3.5M / 13.0M
     "l": {
         "n_layers": 8,
         "d_model": 256,
         "n_heads": 4,
         "n_kv_heads": 4,
         "d_ff": 1024,
-    },  # 21.0M (SMDM's 6M body, 8 layers)
+    },  # 8.4M / 21.0M (SMDM's 6M config: 6 layers of d=256)
 }
 
 
@@ -39,7 +42,7 @@ class DiffusionProfile(Profile):
     corpus: str = "python-docs"
     # mini scaling: every size × budget, for both arms, on the same batches
     sizes: tuple[str, ...] = ("s", "m", "l")
-    budgets: tuple[float, ...] = (2.5e14, 1e15)  # training FLOPs per arm; the larger is 4× the smaller
+    budgets: tuple[float, ...] = (1e14, 4e14)  # non-embedding FLOPs per arm (l: the steps 2.5e14 / 1e15 total gave)
     batch_size: int = 64
     block_len: int = 128
     lr: float = 1e-3
@@ -52,7 +55,8 @@ class DiffusionProfile(Profile):
     curve_points: int = 4  # held-out evaluations during each training run (live figure)
     curve_blocks: int = 16
     curve_samples: int = 8
-    seed: int = 0
+    seed: int = 0  # evaluation seed: ELBO draws, samples, zero-shot items
+    seeds: tuple[int, ...] = (0, 1)  # paired training seeds of the scaling grid and of the sampling / guidance models
     cpu_threads: int | None = None  # torch threads on a CPU (None: unchanged); tiny models run fastest on one
     # sampling quality and speed: the largest size; MDM at the largest budget, ARM at every budget
     n_prompts: int = 64
@@ -62,6 +66,7 @@ class DiffusionProfile(Profile):
     samplers: tuple[str, ...] = ("low_confidence", "ancestral")
     temperature: float = 1.0
     judge: str = "smollm2-135m"
+    entropy_tolerance: float = 0.2  # nats: "matched diversity" = unigram entropy within this of the ARM's or the text's
     timing_batches: tuple[int, ...] = (1, 32)
     timing_rounds: int = 3
     # guidance: likelihood of the true continuation, and generation quality, against w
@@ -69,15 +74,18 @@ class DiffusionProfile(Profile):
     guidance_ws: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0)
     guidance_gen_ws: tuple[float, ...] = (0.0, 0.6, 1.5)
     guidance_steps: int = 32
-    # reversal curse
-    n_people: int = 400
-    paraphrases: int = 3
+    choice_items: int = 400  # zero-shot items per task (half tune w, half judge it), from held-out text
+    choice_len: int = 16  # tokens of each 4-way continuation
+    # reversal curse (SMDM / Berglund et al.): pretrained arms fine-tuned on the facts
+    n_people: int = 400  # a third each: name → description only, description → name only, both directions
+    paraphrases: int = 30
     reversal_size: str = "m"
     reversal_steps: int = 2500
     reversal_batch: int = 128
     reversal_lr: float = 2e-3
     reversal_cfg: float = 0.8  # SMDM's setting for this task (low-confidence sampler, τ = 0)
     reversal_seeds: tuple[int, ...] = (0, 1, 2)
+    reversal_known: float = 0.9  # the reverse direction is judged only once both arms know this much of the seen one
 
     def __post_init__(self) -> None:
         if self.part not in PARTS:
@@ -104,7 +112,8 @@ DiffusionProfile.presets = {
     # CPU, about a minute: tiny models, a few steps each; every code path of the full run.
     "smoke": {
         "sizes": ("t1", "t2", "t3"),
-        "budgets": (1e10, 2e10),
+        "budgets": (1.5e8, 3e8),
+        "seeds": (0,),
         "batch_size": 8,
         "block_len": 32,
         "lr": 3e-3,
@@ -123,6 +132,8 @@ DiffusionProfile.presets = {
         "guidance_ws": (0.0, 1.0),
         "guidance_gen_ws": (0.0, 1.0),
         "guidance_steps": 8,
+        "choice_items": 8,
+        "choice_len": 8,
         "n_people": 8,
         "paraphrases": 2,
         "reversal_size": "t2",

@@ -3,11 +3,14 @@
 An autoregressive model trained on "A is B" does not answer "B is ?": the next-token objective
 only ever trains p(B | A). SMDM (arXiv:2410.18514) reports that a masked diffusion model does not
 have this blind spot: masking the name of "Name is the description." trains p(name | description)
-as well. Here every person appears in training in one direction only: half as name → description
-("Daphne Vell is the composer of Amber Harbor."), half as description → name ("The composer of
-Amber Harbor is Daphne Vell."), each in `paraphrases` templates. Tests ask template 0 of each
-direction: the direction seen (recall) and the reverse (never seen for that person; the template
-itself was seen, with the other half of the people). Metric: exact match of the answer.
+as well. Berglund et al.'s protocol, which SMDM's `evaluate_reverse.py` scores: a third of the
+people appear in training as name → description only ("Daphne Vell is the composer of Amber
+Harbor."), a third as description → name only ("The composer of Amber Harbor is Daphne Vell."), a
+third in both directions (the "both" subset, which shows the model that facts can be asked either
+way), each direction in up to 30 paraphrases. Tests ask template 0 of each direction: the direction
+seen (recall) and the reverse (never seen for that person; the template itself was seen with other
+people). Metric: the reference answer *contained* in the generation (SMDM's scoring; exact match
+is kept beside it).
 """
 
 from __future__ import annotations
@@ -172,17 +175,82 @@ NOUNS = (
     "Almanac",
 )
 
-# Each template ends with the answer slot, so a test prompt is an exact prefix of a training row.
-NAME_TO_DESCRIPTION = ("{name} is the", "{name} has long been known as the", "Ask anyone: {name} is the")
-DESCRIPTION_TO_NAME = ("The {description} is", "The {description} goes by the name", "Ask anyone: the {description} is")
+# Each template ends with the answer slot, so a test prompt is an exact prefix of a training row. 30 per
+# direction, as Berglund et al.'s paraphrases; a name never opens a description → name sentence, so the
+# reverse question of a one-direction person never occurs in training.
+NAME_TO_DESCRIPTION = (
+    "{name} is the",
+    "{name} has long been known as the",
+    "Ask anyone: {name} is the",
+    "Known far and wide, {name} is the",
+    "{name}, as many know, is the",
+    "People remember {name} as the",
+    "It is well documented that {name} is the",
+    "{name} became famous as the",
+    "Few people know that {name} is the",
+    "{name} is widely recognised as the",
+    "In the records, {name} appears as the",
+    "By all accounts, {name} is the",
+    "{name} will always be remembered as the",
+    "Historians describe {name} as the",
+    "The archives list {name} as the",
+    "{name} is celebrated as the",
+    "Those who met {name} knew the",
+    "Everyone agrees that {name} is the",
+    "{name} earned recognition as the",
+    "Scholars refer to {name} as the",
+    "{name} is best known as the",
+    "According to the encyclopedia, {name} is the",
+    "{name} is, in fact, the",
+    "Newspapers called {name} the",
+    "{name} was named the",
+    "It turns out that {name} is the",
+    "The biography says {name} is the",
+    "{name} is remembered today as the",
+    "Friends introduce {name} as the",
+    "Trivia: {name} is the",
+)
+DESCRIPTION_TO_NAME = (
+    "The {description} is",
+    "The {description} goes by the name",
+    "Ask anyone: the {description} is",
+    "Known far and wide, the {description} is",
+    "The {description}, as many know, is",
+    "People remember the {description} as",
+    "It is well documented that the {description} is",
+    "The person who became famous as the {description} is",
+    "Few people know that the {description} is",
+    "The {description} is widely recognised as",
+    "In the records, the {description} appears as",
+    "By all accounts, the {description} is",
+    "The {description} will always be remembered as",
+    "Historians identify the {description} as",
+    "The archives list the {description} as",
+    "The celebrated {description} is",
+    "If you ask who the {description} is, the answer is",
+    "Everyone agrees that the {description} is",
+    "The one recognised as the {description} is",
+    "Scholars refer to the {description} as",
+    "The {description} is best known as",
+    "According to the encyclopedia, the {description} is",
+    "The {description} is, in fact,",
+    "Newspapers called the {description}",
+    "The one named the {description} is",
+    "It turns out that the {description} is",
+    "The biography says the {description} is",
+    "The {description} is remembered today as",
+    "Friends introduce the {description} as",
+    "Trivia: the {description} is",
+)
 DIRECTIONS = {"N2D": NAME_TO_DESCRIPTION, "D2N": DESCRIPTION_TO_NAME}
+BOTH = "both"  # the subset trained in both directions
 
 
 @dataclass(frozen=True)
 class Person:
     name: str
     description: str
-    trained: str  # "N2D" or "D2N": the only direction this person appears in, in training
+    trained: str  # "N2D" or "D2N": the only direction this person appears in, in training; or "both"
 
     def prompt(self, direction: str, template: int = 0) -> str:
         return DIRECTIONS[direction][template].format(name=self.name, description=self.description)
@@ -191,15 +259,20 @@ class Person:
         return self.description if direction == "N2D" else self.name
 
 
+def trained_directions(person: Person) -> tuple[str, ...]:
+    return tuple(DIRECTIONS) if person.trained == BOTH else (person.trained,)
+
+
 def make_people(n: int, seed: int = 0) -> list[Person]:
-    """`n` fictitious people with unique names and descriptions; the first half trained N→D, the rest D→N."""
-    if not 2 <= n <= min(len(FIRST) * len(LAST), len(ROLES) * len(ADJECTIVES) * len(NOUNS)):
-        raise WorkbenchError(f"n_people must be between 2 and {len(FIRST) * len(LAST)}, got {n}")
+    """`n` fictitious people with unique names and descriptions: the first third trained N→D only, the
+    second D→N only, the rest (n − 2·⌊n/3⌋) in both directions."""
+    if not 3 <= n <= min(len(FIRST) * len(LAST), len(ROLES) * len(ADJECTIVES) * len(NOUNS)):
+        raise WorkbenchError(f"n_people must be between 3 and {len(FIRST) * len(LAST)}, got {n}")
     rng = random.Random(seed)
     names = rng.sample([f"{f} {s}" for f in FIRST for s in LAST], n)
     descriptions = rng.sample([f"{r} of {a} {o}" for r in ROLES for a in ADJECTIVES for o in NOUNS], n)
     return [
-        Person(name, description, "N2D" if i < n // 2 else "D2N")
+        Person(name, description, "N2D" if i < n // 3 else "D2N" if i < 2 * (n // 3) else BOTH)
         for i, (name, description) in enumerate(zip(names, descriptions))
     ]
 
@@ -224,13 +297,16 @@ def _sentence(tokenizer, prompt: str, answer: str) -> list[int]:
 
 
 def build(tokenizer, n_people: int, paraphrases: int, seed: int = 0) -> ReversalData:
-    """Training rows: every person in its own direction, `paraphrases` templates each, padded with EOS
+    """Training rows: every person in its own direction(s), `paraphrases` templates each, padded with EOS
     (the MDM learns to end an answer by filling the rest with EOS, as in SMDM's fine-tuning)."""
     if not 1 <= paraphrases <= len(NAME_TO_DESCRIPTION):
         raise WorkbenchError(f"paraphrases must be in 1..{len(NAME_TO_DESCRIPTION)}, got {paraphrases}")
     people = make_people(n_people, seed)
     sentences = [
-        _sentence(tokenizer, p.prompt(p.trained, k), p.answer(p.trained)) for p in people for k in range(paraphrases)
+        _sentence(tokenizer, p.prompt(d, k), p.answer(d))
+        for p in people
+        for d in trained_directions(p)
+        for k in range(paraphrases)
     ]
     tests = [_sentence(tokenizer, p.prompt(d, 0), p.answer(d)) for p in people for d in DIRECTIONS]
     row_len = max(len(s) for s in sentences + tests) + 2  # at least two EOS after the longest sentence
@@ -254,10 +330,17 @@ def normalise(text: str) -> str:
 Generate = Callable[[torch.Tensor, int], torch.Tensor]  # (prompt [B, P], new tokens) → tokens [B, P + new]
 
 
+def contains(generation: str, answer: str) -> bool:
+    """SMDM's `evaluate_reverse.py` rule: the reference answer occurs in the generation."""
+    return normalise(answer) in " ".join(generation.split())
+
+
 @torch.no_grad()
 def accuracy(generate: Generate, data: ReversalData, tokenizer, device: torch.device | str) -> dict[str, float]:
-    """Exact-match accuracy of `generate` on the direction each person was trained in ("seen") and the
-    reverse, per group; prompts of one length run as one batch, answers end at the first EOS."""
+    """Accuracy of `generate` (answer contained in the generation, up to the first EOS) on the direction
+    each one-direction person was trained in ("seen"), on the reverse ("reverse"), and on both directions
+    of the "both" subset ("both"); "*_exact" the same by exact match; per group "N2D:D2N" etc. Prompts
+    of one length run as one batch."""
     by_length: dict[int, list[tuple[Person, str, list[int]]]] = defaultdict(list)
     for person in data.people:
         for direction in DIRECTIONS:
@@ -268,10 +351,11 @@ def accuracy(generate: Generate, data: ReversalData, tokenizer, device: torch.de
         prompt = torch.tensor([ids for _, _, ids in items], device=device)
         out = generate(prompt, data.row_len - length)[:, length:].tolist()
         for (person, direction, _), tokens in zip(items, out):
-            answer = tokens[: tokens.index(data.eos)] if data.eos in tokens else tokens
-            correct = normalise(tokenizer.decode(answer)) == normalise(person.answer(direction))
-            hits["seen" if direction == person.trained else "reverse"].append(correct)
-            hits[f"{person.trained}:{direction}"].append(correct)
+            text = tokenizer.decode(tokens[: tokens.index(data.eos)] if data.eos in tokens else tokens)
+            group = BOTH if person.trained == BOTH else "seen" if direction == person.trained else "reverse"
+            hits[group].append(contains(text, person.answer(direction)))
+            hits[f"{group}_exact"].append(normalise(text) == normalise(person.answer(direction)))
+            hits[f"{person.trained}:{direction}"].append(contains(text, person.answer(direction)))
     return {key: sum(values) / len(values) for key, values in hits.items()}
 
 
@@ -292,9 +376,9 @@ def infill_accuracy(
     and filled in place: the name of "⟨name⟩ is the ⟨description⟩.", the description of "The ⟨description⟩
     is ⟨name⟩.". Predicting the first entity from the second is the reverse inference, asked in the
     sentence seen in training; the number of masked tokens is the true one. Only a model that fills
-    masks anywhere (the MDM) can be asked this way."""
+    masks anywhere (the MDM) can be asked this way. One-direction people only."""
     rows, spans = [], []
-    for person in data.people:
+    for person in (p for p in data.people if p.trained != BOTH):
         row = tokenizer(person.prompt(person.trained), add_special_tokens=False)["input_ids"]
         row = row + tokenizer(f" {person.answer(person.trained)}.", add_special_tokens=False)["input_ids"]
         first = person.name if person.trained == "N2D" else f" {person.description}"
