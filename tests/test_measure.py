@@ -31,3 +31,28 @@ def test_summary_is_median_and_quartiles():
     assert timing.spread == pytest.approx(2 / 3)
     with pytest.raises(ValueError):
         interleaved({"a": lambda: None}, "cpu", rounds=0)
+
+
+def test_model_speeds_time_prefill_and_each_decode_batch_in_the_same_rounds():
+    import math
+
+    import torch
+
+    from workbench.measure import SpeedShapes, model_speeds
+    from workbench.models import tiny_llama
+
+    class NoCache(torch.nn.Module):  # a model without a KV cache (a masked diffusion model, a looped model)
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.config = inner, inner.config
+
+        def forward(self, input_ids, **kwargs):
+            return self.inner(input_ids=input_ids)
+
+    model, _ = tiny_llama()
+    shapes = SpeedShapes(prefill_batch=2, prefill_len=16, decode_batches=(1, 3), new_tokens=3, rounds=1, warmup=0)
+    rows = model_speeds({"cached": model.eval(), "recomputes": NoCache(model)}, shapes)
+    assert set(rows["cached"]) == {"prefill_tok_s", "prefill_spread", "decode_b1_tok_s", "decode_b1_spread",
+                                   "decode_b3_tok_s", "decode_b3_spread"}  # fmt: skip
+    assert rows["cached"]["prefill_tok_s"] > 0 and rows["recomputes"]["prefill_tok_s"] > 0
+    assert math.isnan(rows["recomputes"]["decode_b1_tok_s"])  # not measured, not a number of another kind

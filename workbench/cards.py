@@ -162,8 +162,10 @@ def parameter_counts(model: nn.Module) -> tuple[int, int]:
 
 
 def weight_bytes(model: nn.Module) -> int:
-    """Bytes of every unique parameter and buffer (tied tensors once): what storing the model takes."""
-    tensors = {t.data_ptr(): t for t in [*unwrap(model).parameters(), *unwrap(model).buffers()] if t.numel()}
+    """Bytes of the state dict's unique tensors (tied ones once; quantised weights as stored; no rotary
+    tables, which are not saved): what storing the model takes, and what a decode step reads."""
+    state = unwrap(model).state_dict()
+    tensors = {t.data_ptr(): t for t in state.values() if isinstance(t, torch.Tensor) and t.numel()}
     return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
@@ -302,6 +304,9 @@ def write_card(
     if training_flops is None and training_tokens is not None:
         training_flops = train_flops(params_of or model, training_tokens, training_context or settings.eval_context)
     quality = common_quality(model, tokenizer, settings, mdm_nll)
+    if not all(math.isfinite(v) for v in quality.values()):
+        raise WorkbenchError(f"card of {idea} {arm!r}: held-out perplexity {quality} is not finite (a diverged model "
+                             "gets no card)")  # fmt: skip
     shot = zero_shot(model, tokenizer, settings, mdm_loglik)
     row = speed if speed is not None else model_speeds({arm: model}, settings.shapes, device)[arm]
     size = weight_bytes(model)
