@@ -24,7 +24,14 @@ import pandas as pd
 
 from workbench import runs
 from workbench.models import load_model, resolve_device, tiny_llama
-from workbench.recursive.batching import cost_function, loop_step_costs, requests_from_exits, simulate
+from workbench.recursive.batching import (
+    cost_function,
+    kv_fill_fraction,
+    launch_bound,
+    loop_step_costs,
+    requests_from_exits,
+    simulate,
+)
 from workbench.recursive.convert import convert
 
 
@@ -80,23 +87,31 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     }
     if (found := stored_exits()) is not None and found[0].max() <= args.loops:
         exits = {f"oracle exits of run {found[1]}": found[0]} | exits
-    cost = cost_function(one)
+    cost, kv_fill = cost_function(one), kv_fill_fraction(model.config)
     rows = []
     for name, trajectory in exits.items():
         requests = requests_from_exits(trajectory, gen_len, n_requests, seed=0)
         plain = [np.full(len(r), args.loops) for r in requests]
         for scheme, queue in (("static", plain), ("csb", plain), ("csb_exit", requests), ("cdb", requests)):
-            result = simulate(scheme, queue, args.loops, slots, cost)
+            result = simulate(scheme, queue, args.loops, slots, cost, kv_fill)
             rows.append(
-                {"exits": name, "scheme": scheme, "tokens_per_s": result.tokens_per_s, "loop_steps": result.loop_steps}
+                {
+                    "exits": name,
+                    "scheme": scheme,
+                    "tokens_per_s": result.tokens_per_s,
+                    "loop_steps": result.loop_steps,
+                    "kv_fills": result.kv_fills,
+                }
             )
     table = pd.DataFrame(rows)
     table["vs csb"] = table["tokens_per_s"] / table.groupby("exits")["tokens_per_s"].transform(lambda s: s.iloc[1])
     table["vs static"] = table["tokens_per_s"] / table.groupby("exits")["tokens_per_s"].transform(lambda s: s.iloc[0])
     print(
         f"\nSIMULATED throughput ({n_requests} requests of {gen_len // 2}-{gen_len} tokens, {slots} slots; "
-        "measured step costs):"
+        f"measured step costs; KV debt of exited tokens filled at {kv_fill:.3f} of a row):"
     )
+    if launch_bound(one):
+        print("The loop cost is flat in the batch (launch-bound): these ratios are ratios of loop steps.")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     return table
 
