@@ -244,10 +244,10 @@ def check_epochs(profile, tokens_per_arm: int, n_train: int, corpus: str | None 
     value = epochs(tokens_per_arm, n_train)
     if profile.name == "full" and value > 1 and not getattr(profile, "allow_repeats", False):
         corpus = corpus or getattr(profile, "corpus", "the corpus")
+        larger = "" if corpus == CODE_CORPUS else f"use -p corpus {CODE_CORPUS}, "
         raise WorkbenchError(
             f"{type(profile).__name__} 'full' trains {tokens_per_arm:,} tokens per arm, {value:.2f} epochs of "
-            f"{corpus}'s {n_train:,} training tokens: use -p corpus {CODE_CORPUS}, fewer steps, "
-            "or -p allow_repeats true"
+            f"{corpus}'s {n_train:,} training tokens: {larger}train fewer tokens, or set -p allow_repeats true"
         )
     return value
 
