@@ -34,6 +34,8 @@
 # copying without training is destructive (4 shared layers: perplexity 25 → 36); long chains are much worse than reusing the immediate predecessor.
 # So here the similarity is measured per head with the sink column removed, groups are short, and **every** arm is distilled and then compared with
 # **fair baselines**: random layers and the last inner layers with the same budget, and the teacher continued-trained on the same tokens.
+# "No loss in quality" is judged where the paper makes it, at its cut (the budget nearest −4% parameters), against that continued teacher, and
+# over `quality_seeds` batch orders of both (paired by seed), never by the best of all students.
 #
 # Profiles: `smoke` runs every step on a tiny *random* teacher on the CPU in about a minute (its numbers only show that the code runs);
 # `full` runs SmolLM2-135M on a GPU (6 and 12 shared layers, 8 minutes on one H200: 474 s measured on 2026-11-30, about 30 s per trained arm).
