@@ -89,6 +89,14 @@ def test_training_lowers_the_loss_and_logs_every_window(store):
     assert metrics["tokens_per_s"] > 0 and not model.training
 
 
+def test_an_arm_leaves_one_summary_line_not_a_bar(store, capsys):
+    with store.start_run("test", "train") as run:
+        train(llama(), stream(batch_size=2), TrainConfig(steps=3, log_every=1, checkpoint=False), run=run)
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [out.strip()] and out.startswith(f"trained run #{run.id}: 3 steps in ")
+    assert "train_loss" in out and "lr" not in out.split(";")[1]
+
+
 @pytest.mark.slow
 def test_compiled_step_trains_like_eager_and_leaves_the_model_eager(store):
     losses = {}

@@ -357,7 +357,11 @@ def train(
     running_loss = torch.zeros((), device=device)
     window_steps, window_tokens, window_start = 0, 0, time.perf_counter()
     metrics: dict[str, float] = {}
-    bar = tqdm(range(config.steps), desc="training", disable=not (progress and world.is_main))
+    show = progress and world.is_main
+    # The bar goes when the arm ends and one summary line stays: a notebook of a dozen arms keeps a dozen lines.
+    desc = f"training run #{run.id}" if run else "training"
+    bar = tqdm(range(config.steps), desc=desc, disable=not show, leave=False)
+    started = time.perf_counter()
     try:
         for step in bar:
             for micro in range(config.grad_accum):
@@ -408,4 +412,13 @@ def train(
     finally:
         model.eval()
     _checkpoint(model, run, config)
+    if show:
+        print(_summary_line(run, config.steps, time.perf_counter() - started, metrics))
     return metrics
+
+
+def _summary_line(run: Run | None, steps: int, seconds: float, metrics: dict[str, float]) -> str:
+    """One line per trained arm: what it reached, how long it took."""
+    shown = ", ".join(f"{key} {value:.4g}" for key, value in metrics.items() if key not in ("lr", "tokens_per_s"))
+    speed = f", {metrics['tokens_per_s']:,.0f} tokens/s" if "tokens_per_s" in metrics else ""
+    return f"trained{f' run #{run.id}' if run else ''}: {steps} steps in {seconds:.1f} s{speed}; {shown}"
