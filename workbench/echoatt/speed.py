@@ -2,9 +2,12 @@
 
 One implementation for the experiment and for `benchmarks/echoatt_speed.py`: every contender (the
 teacher with fused and with eager attention, each student) is timed in the SAME interleaved rounds
-(`workbench.measure.interleaved`: warm-up excluded, CUDA events on a GPU), and reported as median
-tokens/s with its spread (IQR / median). Shapes are named in `SpeedShapes`; the full profile uses
-prefill 32×1024 and a KD step of 32×512, where SmolLM2-135M keeps an H200 busy. Decode of a 135M model
+(warm-up excluded, CUDA events on a GPU), and reported as median tokens/s with its spread (IQR /
+median). Prefill and decode are the workbench's one speed measure (`workbench.measure.model_speeds`,
+decode = prefill + n tokens minus prefill, the numbers every model card carries); the KD training
+step, which only this idea times, is a thin layer on the same timer (`measure.interleaved`). Shapes
+are named in `SpeedShapes`; the full profile uses prefill 32×1024 and a KD step of 32×512, where
+SmolLM2-135M keeps an H200 busy. Decode of a 135M model
 stays launch-bound at any batch that fits the sample loop (per-token host overhead dominates): its
 ratios are reported, with their spread, but they do not measure the GPU.
 
@@ -25,10 +28,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .. import measure
 from ..distill import DistillationLoss, DistillConfig
 from ..evaluate import perplexity
-from ..generate import SampleConfig, output_cache, sample
-from ..measure import Timing, interleaved
+from ..generate import output_cache
+from ..measure import Timing, interleaved, model_speeds
 from .student import attention_kernel, set_path
 
 PHASES = ("prefill", "train", "decode")
@@ -117,23 +121,22 @@ def measure_speeds(
     (defaults: α = β = 0.5, no hidden-state term, the costlier stage-1 term being the same for all).
     """
     device = next(kd_teacher.parameters()).device
-    vocab, generator = kd_teacher.config.vocab_size, torch.Generator().manual_seed(0)
     s = shapes
+    vocab, generator = kd_teacher.config.vocab_size, torch.Generator().manual_seed(0)
     prompt = torch.randint(vocab, (s.prefill_batch, s.prefill_len), generator=generator).to(device)
     batch = torch.randint(vocab, (s.train_batch, s.train_len + 1), generator=generator).to(device)
-    start = torch.randint(vocab, (s.decode_batch, 16), generator=generator).to(device)
-    config = SampleConfig(max_new_tokens=s.decode_tokens)  # no end-of-text: every call decodes all tokens
+    inference = measure.SpeedShapes(s.prefill_batch, s.prefill_len, (s.decode_batch,), new_tokens=s.decode_tokens,
+                            rounds=s.rounds, warmup=s.warmup)  # fmt: skip
     rows = {name: {"kernel": attention_kernel(model)} for name, model in models.items()}
     bar = tqdm(total=len(PHASES), desc="speed (interleaved rounds)", disable=not progress)
     with torch.no_grad():
         for name, model in models.items():
             rows[name]["kv_cache_mb"] = kv_cache_mb(model, prompt)
-        prefill = {name: (lambda m=m: m(input_ids=prompt, use_cache=False)) for name, m in models.items()}
-        record(rows, "prefill", interleaved(prefill, device, s.rounds, s.warmup), prompt.numel())
-        bar.update()
-        decode = {name: (lambda m=m: sample(m, start, config)) for name, m in models.items()}
-        record(rows, "decode", interleaved(decode, device, s.rounds, s.warmup), s.decode_batch * s.decode_tokens)
-        bar.update()
+    for name, speed in model_speeds(models, inference, device).items():  # the one speed measure: prefill, decode
+        rows[name] |= {"prefill_tok_s": speed["prefill_tok_s"], "prefill_spread": speed["prefill_spread"],
+                       "decode_tok_s": speed[f"decode_b{s.decode_batch}_tok_s"],
+                       "decode_spread": speed[f"decode_b{s.decode_batch}_spread"]}  # fmt: skip
+    bar.update(2)
     loss = DistillationLoss(kd_teacher, kd or DistillConfig(alpha=0.5, beta=0.5, gamma=0.0))
     steps = {name: train_step(model, loss, batch) for name, model in models.items()}
     record(rows, "train", interleaved(steps, device, s.rounds, s.warmup), batch[:, :-1].numel())
