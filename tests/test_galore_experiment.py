@@ -34,7 +34,7 @@ def test_profile_presets_and_bad_settings():
     assert smoke.size == "tiny" and smoke.ft_model == "tiny"
     with pytest.raises(WorkbenchError, match="rank must be int"):
         GaloreProfile.resolve("smoke", rank="big")
-    with pytest.raises(WorkbenchError, match="unknown part"):
+    with pytest.raises(WorkbenchError, match="part must be one of"):
         run_experiment(GaloreProfile.resolve("smoke", part="both"))
 
 

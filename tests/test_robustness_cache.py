@@ -106,12 +106,26 @@ def test_an_entry_that_stays_bad_is_one_clear_error(cache):
         load_cached(ENTRY, write_nan, torch.float32, "sdpa")
 
 
-def test_old_entry_without_manifest_is_adopted_when_sound(cache):
+def test_entry_without_manifest_is_rebuilt(cache):
+    """A manifest-less entry cannot be checked (a damaged file would get a new manifest): rebuilt."""
     folder, write, built = cache
     model, _ = tiny_llama(seed=1)
-    model.save_pretrained(folder)  # as the cache looked before manifests
-    assert_is_reference(load_cached(ENTRY, write, torch.float32, "sdpa"))
-    assert built == [] and (folder / MANIFEST).is_file()
+    model.save_pretrained(folder)
+    overwrite(weights(folder), 4096, b"\x00\x01" * 512)  # damage a manifest would otherwise bless
+    with pytest.warns(UserWarning, match="no readable manifest"):
+        assert_is_reference(load_cached(ENTRY, write, torch.float32, "sdpa"))
+    assert len(built) == 1 and (folder / MANIFEST).is_file()
+
+
+def test_bytes_flipped_in_place_are_found_on_first_use_in_a_process(cache):
+    """Same size, same mtime, finite values: only the SHA-256 sees it, checked on the first use in a process."""
+    folder, write, built = cache
+    _atomic_cache_entry(ENTRY, write)
+    models._verified.clear()  # as a new process
+    overwrite(weights(folder), 4096, b"\x00\x01" * 512, keep_mtime=True)  # small finite values, not NaN
+    with pytest.warns(UserWarning, match="SHA-256 differs"):
+        assert_is_reference(load_cached(ENTRY, write, torch.float32, "sdpa"))
+    assert len(built) == 2
 
 
 def test_temporary_folders_of_dead_processes_are_removed(cache):

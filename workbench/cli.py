@@ -11,7 +11,7 @@ import signal
 import sqlite3
 import sys
 
-from .errors import NotebookFailed, WorkbenchError
+from .errors import NotebookFailed, NotebookInterrupted, WorkbenchError
 
 
 def _parameters(pairs: list[list[str]] | None) -> dict[str, object]:
@@ -173,6 +173,19 @@ def _full_profiles():
                         yield path.stem, getattr(importlib.import_module(node.module), alias.name).resolve("full")
 
 
+def _kept(notebook) -> str:
+    """Which runs of an interrupted notebook the store kept, in words."""
+    from .runs import store
+
+    try:
+        ids = store().notebook_runs(notebook)
+    except (WorkbenchError, sqlite3.Error):
+        return "its runs are in the store as interrupted"
+    if not ids:
+        return "no run had started"
+    return f"run{'s' * (len(ids) > 1)} {', '.join(f'#{i}' for i in ids)} kept as interrupted"
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # argparse's own prints the whole usage first: one line instead
         self.exit(2, f"error: {message} (see: {self.prog} -h)\n")
@@ -258,6 +271,10 @@ def main(argv: list[str] | None = None) -> int:
     except WorkbenchError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except NotebookInterrupted as stop:
+        print(f"interrupted: {stop.notebook}, {_kept(stop.output)} (partly executed copy: {stop.output})",
+              file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -268,8 +285,12 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     except sqlite3.Error as error:  # the run store: full disk, locked by a stuck process
-        print(f"error: the run store failed ({error}): free disk space, or stop the process holding it",
-              file=sys.stderr)
+        from .paths import home
+        from .runs import disk_full
+
+        cause = "free some space on its disk" if "disk is full" in str(error) or disk_full(home()) else \
+            "retry, or stop the process holding it"
+        print(f"error: the run store failed ({error}): {cause}", file=sys.stderr)
         return 2
     except NotebookFailed as error:
         html = f" (HTML: {error.html})" if error.html else ""

@@ -24,3 +24,15 @@ class NotebookFailed(Exception):
     def __init__(self, cell: int | None, error: str, notebook, html=None, bad_input: bool = False):
         super().__init__(f"the notebook failed in cell {cell}: {error}" if cell else f"the notebook failed: {error}")
         self.cell, self.error, self.notebook, self.html, self.bad_input = cell, error, notebook, html, bad_input
+
+
+class NotebookInterrupted(KeyboardInterrupt):
+    """A notebook stopped by Ctrl-C (its kernel interrupted, its runs kept as "interrupted").
+
+    A KeyboardInterrupt, so whatever stops on Ctrl-C still does; carries the notebook and its partly
+    executed copy, so the command line can say which runs were kept.
+    """
+
+    def __init__(self, notebook, output):
+        super().__init__(f"{notebook} interrupted")
+        self.notebook, self.output = notebook, output

@@ -8,23 +8,30 @@ small and writes a self-contained HTML copy beside it (`workbench.notebook_html`
 from __future__ import annotations
 
 import ast
+import contextlib
+import dataclasses
+import errno
+import importlib
 import json
 import os
+import secrets
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import NotebookFailed, WorkbenchError
+from .errors import NotebookFailed, NotebookInterrupted, WorkbenchError
 from .notebook_html import compact_notebook, setup_kernel, to_html
+from .notebook_interrupt import interrupts_to_kernel
 from .paths import home
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 PROFILES = ("smoke", "full")
 # The kernel papermill starts talks to it over local TCP; its warning that this is unencrypted
-# names nothing a user of `run` can act on, so only errors are shown.
-KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
+# names nothing a user of `run` can act on, and on Ctrl-C it logs "KeyboardInterrupt caught in kernel"
+# as an error: its own log stays quiet (a cell's error reaches the notebook, a dead kernel the runner).
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=CRITICAL"]
 SWEEP_VARIABLE = "WORKBENCH_SWEEP"  # run_notebook(sweep=) -> the kernel's environment -> setup() -> runs.join_sweep
 
 
@@ -115,6 +122,51 @@ def check_parameters(stem: str, given: dict, known: dict) -> None:
             raise WorkbenchError(f"{stem}: {name} takes {kind} values like {default!r}, not {value!r}")
 
 
+def notebook_profile(path: Path) -> type | None:
+    """The `Profile` subclass whose `resolve(` the notebook calls, found through the notebook's own
+    `from workbench... import XProfile` (the runner names no idea), or None if it resolves none."""
+    import nbformat
+
+    from .profiles import Profile
+
+    imports, called = {}, None
+    for cell in nbformat.read(path, as_version=4).cells:
+        try:
+            tree = ast.parse(cell.source) if cell.cell_type == "code" else None
+        except SyntaxError:  # IPython magics: not the cells that resolve a profile
+            continue
+        for node in ast.walk(tree) if tree else ():
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("workbench"):
+                imports.update({alias.asname or alias.name: node.module for alias in node.names})
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "resolve":
+                if isinstance(node.func.value, ast.Name) and node.func.value.id.endswith("Profile"):
+                    called = node.func.value.id
+    if called not in imports:
+        return None
+    found = getattr(importlib.import_module(imports[called]), called, None)
+    return found if isinstance(found, type) and issubclass(found, Profile) else None
+
+
+def check_settings(path: Path, profile: str, parameters: dict) -> None:
+    """Resolve the notebook's profile with these parameters here, before a kernel starts: a bad
+    value is a one-line error at once, not after the notebook has loaded a model or trained."""
+    settings = notebook_profile(path)
+    if settings is None:
+        return
+    fields = {f.name for f in dataclasses.fields(settings)}
+    with contextlib.chdir(path.parent):  # a relative corpus path means what it means in the kernel
+        settings.resolve(profile, **{key: value for key, value in parameters.items() if key in fields})
+
+
+def _as_papermill(value: object) -> object:
+    """papermill writes only JSON's types as literals (a tuple would arrive as its string): lists."""
+    if isinstance(value, (tuple, list)):
+        return [_as_papermill(v) for v in value]
+    if isinstance(value, dict):
+        return {key: _as_papermill(v) for key, v in value.items()}
+    return value
+
+
 def check_kernel(kernel: str) -> None:
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
@@ -196,7 +248,20 @@ def _html_if_possible(notebook: Path, wanted: bool) -> Path | None:
     try:
         return to_html(notebook) if wanted and notebook.is_file() else None
     except Exception:  # noqa: BLE001 -- any converter failure: the notebook's own failure is what to report
+        notebook.with_suffix(".html").unlink(missing_ok=True)  # not a truncated copy either
         return None
+
+
+def _new_output(folder: Path, stem: str) -> Path:
+    """A new executed-notebook path, created empty so no other run takes it: two runs of one
+    notebook started in the same second must not write one file."""
+    while True:
+        path = folder / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}.ipynb"
+        try:
+            path.open("x").close()
+            return path
+        except FileExistsError:
+            continue
 
 
 @contextmanager
@@ -248,26 +313,39 @@ def run_notebook(
         )
     known = notebook_parameters(source)
     check_parameters(source.stem, parameters, known)
+    check_settings(source, profile, parameters)
+    parameters = {key: _as_papermill(value) for key, value in parameters.items()}
     parameters |= {"profile": profile} if "profile" in known else {}
     check_kernel(kernel)
     folder = output_folder(output_dir)
-    output = folder / (output_name or f"{source.stem}-{profile}-{time.strftime('%Y%m%d-%H%M%S')}.ipynb")
+    output = folder / output_name if output_name else _new_output(folder, f"{source.stem}-{profile}")
     # The kernel inherits these: its runs link to this executed copy and join the sweep point.
     inherited = {"WORKBENCH_NOTEBOOK": str(output)} | ({SWEEP_VARIABLE: sweep} if sweep else {})
     start = time.perf_counter()
     try:
-        with _environment(inherited):
+        with _environment(inherited), interrupts_to_kernel() as (manager, kernel_state):
             papermill.execute_notebook(
                 str(source), str(output), parameters=parameters, kernel_name=kernel, cwd=str(source.parent),
-                progress_bar=progress, extra_arguments=KERNEL_ARGUMENTS,
+                progress_bar=progress, extra_arguments=KERNEL_ARGUMENTS, kernel_manager_class=manager,
             )
+        seconds = time.perf_counter() - start
+        compact_notebook(output)
+        return NotebookResult(output, to_html(output) if html else None, seconds)
     except PapermillExecutionError as failure:
+        if failure.ename == "KeyboardInterrupt":
+            raise NotebookInterrupted(source.stem, output) from None
         error = f"{failure.ename}: {failure.evalue}"
         raise NotebookFailed(failure.exec_count, error, output, _html_if_possible(output, html),
                              bad_input=failure.ename == "WorkbenchError") from None
     except DeadKernelError:
+        if kernel_state.interrupted:
+            raise NotebookInterrupted(source.stem, output) from None
         error = "its kernel died (killed, or out of memory?)"
         raise NotebookFailed(None, error, output, _html_if_possible(output, html)) from None
-    seconds = time.perf_counter() - start
-    compact_notebook(output)
-    return NotebookResult(output, to_html(output) if html else None, seconds)
+    except KeyboardInterrupt:  # before the kernel started, or a second Ctrl-C
+        raise NotebookInterrupted(source.stem, output) from None
+    except OSError as error:
+        if error.errno == errno.ENOSPC:  # a full disk: no truncated notebook or HTML copy is left to mislead
+            for partial in (output, output.with_suffix(".html")):
+                partial.unlink(missing_ok=True)
+        raise

@@ -24,10 +24,13 @@ this one module, so that no other module writes SQL against the runs table.)
 from __future__ import annotations
 
 import atexit
+import errno
 import io
 import json
+import math
 import os
 import platform
+import shutil
 import signal
 import socket
 import sqlite3
@@ -108,8 +111,34 @@ def _sigint_deferred() -> Iterator[None]:
             signal.raise_signal(signal.SIGINT)  # now handled as it would have been: KeyboardInterrupt here
 
 
+def _plain(value: Any) -> Any:
+    """`value` with every non-finite number as None: JSON has no NaN, and SQLite's json_extract
+    refuses a row that holds one (the whole summary becomes unreadable to it)."""
+    if isinstance(value, dict):
+        return {key: _plain(v) for key, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):  # numpy and torch scalars
+        value = value.item()
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
 def _json(value: Any) -> str:
-    return json.dumps(value, default=lambda o: o.item() if hasattr(o, "item") else str(o))
+    return json.dumps(_plain(value), default=lambda o: o.item() if hasattr(o, "item") else str(o))
+
+
+def _non_finite(results: dict[str, Any]) -> dict[str, Any]:
+    """The results that are NaN or infinite numbers, by key."""
+    return {key: value for key, value in results.items() if value is not None and _plain(value) is None}
+
+
+def disk_full(folder: Path) -> bool:
+    """Whether the disk holding `folder` (or its nearest existing parent) has less than 1 MiB free."""
+    folder = next((p for p in (folder, *folder.parents) if p.exists()), folder)
+    try:
+        return shutil.disk_usage(folder).free < 1 << 20
+    except OSError:
+        return False
 
 
 def _git_commit() -> str | None:
@@ -178,6 +207,8 @@ class RunStore:
             self.db = _connect(self.path)
             self.db.executescript(SCHEMA)
         except sqlite3.OperationalError as error:
+            if "disk is full" in str(error) or disk_full(self.path.parent):
+                raise self._disk_full(error) from None
             if not any(words in str(error) for words in ("readonly", "read-only", "unable to open")):
                 raise WorkbenchError(f"cannot open the run store {self.path} ({error}): retry, or stop the process "
                                      "holding it") from None
@@ -185,6 +216,8 @@ class RunStore:
         except sqlite3.DatabaseError as error:
             raise self._damaged(str(error)) from None
         except OSError as error:
+            if error.errno == errno.ENOSPC:
+                raise self._disk_full(error) from None
             raise WorkbenchError(f"cannot create the run store's folder {self.path.parent} ({error.strerror}): "
                                  "set WORKBENCH_HOME to a folder you can write") from None
         # sqlite notices damage only on the pages it touches: a store with garbage in the middle
@@ -195,6 +228,31 @@ class RunStore:
             check = str(error)
         if check != "ok":
             raise self._damaged(check)
+        if not self.readonly:
+            self._end_dead_runs()
+
+    def _end_dead_runs(self) -> None:
+        """Runs of this host whose process is gone (killed, out of memory) end "interrupted" in the file
+        itself, so every reader of it (an export, sqlite3, another tool) agrees with `runs()`."""
+        rows = self.db.execute("SELECT id, pid FROM runs WHERE status = ? AND host = ?",
+                               (ACTIVE, socket.gethostname())).fetchall()
+        dead = [run_id for run_id, pid in rows if pid and not _pid_alive(int(pid))]
+        if not dead:
+            return
+        try:
+            with self.write() as db:
+                db.executemany(
+                    "UPDATE runs SET status = 'interrupted', error = COALESCE(error, ?), ended_at = ?"
+                    " WHERE id = ? AND status = ?",
+                    [("its process ended without finishing it (killed?)", time.time(), run_id, ACTIVE)
+                     for run_id in dead],
+                )
+        except sqlite3.OperationalError:  # busy or full: the reading rule still shows them interrupted
+            pass
+
+    def _disk_full(self, error: Exception) -> WorkbenchError:
+        return WorkbenchError(f"the disk holding the run store {self.path} is full ({error}): free some space, "
+                              "or set WORKBENCH_HOME to a folder on another disk")
 
     def _damaged(self, reason: str) -> WorkbenchError:
         return WorkbenchError(
@@ -380,6 +438,11 @@ class RunStore:
             return pd.DataFrame()
         return rows.pivot_table(index="step", columns="key", values="value", aggfunc="last").reset_index()
 
+    def notebook_runs(self, notebook: str | Path) -> list[int]:
+        """The runs an executed notebook (`run_notebook`'s copy) wrote, oldest first."""
+        rows = self.db.execute("SELECT run_id FROM artifacts WHERE path = ? ORDER BY run_id", (str(notebook),))
+        return [run_id for (run_id,) in rows.fetchall()]
+
     def artifacts(self, run_id: int) -> dict[str, Path]:
         rows = self.db.execute("SELECT name, path FROM artifacts WHERE run_id = ?", (run_id,)).fetchall()
         return {name: Path(path) for name, path in rows}
@@ -480,6 +543,7 @@ class Run:
     def __init__(self, store: RunStore, run_id: int):
         self.store, self.id = store, run_id
         self._done = threading.Event()
+        self._non_finite: dict[str, float] = {}  # summary keys given as NaN or infinite (stored as null)
         _open_runs[run_id] = self
         self._heart = threading.Thread(target=self._beat, name=f"run-{run_id}-heartbeat", daemon=True)
         self._heart.start()
@@ -524,7 +588,9 @@ class Run:
         return path
 
     def update_summary(self, **results: Any) -> None:
-        """Merge final results into the run's summary (readable while it still runs)."""
+        """Merge final results into the run's summary (readable while it still runs); a NaN or
+        infinite number is stored as null, and a non-finite headline fails the run (`finish`)."""
+        self._non_finite.update(_non_finite(results))
         with self.store.write() as db:  # read and write in one transaction: no other writer's keys lost
             (text,) = db.execute("SELECT summary FROM runs WHERE id = ?", (self.id,)).fetchone()
             db.execute("UPDATE runs SET summary = ? WHERE id = ?", (_json({**json.loads(text), **results}), self.id))
@@ -553,6 +619,10 @@ class Run:
         self._done.set()
         _open_runs.pop(self.id, None)
         with self.store.write() as db:
+            (headline,) = db.execute("SELECT k.headline FROM runs r LEFT JOIN kinds k ON k.name = r.kind"
+                                     " WHERE r.id = ?", (self.id,)).fetchone()
+            if status == "finished" and headline in self._non_finite:  # a diverged or damaged result is no result
+                status, error = "failed", f"its {headline} is {float(self._non_finite[headline])}, not a finite number"
             db.execute(
                 "UPDATE runs SET status = ?, error = ?, ended_at = ? WHERE id = ? AND status = ?",
                 (status, error, time.time(), self.id, ACTIVE),

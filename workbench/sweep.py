@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import WorkbenchError
-from .notebook import check_parameters, check_profile, find_notebook, notebook_parameters
+from .notebook import check_parameters, check_profile, check_settings, find_notebook, notebook_parameters
 from .paths import home
 from .runs import RunStore, sweep_group  # noqa: F401 -- sweep_group: part of this module's API
 from .runs import store as default_store
@@ -220,8 +220,17 @@ def run_sweep(
                 f"{', '.join(k for k in known if k != 'profile')} (set the profile with --profile)"
             )
         check_parameters(path.stem, point, known)
+    for index, point in enumerate(points):  # every point's values, before any point starts
+        try:
+            check_settings(path, profile, point)
+        except WorkbenchError as error:
+            raise WorkbenchError(f"point {index} ({point_name(path.stem, point)}): {error}") from None
     if backend == "ray" and importlib.util.find_spec("ray") is None:  # before the sweep's run is written
         raise WorkbenchError("the ray backend needs Ray: pip install 'workbench[ray]' (or use --backend local)")
+    if backend == "ray":
+        from .sweep_ray import check_address
+
+        check_address(os.environ.get("RAY_ADDRESS"))
     store = default_store()
     sweep_id = f"{path.stem}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
     names = dict.fromkeys(k for p in points for k in p)  # the swept parameters and their distinct values, in order

@@ -31,8 +31,10 @@ import _thread
 import os
 import shutil
 import signal
+import socket
 import tempfile
 import threading
+import time
 from collections import deque
 from pathlib import Path
 
@@ -41,6 +43,7 @@ from .runs import RunStore
 
 POLL_S = 1.0  # how often a running point sends its new rows
 INTERRUPT_GRACE_S = 30.0  # how long stopped points may take to send their results home
+CONNECT_S = 20.0  # how long $RAY_ADDRESS may take to accept a connection (ray.init itself retries for minutes)
 
 
 class Mirror:
@@ -165,6 +168,29 @@ class _Merge:
         for run_id in ours:
             self.store.end_orphan(run_id, "interrupted", f"its sweep point's Ray task ended: {reason}")
         return outcome
+
+
+def check_address(address: str | None) -> None:
+    """A one-line error within `CONNECT_S` if `address` ($RAY_ADDRESS: "host:port", "ray://host:port")
+    accepts no connection; "auto", "local" or none are left to Ray, which answers those at once."""
+    if not address or address in ("auto", "local"):
+        return
+    target = address.removeprefix("ray://").rsplit("/", 1)[0]
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise WorkbenchError(f"RAY_ADDRESS={address!r} is not host:port (e.g. 10.0.0.5:6379, or ray://10.0.0.5:10001)")
+    deadline, problem = time.monotonic() + CONNECT_S, "no answer"
+    while True:
+        try:
+            with socket.create_connection((host, int(port)), timeout=max(0.1, min(5.0, deadline - time.monotonic()))):
+                return
+        except OSError as error:
+            problem = error.strerror or type(error).__name__
+        if time.monotonic() + 1.0 > deadline:
+            break
+        time.sleep(1.0)
+    raise WorkbenchError(f"no Ray cluster answers at RAY_ADDRESS={address} ({problem}, tried for {CONNECT_S:.0f} s): "
+                         "start it (ray start --head), fix RAY_ADDRESS, or unset it for a single-machine Ray")
 
 
 def run_ray(specs: list[dict], parallel: int, store: RunStore, done) -> None:
