@@ -91,6 +91,11 @@ def test_ratio_judged_by_its_whole_spread():
     assert v.ratio("x1.3 faster", [200], [100], bar=1.3).outcome == v.NOT_TESTABLE
 
 
+def test_against_bar_without_a_measurement_is_not_testable():
+    verdict = v.against_bar("fast", float("nan"), 1.0, 2.0, bar=1.5, seeds=3)
+    assert verdict.outcome == v.NOT_TESTABLE and "not measured" in verdict.detail
+
+
 def test_against_bar_goal_min():
     assert v.against_bar("under 1 s", 0.8, 0.7, 0.9, bar=1.0, goal="min", seeds=3).outcome == v.HELD
     assert v.against_bar("under 1 s", 1.0, 0.9, 1.1, bar=1.0, goal="min", seeds=3).outcome == v.NOT_TESTABLE

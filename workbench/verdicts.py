@@ -274,6 +274,9 @@ def against_bar(
     """A measured value with its spread [low, high] against the paper's bar: held when the whole spread
     clears it, did not hold when the whole spread misses it, not testable when the spread straddles it."""
     sign = _sign(goal)
+    if any(math.isnan(float(v)) for v in (center, low, high)):
+        why = "; ".join(filter(None, ["not measured (NaN)", detail]))
+        return Verdict(claim, NOT_TESTABLE, None, None, None, seeds, epochs, scale, why, unit)
     low, high = sorted((low, high))
     clears = [sign * (v - bar) >= 0 for v in (low, high)]
     if all(clears):
