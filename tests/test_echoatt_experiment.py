@@ -127,6 +127,13 @@ def test_smoke_experiment_end_to_end():
     history = home_store.history(result.run_ids["n=2 similarity"])
     assert {"train_loss", "val_ppl", "kd_kl", "kd_hidden", "stage"} <= set(history.columns)
     assert home_store.load_artifact(result.run_ids["table"], "similarity.npy").shape == (8, 8)
+    from workbench.cards import load_cards
+
+    cards = load_cards(home_store)
+    cards = cards[cards["run_id"].isin(recorded["id"])]
+    assert len(cards) == len(recorded) - 1 and set(cards["idea"]) == {"echoatt"}  # every trained model, not the table
+    kv = cards.set_index("run_id")["kv_bytes_per_token"]
+    assert kv[result.run_ids["n=2 similarity"]] < kv[result.run_ids["teacher"]]  # followers keep values only
 
     text = conclusion(table, result.seeds, profile="full")  # the verdict code path on smoke numbers
     for claim in ("4% fewer parameters", "+15% inference speed", "+25% training speed", "no loss in quality"):

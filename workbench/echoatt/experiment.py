@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .. import runs
+from .. import cards, runs
 from ..attention.analysis import analyze
 from ..attention.sharing import followers
 from ..data import batches, blocks, load_corpus, tokenize, train_val_split
@@ -240,6 +240,7 @@ class EchoAttExperiment:
         if arm.kind == "teacher":
             ppl = self.held_out_ppl(self.teacher, profile.eval_windows)
             params = count_parameters(self.teacher)
+            self.card(run, arm, self.teacher)
             return [
                 {**base, "arm": f"teacher ({attn})", "params": params, "zero_shot_ppl": ppl, "ppl": ppl,
                  **speeds[f"teacher ({attn})"]}
@@ -299,8 +300,22 @@ class EchoAttExperiment:
             "train_run_tok_s": metrics.get("tokens_per_s", float("nan")),
             "train_wall_s": time.perf_counter() - start,
         }
+        self.card(run, arm, model)
         del model, loss, evaluate
         return [{**base, "arm": name, "kind": kind, **speed, **trained} for name, kind, speed in measured]
+
+    def card(self, run: Run, arm: Arm, model) -> None:
+        """The arm's model card (`workbench.cards`), measured as deployed (bf16 on a GPU). A student's training
+        FLOPs include the teacher's forward passes that distillation spent."""
+        p = self.profile
+        tokens = None if arm.kind == "teacher" else p.train_tokens_per_arm
+        flops = None
+        if tokens and arm.kind != "continued":
+            teacher = cards.forward_flops(self.teacher, tokens, p.block_len)
+            flops = cards.train_flops(model, tokens, p.block_len) + teacher
+        cards.write_card(run, copy.deepcopy(model).to(self.inference_dtype).eval(), idea="echoatt", arm=arm.run_name,
+                         tokenizer=self.tokenizer, profile=p.name, training_tokens=tokens, training_context=p.block_len,
+                         training_flops=flops, corpus=p.corpus, extra={"groups": arm.groups})  # fmt: skip
 
 
 def with_ratios(table: pd.DataFrame) -> pd.DataFrame:
