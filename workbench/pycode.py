@@ -240,16 +240,6 @@ def _documents(plan: Plan, roles: set[str], stats: dict | None = None):
                 yield package.name, text
 
 
-def _encode(tokenizer, texts: list[str]) -> list[np.ndarray]:
-    """Token ids of each text, EOS appended, with the tokenizers library's parallel batch encoding."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        ids = [e.ids for e in backend.encode_batch_fast(texts, add_special_tokens=False)]
-    else:
-        ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    return [np.array([*i, tokenizer.eos_token_id], dtype=np.uint16) for i in ids]
-
-
 def _tokenize_to(path: Path, tokenizer, documents, bar: tqdm | None) -> dict[str, int]:
     """Tokenise (package, text) pairs into one uint16 file at `path`; returns tokens per package."""
     counts: dict[str, int] = {}
@@ -257,7 +247,7 @@ def _tokenize_to(path: Path, tokenizer, documents, bar: tqdm | None) -> dict[str
 
     def flush() -> None:
         nonlocal batch, size
-        for (name, _), ids in zip(batch, _encode(tokenizer, [t for _, t in batch]), strict=True):
+        for (name, _), ids in zip(batch, data.encode(tokenizer, [t for _, t in batch]), strict=True):
             counts[name] = counts.get(name, 0) + len(ids)
             arrays.append(ids)
         if bar is not None:
