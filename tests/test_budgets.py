@@ -1,8 +1,10 @@
 """Every full profile trains on python-code within the budgets issue 23 asks for; smoke stays on python-docs."""
 
+import re
+
 import pytest
 
-from workbench import data
+from workbench import cli, data
 from workbench.cpu.profile import CpuProfile
 from workbench.diffusion.experiment import non_embedding_parameters
 from workbench.diffusion.profile import SIZES, DiffusionProfile, non_embedding
@@ -41,3 +43,19 @@ def test_diffusion_budget_counts_the_parameters_the_model_has(size):
     profile = DiffusionProfile.resolve("full", sizes=(size,), budgets=(1e13,))
     steps = round(1e13 / (6 * non_embedding(size) * profile.batch_size * profile.block_len))
     assert profile.train_tokens_per_arm == max(1, steps) * profile.batch_size * profile.block_len
+
+
+def test_corpus_command_prints_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
+    text = tmp_path / "code.txt"
+    text.write_text("def f(x):\n    return x + 1\n" * 300)
+    assert cli.main(["corpus", str(text)]) == 0
+    (line,) = capsys.readouterr().out.strip().splitlines()
+    train, val = (int(n.replace(",", "")) for n in re.findall(r"([\d,]+) (?:training|held-out) tokens", line))
+    assert line.startswith("code.txt:") and train > 0 and val > 0 and abs(val / (train + val) - 0.05) < 0.01
+
+
+def test_full_profiles_are_found_through_the_notebooks():
+    found = {notebook: type(profile) for notebook, profile in cli._full_profiles()}
+    assert {found[n] for n in found if n[:2] in ("02", "03", "04", "05", "06")} == set(IDEAS)
+    assert all(profile.name == "full" for _, profile in cli._full_profiles())
