@@ -50,6 +50,8 @@ attention_run = None  # an attention-lab run of notebook 01 (its run id, or "lat
 metric = None  # similarity that chooses the layers when attention_run is None: "cosine", "cosine_map" (the paper's), "jsd", "cka"
 drop_sink = None  # remove the attention-sink column before comparing maps
 max_block = None  # longest sharing group, head included (2: each follower reuses its predecessor)
+corpus = None  # None: the profile's ("python-code" full, "python-docs" smoke), a text file or folder, or "hf:NAME"
+allow_repeats = None  # True lets a full run train more than one epoch of its corpus
 
 # %%
 import numpy as np
@@ -65,7 +67,8 @@ from workbench.echoatt.profile import EchoAttProfile
 
 workbench.notebook.setup()
 settings = EchoAttProfile.resolve(
-    profile, budgets=tuple(budgets) if budgets else None, random_draws=random_draws, steps=steps, metric=metric,
+    profile, corpus=corpus, allow_repeats=allow_repeats,
+    budgets=tuple(budgets) if budgets else None, random_draws=random_draws, steps=steps, metric=metric,
     attention_run=None if attention_run is None else str(attention_run),
     drop_sink=drop_sink, max_block=max_block,
 )

@@ -66,10 +66,11 @@ def test_arms_with_identical_groups_are_trained_once_under_every_label():
 
 
 def test_profiles_refuse_unknown_settings():
-    assert EchoAttProfile.resolve("full").budgets == (6, 12) and EchoAttProfile.resolve("full", steps=None).steps == 200
+    assert EchoAttProfile.resolve("full").budgets == (6, 12)
+    assert EchoAttProfile.resolve("full", steps=None).steps == 1250
     assert EchoAttProfile.resolve("smoke").teacher == "tiny"
     full = EchoAttProfile.resolve("full")
-    assert full.train_tokens_per_arm == 200 * 16 * 512 and not hasattr(full, "train_budget_s")
+    assert full.train_tokens_per_arm == 1250 * 16 * 512 and not hasattr(full, "train_budget_s")
     assert (full.prefill_batch, full.prefill_len, full.train_speed_batch, full.train_speed_len) == (32, 1024, 32, 512)
     with pytest.raises(WorkbenchError, match="unknown profile"):
         EchoAttProfile.resolve("huge")

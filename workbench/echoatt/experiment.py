@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from .. import cards, runs
 from ..attention.analysis import analyze
 from ..attention.sharing import followers
-from ..data import batches, blocks, load_corpus, tokenize, train_val_split
+from ..data import batches, blocks, check_epochs, token_splits
 from ..distill import DistillationLoss, DistillConfig
 from ..models import count_parameters, load_model, resolve_device, tiny_llama
 from ..runs import Run, RunKind, start_run
@@ -62,7 +62,7 @@ def teacher_similarity(
 ) -> np.ndarray:
     """The teacher's [L, L] attention similarity (`profile.metric`, head-averaged per-head values,
     sink column dropped unless `profile.drop_sink` is False), on blocks of training text."""
-    texts = blocks(tokens, profile.similarity_len)[: profile.similarity_texts]
+    texts = blocks(tokens, profile.similarity_len, profile.similarity_texts)
     result = analyze(
         model,
         tokenizer,
@@ -103,7 +103,9 @@ class EchoAttExperiment:
         # The KD teacher and every inference-speed measurement use bf16 on a GPU, as deployed.
         self.inference_dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         self.teacher_kd = copy.deepcopy(model).to(self.inference_dtype)
-        self.train_tokens, self.val_tokens = train_val_split(tokenize(load_corpus(profile.corpus), tokenizer))
+        splits = token_splits(profile.corpus, tokenizer)
+        check_epochs(profile, profile.train_tokens_per_arm, splits.n_train)
+        self.train_tokens, self.val_tokens = splits.train, splits.val
         self.device_name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
         self.n_layers = len(model.model.layers)
         self.similarity: np.ndarray | None = None
