@@ -5,6 +5,7 @@ GaLore (Zhao et al., arXiv:2403.03507, Algorithm 1), as the reference package ga
 gap T, scale α, learning rate η, moments β₁, β₂:
 
     if t mod T = 0:  P, Q ← SVD basis of G_t                 (projector.svd_basis, float32)
+                     (or subspace iteration from the previous P, Q: `subspace="iteration"`)
     R_t = project(G_t)                                         (m×r or r×n: the optimizer state)
     M_t = β₁ M_{t−1} + (1−β₁) R_t,   V_t = β₂ V_{t−1} + (1−β₂) R_t²
     N_t = M_t / (√V_t + ε)
@@ -14,8 +15,10 @@ gap T, scale α, learning rate η, moments β₁, β₂:
 with t the step counter *before* its increment, so refreshes happen at t = 0, T, 2T, ... The moments
 are not re-projected when the subspace changes (neither are they in the reference). Parameter groups
 that carry `rank` are projected (with `update_proj_gap`, `scale`, `proj_type`; defaults 200, 0.25,
-"std" as in the official scripts); every other group is the same Adam on the full gradient, so one
-optimizer covers the whole model (embeddings, head and norms stay full-rank).
+"std" as in the official scripts; `subspace` "svd" as in the paper, or "iteration" with
+`subspace_iters` warm-started iterations, `projector.iteration_basis`); every other group is the
+same Adam on the full gradient, so one optimizer covers the whole model (embeddings, head and
+norms stay full-rank).
 
 Robustness: a non-finite gradient at a refresh would make the SVD fail ("ill-conditioned", GaLore
 issues #26 and #58, from NaN gradients under fp16 loss scaling). Such a matrix keeps its previous
@@ -24,7 +27,10 @@ tries the refresh again) and the step warns once. Between refreshes no host sync
 non-finite gradient there propagates as it would in AdamW.
 
 Speed: the elementwise Adam arithmetic runs as `torch._foreach_*` ops over all tensors of a group
-(a few kernels per group on a GPU instead of several per tensor); projections are one matmul each.
+(a few kernels per group on a GPU instead of several per tensor); projections and projections back
+are one batched matmul per shape of matrix (`_buckets`: in a LLaMA, q/o, k/v, gate/up and down
+share shapes), the step back added with one `_foreach_add_`; the refresh is batched the same way.
+No host sync between refreshes; one per shape at a refresh (the finiteness check).
 """
 
 from __future__ import annotations
@@ -36,9 +42,10 @@ from collections.abc import Callable, Iterable
 import torch
 
 from ..errors import WorkbenchError
-from .projector import project, project_back, projection_side, svd_basis
+from .projector import iteration_basis, project, project_back, projection_side, svd_basis
 
-GALORE_DEFAULTS = dict(update_proj_gap=200, scale=0.25, proj_type="std")
+GALORE_DEFAULTS = dict(update_proj_gap=200, scale=0.25, proj_type="std", subspace="svd", subspace_iters=2)
+SUBSPACES = ("svd", "iteration")
 STATE_KINDS = {
     "exp_avg": "moments",
     "exp_avg_sq": "moments",
@@ -81,6 +88,11 @@ class GaLoreAdamW(torch.optim.Optimizer):
                 raise WorkbenchError(
                     f"rank and update_proj_gap must be >= 1: {param_group['rank']}, {param_group['update_proj_gap']}"
                 )
+            if param_group["subspace"] not in SUBSPACES or int(param_group["subspace_iters"]) < 1:
+                raise WorkbenchError(
+                    f"subspace must be one of {', '.join(SUBSPACES)} with subspace_iters >= 1: "
+                    f"{param_group['subspace']!r}, {param_group['subspace_iters']}"
+                )
             params = param_group["params"]
             for p in [params] if isinstance(params, torch.Tensor) else list(params):
                 projection_side(p.shape, param_group["proj_type"])  # raises for non-matrices and unknown types
@@ -112,21 +124,23 @@ class GaLoreAdamW(torch.optim.Optimizer):
         """Refresh projectors where t mod T = 0 (skipping matrices whose gradient is not finite),
         and return the kept parameters, their low-rank gradients R and whether each was refreshed."""
         kept, lows, refreshed, skipped = [], [], [], 0
-        for p in params:
-            state = self.state[p]
-            state.setdefault("step", 0)
-            refresh = "side" not in state or state["step"] % group["update_proj_gap"] == 0
-            if refresh:
-                if not torch.isfinite(p.grad).all():  # one host sync per refresh, where the SVD syncs anyway
-                    skipped += 1
-                    continue
-                state["side"] = projection_side(p.shape, group["proj_type"])
-                for name, basis in zip(("P", "Q"), svd_basis(p.grad, group["rank"], state["side"]), strict=True):
-                    if basis is not None:
-                        state[name] = basis
-            kept.append(p)
-            lows.append(project(p.grad, state.get("P"), state.get("Q")))
-            refreshed.append(refresh)
+        for bucket in _buckets(params):
+            gap = group["update_proj_gap"]
+            fresh = [p for p in bucket if "side" not in self.state[p] or self.state[p]["step"] % gap == 0]
+            if fresh:
+                finite = torch.stack([torch.isfinite(p.grad).all() for p in fresh]).tolist()  # one sync per refresh
+                skipped += finite.count(False)
+                bad = {id(p) for p, ok in zip(fresh, finite, strict=True) if not ok}
+                bucket = [p for p in bucket if id(p) not in bad]
+                self._refresh(group, [p for p in fresh if id(p) not in bad])
+            if not bucket:
+                continue
+            grads = torch.stack([p.grad for p in bucket])  # [B, m, n]
+            low = project(grads, _stacked(self.state, bucket, "P"), _stacked(self.state, bucket, "Q"))  # [B, ·, ·]
+            kept += bucket
+            lows += list(low.unbind(0))
+            fresh_ids = {id(p) for p in fresh}
+            refreshed += [id(p) in fresh_ids for p in bucket]
         if skipped:
             warnings.warn(
                 f"GaLore: non-finite gradient in {skipped} projected matrices at a subspace refresh; "
@@ -135,6 +149,30 @@ class GaLoreAdamW(torch.optim.Optimizer):
                 stacklevel=3,
             )
         return kept, lows, refreshed
+
+    def _refresh(self, group: dict, params: list[torch.Tensor]) -> None:
+        """New P and/or Q for `params` (one shape): a full SVD each, or subspace iteration batched
+        over them, warm-started from their previous bases where all of them have one."""
+        if not params:
+            return
+        side = projection_side(params[0].shape, group["proj_type"])
+        for p in params:
+            self.state[p].setdefault("step", 0)
+            self.state[p]["side"] = side
+        if group["subspace"] == "svd":
+            for p in params:
+                for name, basis in zip(("P", "Q"), svd_basis(p.grad, group["rank"], side), strict=True):
+                    if basis is not None:
+                        self.state[p][name] = basis
+            return
+        grads = torch.stack([p.grad for p in params])  # [B, m, n]
+        for name, one_side in (("P", "left"), ("Q", "right")):
+            if side not in (one_side, "full"):
+                continue
+            previous = _stacked(self.state, params, name)
+            basis = iteration_basis(grads, group["rank"], one_side, previous, group["subspace_iters"])
+            for p, new in zip(params, basis[0] if name == "P" else basis[1], strict=True):
+                self.state[p][name] = new
 
     def _precondition(
         self, group: dict, params: list[torch.Tensor], grads: list[torch.Tensor], refreshed: list[bool]
@@ -160,15 +198,41 @@ class GaLoreAdamW(torch.optim.Optimizer):
         denoms = torch._foreach_sqrt(exp_avg_sqs)
         torch._foreach_add_(denoms, group["eps"])
         steps = torch._foreach_div(exp_avgs, denoms)  # N = M / (√V + ε)
-        for p, state, step in zip(params, states, steps, strict=True):
+        same: dict[tuple, list[int]] = {}  # (projected?, shape, t): one batched update each
+        for i, (p, state) in enumerate(zip(params, states, strict=True)):
+            same.setdefault(("side" in state, tuple(p.shape), state["step"]), []).append(i)
+        for (projected, _, t), index in same.items():
             step_size = group["lr"]
             if group["correct_bias"]:
-                step_size = step_size * math.sqrt(1.0 - beta2 ** state["step"]) / (1.0 - beta1 ** state["step"])
-            if "side" in state:
-                step = project_back(step, state.get("P"), state.get("Q"), group["scale"])
-            p.add_(step, alpha=-step_size)
-            if group["weight_decay"] > 0.0:
-                p.add_(p, alpha=-group["lr"] * group["weight_decay"])
+                step_size = step_size * math.sqrt(1.0 - beta2**t) / (1.0 - beta1**t)
+            chosen = [params[i] for i in index]
+            if projected:  # α · P N Q for every matrix of the shape at once
+                full = project_back(
+                    torch.stack([steps[i] for i in index]),
+                    _stacked(self.state, chosen, "P"),
+                    _stacked(self.state, chosen, "Q"),
+                    group["scale"],
+                )
+                torch._foreach_add_(chosen, list(full.unbind(0)), alpha=-step_size)
+            else:
+                torch._foreach_add_(chosen, [steps[i] for i in index], alpha=-step_size)
+        if group["weight_decay"] > 0.0:
+            torch._foreach_add_(params, params, alpha=-group["lr"] * group["weight_decay"])
+
+
+def _buckets(params: list[torch.Tensor]) -> list[list[torch.Tensor]]:
+    """The projected matrices grouped by shape (and device, dtype): each group is one batched matmul."""
+    groups: dict[tuple, list[torch.Tensor]] = {}
+    for p in params:
+        groups.setdefault((tuple(p.shape), p.dtype, p.device), []).append(p)
+    return list(groups.values())
+
+
+def _stacked(state: dict, params: list[torch.Tensor], name: str) -> torch.Tensor | None:
+    """The stacked bases `name` ("P" or "Q") of `params` [B, ...], or None where any of them has none."""
+    if not all(name in state[p] for p in params):
+        return None
+    return torch.stack([state[p][name] for p in params])
 
 
 def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> dict[str, int]:
