@@ -13,9 +13,12 @@ first segment of each arm (cuBLAS and torch.compile warm-up) is not timed.
   cross-entropy over them (as transformers' ForCausalLMLoss does), bf16 autocast, fused AdamW,
   gradient clipping, `loss.item()` every step.
 - workbench: `workbench.train.train` with its defaults on a GPU: the whole step's loss compiled as
-  one graph (no float32 logits: inductor fuses the upcast into the softmax) and replayed as a CUDA
-  graph, flash SDPA, fused AdamW, loss read every 10 steps. `--compile-mode default` measures it
-  without CUDA graphs.
+  one graph and replayed as a CUDA graph, flash SDPA, fused AdamW, loss read every 10 steps.
+  `--compile-mode default` measures it without CUDA graphs. Its loss (`--loss`): "chunked" (the
+  default, `causal_lm_loss`: chunks of `--chunk-tokens` tokens, each chunk's gradients computed in
+  the forward pass, so the [B·T, V] logits never exist) or "logits" (the step as it was up to
+  2026-12-02: all bf16 logits materialised and kept for the backward, the float32 upcast fused
+  into the softmax by inductor).
 
 Reported per arm: tokens/s, step time, the step's peak memory above what was allocated before it
 (activations, gradients, temporaries; weights and optimizer states of both arms are resident
@@ -41,11 +44,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from workbench.data import batches, load_corpus, tokenize, train_val_split
+from workbench import train as train_module
+from workbench.data import batches, token_splits
 from workbench.measure import synchronize
 from workbench.models import MODEL_SIZES, count_parameters, tiny_llama
 from workbench.runs import RunStore
-from workbench.train import TrainConfig, cosine_schedule, default_optimizer, train
+from workbench.train import (
+    TrainConfig,
+    causal_lm_loss,
+    cosine_schedule,
+    decoder_states,
+    default_optimizer,
+    plain_head,
+    train,
+)
 
 PEAK_FLOPS = 989e12  # H200 SXM dense bf16, vendor datasheet
 EARLIER_PLAIN = {
@@ -100,6 +112,16 @@ class PlainLoop:
             self.optimizer.zero_grad(set_to_none=True)
             self.schedule.step()
             self.losses.append(loss.item())
+
+
+def logits_loss(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    """The compiled step's loss before the chunked one: all [B·T, V] logits in bf16, kept for the backward."""
+    hidden = decoder_states(model, batch[:, :-1]).flatten(0, 1)  # [B·T, d]
+    return F.cross_entropy(F.linear(hidden, plain_head(model).weight).float(), batch[:, 1:].flatten())
+
+
+logits_loss.compile_safe = True
+LOSSES = {"chunked": causal_lm_loss, "logits": logits_loss}
 
 
 def kernel_names(device: torch.device, step) -> list[tuple[str, float]]:
@@ -202,7 +224,8 @@ def bench_size(size: str, tokens: torch.Tensor, args, device: torch.device, stor
     clock, profiles = Clock(device), {}
     run = store.start_run("benchmark", f"train_speed {size}", {"size": size, **spec})
     wall = time.perf_counter()
-    train(model, alternate(stream(), plain, clock, args.steps, args.segment, profiles), config, run=run, progress=False)
+    fast = alternate(stream(), plain, clock, args.steps, args.segment, profiles)
+    train(model, fast, config, loss_fn=LOSSES[args.loss], run=run, progress=False)
     clock.stop(args.steps % args.segment or args.segment)
     wall = time.perf_counter() - wall
     run.finish()
@@ -225,6 +248,8 @@ def bench_size(size: str, tokens: torch.Tensor, args, device: torch.device, stor
         "seq": args.block_len,
         "steps": args.steps,
         "segment": args.segment,
+        "loss_kind": args.loss,
+        "chunk_tokens": args.chunk_tokens if args.loss == "chunked" else None,
         "wall_s": wall,
         "arms": {},
     }
@@ -287,6 +312,9 @@ def table(results: list[dict], device: torch.device) -> str:
                 f"{r['arms']['plain']['tokens_per_s'] / earlier:.2f}x that, the workbench arm "
                 f"{r['arms']['workbench']['tokens_per_s'] / earlier:.2f}x that"
             )
+    for r in results:
+        chunk = f", {r['chunk_tokens']} tokens per chunk" if r.get("chunk_tokens") else ""
+        lines.append(f"{r['size']}: the workbench arm's loss: {r.get('loss_kind', 'chunked')}{chunk}")
     lines.append("")
     lines.append(f"loss curves ({results[0]['loss']['window']}-step window means, same batches): ")
     for r in results:
@@ -351,6 +379,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument(
         "--compile-mode", default="auto", help="torch.compile mode of the workbench arm (auto: CUDA graphs here)"
     )
+    parser.add_argument("--loss", default="chunked", choices=sorted(LOSSES), help="the workbench arm's loss")
+    parser.add_argument("--chunk-tokens", type=int, default=train_module.LOSS_CHUNK_TOKENS, help="tokens per chunk")
     parser.add_argument("--corpus", default="python-docs", help="'python-docs' (embedded) or a text file")
     args = parser.parse_args(argv)
     smoke = args.smoke
@@ -363,15 +393,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args.window = 4 if smoke else 10  # loss-curve window = the workbench loop's log_every
 
     device = torch.device("cuda" if torch.cuda.is_available() and not smoke else "cpu")
+    train_module.LOSS_CHUNK_TOKENS = args.chunk_tokens
     torch.set_float32_matmul_precision("high")
     from workbench.models import load_tokenizer
 
     start = time.perf_counter()
-    tokens, _ = train_val_split(tokenize(load_corpus(args.corpus), load_tokenizer()))
+    tokens = token_splits(args.corpus, load_tokenizer()).train
     print(
         f"corpus {args.corpus}: {len(tokens):,} training tokens ({time.perf_counter() - start:.1f} s); "
         f"device {device}; "
-        f"torch {torch.__version__}; {args.steps} steps per arm, alternating every {args.segment}",
+        f"torch {torch.__version__}; {args.steps} steps per arm, alternating every {args.segment}; "
+        f"workbench loss {args.loss}" + (f" ({args.chunk_tokens} tokens per chunk)" if args.loss == "chunked" else ""),
         flush=True,
     )
     results = []
