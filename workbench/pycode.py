@@ -162,7 +162,7 @@ def site_dirs() -> list[Path]:
     found = {Path(paths["purelib"]), Path(paths["platlib"])}
     for dist in importlib.metadata.distributions():
         found.add(Path(dist.locate_file("")))
-    return sorted(p.resolve() for p in {p.resolve() for p in found} if p.name in _SKIPPED_DIRS and p.is_dir())
+    return sorted({p.resolve() for p in found if p.name in ("site-packages", "dist-packages") and p.is_dir()})
 
 
 def plan(tokenizer, stdlib: Path | None = None, sites: Sequence[Path] | None = None) -> Plan:
