@@ -5,8 +5,12 @@
 
 Per model size, on the same weights and the same fixed gradients (the state of every optimizer allocated):
 - one optimizer step of each method, timed in interleaved rounds after warm-up (CUDA events on a
-  GPU); GaLore's SVD refresh is timed as a step with update_proj_gap = 1 and amortised over the gap
-  (default 200): amortised = step + (refresh step − step) / gap, for Natural GaLore too (same SVD);
+  GPU); GaLore's subspace refresh is timed as a step with update_proj_gap = 1 and amortised over the
+  gap (default 200): amortised = step + (refresh step − step) / gap, for Natural GaLore too (same
+  refresh). Each method twice: the refresh by full SVD (the paper's) and by subspace iteration
+  warm-started from the previous basis (`subspace="iteration"`; its timed refresh is a warm one);
+- how much of each gradient the iteration's basis keeps against the SVD's (‖R‖²/‖G‖², ratio per
+  matrix, both bases from the same gradients; the iteration's cold-started, its worst case);
 - the forward and backward of one training step (bf16 autocast on a GPU, the loss compiled as in
   `workbench.train` unless --no-compile), so "whole step" = forward/backward + amortised optimizer;
 - peak memory of a whole training step (forward, backward, optimizer step) for each method alone
@@ -27,6 +31,8 @@ import torch
 
 from workbench.errors import WorkbenchError
 from workbench.galore import GaLoreAdamW, NaturalGaLoreAdamW, galore_param_groups, optimizer_state_bytes
+from workbench.galore.galore import SUBSPACES
+from workbench.galore.projector import project
 from workbench.galore.reference import loss_curves
 from workbench.measure import interleaved, synchronize
 from workbench.models import MODEL_SIZES, count_parameters, resolve_device, tiny_llama
@@ -48,14 +54,32 @@ def optimizers(
     def groups(g: int) -> list[dict]:
         return galore_param_groups(model, rank=rank, update_proj_gap=g, scale=0.25)
 
-    return {
+    def subspace(g: int, kind: str) -> list[dict]:
+        chosen = groups(g)
+        chosen[0]["subspace"] = kind
+        return chosen
+
+    methods = {
         "AdamW (fused)" if fused else "AdamW": lambda: torch.optim.AdamW(
             model.parameters(), lr=lr, eps=1e-6, fused=fused
-        ),
-        "GaLore": lambda: GaLoreAdamW(groups(gap), lr=lr),
-        "Natural GaLore": lambda: NaturalGaLoreAdamW(groups(gap), lr=lr),
-        "GaLore refresh": lambda: GaLoreAdamW(groups(1), lr=lr),
+        )
     }
+    for kind in SUBSPACES:
+        methods[f"GaLore ({kind})"] = lambda kind=kind: GaLoreAdamW(subspace(gap, kind), lr=lr)
+        methods[f"Natural GaLore ({kind})"] = lambda kind=kind: NaturalGaLoreAdamW(subspace(gap, kind), lr=lr)
+    for kind in SUBSPACES:
+        methods[f"refresh ({kind})"] = lambda kind=kind: GaLoreAdamW(subspace(1, kind), lr=lr)
+    return methods
+
+
+def energy_ratios(svd: torch.optim.Optimizer, iteration: torch.optim.Optimizer) -> torch.Tensor:
+    """Per projected matrix: ‖R‖²/‖G‖² with the iteration's basis over the same with the SVD's (same gradients)."""
+    ratios = []
+    for p, state in svd.state.items():
+        if "side" in state:
+            kept = [project(p.grad.float(), s.get("P"), s.get("Q")).pow(2).sum() for s in (state, iteration.state[p])]
+            ratios.append(kept[1] / kept[0])
+    return torch.stack(ratios).cpu()
 
 
 def peak_gb(fn, device: torch.device) -> float | None:
@@ -93,18 +117,25 @@ def bench_size(size: str, args, device: torch.device) -> list[dict]:
     grads = {p: p.grad.detach().clone() for p in model.parameters()}
     factories = optimizers(model, rank, args.gap)
     opts = {name: make() for name, make in factories.items()}
-    for name, opt in opts.items():  # allocate the states (a first step refreshes; the refresh contender always does)
-        if name != "GaLore refresh":
+    for name, opt in opts.items():  # allocate the states (a first step refreshes; the refresh contenders always do)
+        if not name.startswith("refresh") or name == "refresh (iteration)":  # that one's timed refresh is a warm one
             opt.step()
+    energy = energy_ratios(opts["GaLore (svd)"], opts["GaLore (iteration)"])
     fwd_bwd = interleaved({"fwd+bwd": forward_backward}, device, rounds=args.rounds, warmup=1)["fwd+bwd"]
     for p, g in grads.items():
         p.grad = g
-    plain = {name: opt.step for name, opt in opts.items() if name != "GaLore refresh"}
+    plain = {name: opt.step for name, opt in opts.items() if not name.startswith("refresh")}
     steps = interleaved(plain, device, rounds=args.rounds, warmup=1)
-    refresh_s = interleaved({"refresh": opts["GaLore refresh"].step}, device, rounds=args.refresh_rounds, warmup=0)[
-        "refresh"
-    ].median_s
-    svd_s = max(refresh_s - steps["GaLore"].median_s, 0.0)  # the SVDs of one refresh; Natural GaLore runs the same
+    refresh = {  # seconds of one refresh's basis computation, over an ordinary step of the same optimizer
+        kind: max(
+            interleaved({"refresh": opts[f"refresh ({kind})"].step}, device, rounds=args.refresh_rounds, warmup=0)[
+                "refresh"
+            ].median_s
+            - steps[f"GaLore ({kind})"].median_s,
+            0.0,
+        )
+        for kind in SUBSPACES
+    }
     states = {name: optimizer_state_bytes(opt)["total"] for name, opt in opts.items()}
     del opts
     if device.type == "cuda":
@@ -112,14 +143,16 @@ def bench_size(size: str, args, device: torch.device) -> list[dict]:
 
     rows, adamw = [], next(iter(plain))
     for name in plain:
-        amortised = steps[name].median_s + (svd_s / args.gap if name != adamw else 0.0)
+        kind = next((k for k in SUBSPACES if name.endswith(f"({k})")), None)
+        refresh_s = refresh[kind] if kind else 0.0
+        amortised = steps[name].median_s + refresh_s / args.gap
         opt = factories[name]()
         train_step(opt)()  # state allocated (a refresh step for GaLore)
         peak = peak_gb(train_step(opt), device)  # an ordinary step
         for group in opt.param_groups:
             if "rank" in group:
                 group["update_proj_gap"] = 1  # the next step refreshes: SVD workspace included
-        peak_refresh = peak_gb(train_step(opt), device) if name == "GaLore" else None  # NG runs the same SVDs
+        peak_refresh = peak_gb(train_step(opt), device) if name.startswith("GaLore") else None  # NG: the same
         del opt
         rows.append(
             dict(
@@ -129,7 +162,7 @@ def bench_size(size: str, args, device: torch.device) -> list[dict]:
                 method=name,
                 step_ms=1000 * steps[name].median_s,
                 spread=steps[name].spread,
-                refresh_ms=1000 * svd_s if name != adamw else 0.0,
+                refresh_ms=1000 * refresh_s,
                 amortised_ms=1000 * amortised,
                 whole_step_ms=1000 * (fwd_bwd.median_s + amortised),
                 state_mb=states[name] / 2**20,
@@ -143,8 +176,11 @@ def bench_size(size: str, args, device: torch.device) -> list[dict]:
         row["whole_step_vs_adamw"] = row["whole_step_ms"] / base["whole_step_ms"]
     print(
         f"{size}: forward+backward {1000 * fwd_bwd.median_s:.1f} ms (±{100 * fwd_bwd.spread:.0f}%), "
-        f"batch {args.batch}×{args.block_len}"
+        f"batch {args.batch}×{args.block_len}; the iteration's basis keeps {energy.median():.4f} (median), "
+        f"{energy.min():.4f} (worst) of the energy the SVD's keeps, over {len(energy)} matrices"
     )
+    for row in rows:
+        row["energy_vs_svd_median"], row["energy_vs_svd_min"] = float(energy.median()), float(energy.min())
     return rows
 
 
@@ -182,7 +218,7 @@ def main(argv: list[str] | None = None) -> dict:
         "method",
         "state MB",
         "opt step ms",
-        "SVD refresh ms",
+        "refresh ms",
         f"amortised ms (gap {args.gap})",
         "vs AdamW",
         "whole step ms",
