@@ -195,3 +195,19 @@ def test_unmasking_view_accumulates_reveals():
     view.step.value = 2
     assert "2 token(s) revealed now" in view.status.value and "0 still masked" in view.status.value
     assert list(view.figure.data[1].x) == [2, 0] and list(view.figure.data[1].y) == [0, 1]
+
+
+def test_unmasking_view_shows_the_prompt_at_step_zero_and_colours_by_probability():
+    tokenizer = load_tokenizer()
+    tokens = torch.tensor([[10, 11, 12, 13, 14]])
+    revealed = [torch.tensor([[False, False, False, True, False]]), torch.tensor([[False, False, True, False, True]])]
+    confidence = [torch.where(r, p, math.nan) for r, p in zip(revealed, (0.9, 0.001))]
+    view = UnmaskingView({"MDM": Trace(tokens, revealed, confidence)}, tokenizer, prompt_len=2, columns=4)
+    words = list(view.figure.data[2].text)
+    assert words[2:] == ["▢"] * 3 and all(w != "▢" and w for w in words[:2])  # the prompt shows at step 0
+    view.step.value = 2
+    cells = [v for row in view.figure.data[0].z for v in row if v is not None]
+    assert len(set(cells)) == 3  # prompt grey, p 0.9 and p 0.001 apart on the log scale
+    static = view.snapshots(points=3)
+    steps = [a.text for a in static.layout.annotations]
+    assert steps == ["MDM, step 0/2", "MDM, step 1/2", "MDM, step 2/2"]  # first, middle and final step in the copy
