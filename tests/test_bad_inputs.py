@@ -126,6 +126,39 @@ CASES = [
     Case("unknown command", ["frob"], "invalid choice: 'frob'"),
     Case("sweep: home is a file", ["sweep", "params.ipynb", "-p", "x", "1"], "cannot create the workbench home",
          env={"WORKBENCH_HOME": "afile"}),
+    # -- the command line: typed settings of the bundled notebooks, refused before a kernel starts --------
+    Case("run 03: a loop count of 0", ["run", "03_recursive_transformers", "-p", "loops", "[0]"],
+         "RecursiveProfile.loops must be >= 1 (each value), got (0,)"),
+    Case("run 03: loops that do not divide the depth", ["run", "03_recursive_transformers", "-p", "loops", "(4,)"],
+         "6 layers cannot be looped 4 times"),
+    Case("run 03: a rank above the width", ["run", "03_recursive_transformers", "-p", "ranks", "[100000]"],
+         "RecursiveProfile.ranks must be <= 64"),
+    Case("run 03: text for loops", ["run", "03_recursive_transformers", "-p", "loops", "two"],
+         "RecursiveProfile.loops must be tuple of int, got 'two'"),
+    Case("run 04: rank 0", ["run", "04_galore_optimizers", "-p", "rank", "0"], "GaloreProfile.rank must be >= 1"),
+    Case("run 04: a rank above the width", ["run", "04_galore_optimizers", "-p", "rank", "100000"],
+         "GaloreProfile.rank must be <= 64 (the tiny model's width)"),
+    Case("run 04: no seeds", ["run", "04_galore_optimizers", "-p", "seeds", "0"], "GaloreProfile.seeds must be >= 1"),
+    Case("run 04: a negative learning rate", ["run", "04_galore_optimizers", "-p", "adamw_lrs", "[-1e-3]"],
+         "GaloreProfile.adamw_lrs must be > 0 (each value)"),
+    Case("run 05: an unknown size", ["run", "05_masked_diffusion", "-p", "sizes", "('huge',)"],
+         "DiffusionProfile.sizes must be one of 't1'"),
+    Case("run 05: negative reversal steps", ["run", "05_masked_diffusion", "-p", "reversal_steps", "-5"],
+         "DiffusionProfile.reversal_steps must be >= 1, got -5"),
+    Case("run 05: zero sampling steps", ["run", "05_masked_diffusion", "-p", "steps", "[0]"],
+         "DiffusionProfile.steps must be >= 1 (each value), got (0,)"),
+    Case("run 06: an unknown precision", ["run", "06_cpu_inference", "-p", "precisions", "['float8']"],
+         "CpuProfile.precisions must be one of 'float32'"),
+    Case("run 06: zero threads", ["run", "06_cpu_inference", "-p", "threads", "(0,)"],
+         "CpuProfile.threads must be >= 1 (each value), got (0,)"),
+    Case("run 00: a layer the model lacks", ["run", "00_tour", "-p", "layer", "99"],
+         "TourProfile.layer must be below 30 (smollm2-135m has 30 layers), got 99"),
+    Case("run 00: a corpus that does not exist", ["run", "00_tour", "-p", "corpus", "no-such-corpus.txt"],
+         "TourProfile.corpus must be 'python-docs', 'python-code', 'hf:DATASET' or a text file"),
+    Case("sweep 01: text for a threshold", ["sweep", "01_attention_similarity", "-p", "threshold", "abc", "def"],
+         "point 0 (01_attention_similarity threshold=abc): AttentionLabProfile.threshold must be float"),
+    Case("sweep 03: one bad point of two", ["sweep", "03_recursive_transformers", "-p", "loops", "[2]", "[0]"],
+         "point 1 (03_recursive_transformers loops=[0]): RecursiveProfile.loops must be >= 1"),
     # -- the command line: sweeps ----------------------------------------------------------------
     Case("sweep: a text file", ["sweep", "notes.txt", "-p", "x", "1"], "is not a Jupyter notebook"),
     Case("sweep: neither grid nor points", ["sweep", "params.ipynb"], "one of the two"),
@@ -247,7 +280,7 @@ def test_bad_input(case, case_dir, capsys, monkeypatch):
 
 
 def test_table_covers_the_issue():
-    assert len(CASES) >= 45
+    assert len(CASES) >= 62
 
 
 def test_environment_faults_are_one_line(case_dir, capsys, monkeypatch):
