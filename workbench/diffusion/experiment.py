@@ -105,8 +105,9 @@ class DiffusionExperiment:
         self.tokenizer = load_tokenizer()
         self.vocab = len(self.tokenizer)
         self.mask_id = self.vocab  # [M]: one row past the tokenizer's vocabulary
-        tokens = data.tokenize(data.load_corpus(settings.corpus), self.tokenizer)
-        self.train_tokens, self.val_tokens = data.train_val_split(tokens)
+        splits = data.token_splits(settings.corpus, self.tokenizer)
+        data.check_epochs(settings, settings.train_tokens_per_arm, splits.n_train)  # the reversal facts are not counted
+        self.train_tokens, self.val_tokens = splits.train, splits.val
         self.val_blocks = data.blocks(self.val_tokens, settings.block_len)[: settings.eval_blocks].to(
             self.device
         )  # [n, T]
