@@ -145,8 +145,9 @@ def gqa_figure(table: pd.DataFrame, machine: str = "") -> go.Figure:
             col=2,
             error_y=dict(type="data", array=rows["decode_tok_s"] * rows["decode_spread"] / 2, visible=True),
         )
-    figure.update_xaxes(title_text="cached tokens", type="log")
-    figure.update_yaxes(type="log", row=1, col=1)
+    figure.update_xaxes(title_text="cached tokens", **plots.log_axis(table["context"]))
+    kv_mb = pd.concat([table["kv_bytes_measured"], table["kv_bytes_formula"]]) / 1e6
+    figure.update_yaxes(row=1, col=1, **plots.log_axis(kv_mb))
     figure.update_layout(
         title=f"Grouped-query attention at decode time{f' ({machine})' if machine else ''}", **plots.LAYOUT
     )

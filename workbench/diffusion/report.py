@@ -82,10 +82,12 @@ class LiveCurves:
                 mode="lines+markers",
                 line=dict(color=COLOURS[_kind(name)], dash=self.dash.get(size, "solid")),
             )
-            return
-        with self.figure.batch_update():
-            traces[name].x = (*traces[name].x, flops)
-            traces[name].y = (*traces[name].y, value)
+        else:
+            with self.figure.batch_update():
+                traces[name].x = (*traces[name].x, flops)
+                traces[name].y = (*traces[name].y, value)
+        # range and ticks follow the FLOPs seen so far: plotly's own labels a short log axis with bare digits
+        self.figure.update_xaxes(**log_axis([x for trace in self.figure.data for x in trace.x]))
 
 
 def scaling_figure(table: pd.DataFrame) -> go.Figure:
@@ -114,7 +116,7 @@ def scaling_figure(table: pd.DataFrame) -> go.Figure:
         )
     figure.update_layout(
         title="Mini scaling: held-out loss against training compute (mean over seeds)",
-        xaxis=dict(title="training FLOPs (6·N·tokens, N non-embedding)", type="log"),
+        xaxis=dict(title="training FLOPs (6·N·tokens, N non-embedding)", **log_axis(table["flops"])),
         yaxis_title="nats/token (ARM: exact NLL; MDM: ELBO)",
         **LAYOUT,
     )
@@ -139,7 +141,7 @@ def quality_figure(quality: pd.DataFrame) -> go.Figure:
                       log_y=True, color=COLOURS[_kind(model)])  # fmt: skip
     figure.update_layout(
         title="Sample quality against steps (judge: perplexity of the continuation)",
-        xaxis=dict(title="MDM steps", type="log"),
+        xaxis=dict(title="MDM steps", **log_axis([x for trace in figure.data for x in trace.x])),
         yaxis=dict(title="judge perplexity", **log_axis(quality["judge_ppl"])),
         **LAYOUT,
     )
@@ -164,7 +166,7 @@ def speed_quality_figure(quality: pd.DataFrame, speed: pd.DataFrame) -> go.Figur
         )
     figure.update_layout(
         title="Quality against latency (lower left is better)",
-        xaxis=dict(title="seconds per sample", type="log"),
+        xaxis=dict(title="seconds per sample", **log_axis(joined["s_per_sample"])),
         yaxis=dict(title="judge perplexity", **log_axis(joined["judge_ppl"])),
         **LAYOUT,
     )

@@ -252,7 +252,7 @@ def perplexity_figure(table: pd.DataFrame) -> go.Figure:
                                  ("ppl", "after training", "circle")]:  # fmt: skip
         figure.add_scatter(x=list(trained[column]), y=list(trained["arm"]), mode="markers", name=name,
                            marker={"symbol": symbol, "size": 11})  # fmt: skip
-    figure.add_vline(x=teacher_ppl, line_dash="dash", line_color="gray")
+    figure.add_vline(x=np.log10(teacher_ppl), line_dash="dash", line_color="gray")  # log axis: log10 units
     values = np.concatenate([trained["ppl"].to_numpy(float), trained["zero_shot_ppl"].to_numpy(float), [teacher_ppl]])
     figure.update_layout(
         title="Held-out perplexity per arm (dashed: the teacher as is; log axis spanning the data)",
