@@ -60,3 +60,12 @@ def test_smoke_experiment_runs_every_part_and_records_runs():
     new = recorded[recorded["id"] > before]
     assert len(new) == len(result.table) and set(new["status"]) == {"finished"}  # arms + early exit, no teacher run
     assert new["summary"].map(lambda s: "ppl" in s).all()
+    from workbench.cards import load_cards
+
+    cards = load_cards(runs.store())
+    cards = cards[cards["run_id"].isin(new["id"])]
+    assert len(cards) == len(new) - 1 and set(cards["idea"]) == {"recursive"}  # every trained arm, not the early exit
+    kinds = cards["run_id"].map(new.set_index("id")["params"].map(lambda p: p.get("arm_kind")))
+    looped, full = (cards[kinds == kind].iloc[0] for kind in ("recursive", "continued"))
+    assert looped["non_embedding_params"] < full["non_embedding_params"]  # shared layers counted once
+    assert looped["eval_spec"].endswith("vocab 2048")  # the reduced vocabulary's evaluation is named apart

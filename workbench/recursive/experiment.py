@@ -23,6 +23,7 @@ simulation with decode costs measured on that model. Every arm is a run of kind 
 from __future__ import annotations
 
 import copy
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ import pandas as pd
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from .. import cards, data
 from ..data import batches, load_corpus, tokenize, train_val_split
 from ..distill import DistillationLoss, DistillConfig
 from ..errors import WorkbenchError
@@ -140,6 +142,7 @@ class RecursiveExperiment:
         self.device = resolve_device("auto")
         self.sweep = f"recursive-{profile.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         self.teacher, tokenizer = self._teacher_model()
+        self.tokenizer = tokenizer
         tokens = tokenize(load_corpus(profile.corpus), tokenizer)
         if profile.vocab:
             tokens = frequent_vocabulary(tokens, profile.vocab)
@@ -276,7 +279,34 @@ class RecursiveExperiment:
                 "train_s": time.perf_counter() - start,
             }
             run.update_summary(**{k: v for k, v in row.items() if k not in ("arm", "kind")})
+            self.card(run, arm, model, distilled=loss.teacher is not None)
         return row, model
+
+    def card(self, run, arm: Arm, model: torch.nn.Module, distilled: bool) -> None:
+        """The arm's model card (`workbench.cards`), measured as deployed (bf16 on a GPU). Its training FLOPs
+        count each shared layer once per loop, and the teacher's forwards when the arm distils."""
+        p = self.profile
+        tokens = p.steps * p.batch_size * p.block_len
+        flops = cards.train_flops(model, tokens, p.block_len)
+        if distilled:
+            flops += cards.forward_flops(self.teacher, tokens, p.block_len)
+        deployed = copy.deepcopy(model).to(torch.bfloat16 if self.device.type == "cuda" else torch.float32).eval()
+        cards.write_card(run, deployed, idea="recursive", arm=arm.name, tokenizer=self.tokenizer, profile=p.name,
+                         training_tokens=tokens, training_context=p.block_len, training_flops=flops, corpus=p.corpus,
+                         token_ids=self.vocab_ids,
+                         extra={"loops": arm.loops, "init": arm.init, "lora": arm.lora, "rank": arm.rank})  # fmt: skip
+
+    @functools.cached_property
+    def vocab_ids(self) -> torch.Tensor | None:
+        """Tokenizer id → the id a reduced-vocabulary model sees (None: the full vocabulary), ranked over the
+        whole stream as `__init__` ranks it; ids the stream never holds share the last id."""
+        if not self.profile.vocab:
+            return None
+        splits = data.token_splits(self.profile.corpus, self.tokenizer)
+        whole = torch.cat((torch.as_tensor(np.asarray(splits.train, dtype=np.int64)), splits.val))
+        ids = torch.full((len(self.tokenizer),), self.profile.vocab - 1, dtype=torch.long)
+        ids[whole] = frequent_vocabulary(whole, self.profile.vocab)
+        return ids
 
     def teacher_row(self) -> dict:
         return {
