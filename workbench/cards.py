@@ -154,7 +154,7 @@ def parameter_counts(model: nn.Module) -> tuple[int, int]:
     model = unwrap(model)
     unique = {id(p): p for p in model.parameters()}
     total = sum(p.numel() for p in unique.values())
-    embeddings = {id(model.get_input_embeddings().weight)}
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else getattr(model, "lm_head", None)
     if isinstance(getattr(head, "weight", None), nn.Parameter):
         embeddings.add(id(head.weight))
@@ -240,13 +240,17 @@ def _autocast(device: torch.device):
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
 
-def common_quality(model: nn.Module, tokenizer, settings: CardProfile, nll: Nll | None = None) -> dict[str, float]:
-    """Perplexity (or, with `nll`, exp of the bound it returns) on code and English held-out windows."""
+def common_quality(
+    model: nn.Module, tokenizer, settings: CardProfile, nll: Nll | None = None, token_ids: torch.Tensor | None = None
+) -> dict[str, float]:
+    """Perplexity (or, with `nll`, exp of the bound it returns) on code and English held-out windows
+    (`token_ids`: the tokenizer's id → the model's, for a model trained on renumbered tokens)."""
     model = unwrap(model)
     device = next(model.parameters()).device
     out = {}
     for which in ("code", "english"):
         tokens = _heldout(which, tokenizer)
+        tokens = tokens if token_ids is None else token_ids[tokens]
         with _autocast(device):
             if nll is None:
                 ppl = perplexity(model, tokens, context_len=settings.eval_context, batch_size=settings.eval_batch,
@@ -258,9 +262,16 @@ def common_quality(model: nn.Module, tokenizer, settings: CardProfile, nll: Nll 
     return out
 
 
-def zero_shot(model: nn.Module, tokenizer, settings: CardProfile, loglik: zeroshot.LogLik | None = None) -> dict:
+def zero_shot(
+    model: nn.Module,
+    tokenizer,
+    settings: CardProfile,
+    loglik: zeroshot.LogLik | None = None,
+    ids: torch.Tensor | None = None,
+) -> dict:
     """Cloze and 4-way choice accuracy on the English held-out items (`loglik`: an MDM's own)."""
     tasks = _tasks(tokenizer, settings.zeroshot_items, settings.zeroshot_context)
+    tasks = tasks if ids is None else tasks.mapped(ids)
     device = next(unwrap(model).parameters()).device
     with _autocast(device):
         return zeroshot.accuracy(tasks, loglik or zeroshot.causal_loglik(unwrap(model), device))
@@ -285,6 +296,7 @@ def write_card(
     params_of: nn.Module | None = None,
     extra: dict | None = None,
     speed: dict | None = None,
+    token_ids: torch.Tensor | None = None,
 ) -> Card:
     """Measure `model` as it will run (its device and dtype: cast it to its precision first) on the
     common axes, keep its weights when small enough, and store the card with `run`; returns it.
@@ -294,7 +306,9 @@ def write_card(
     parameter counts; the copy's own weight bytes). `training_flops`: when the arm spent more than its
     own training steps (a teacher's forward in distillation); else `train_flops`: 3 × forward FLOPs of
     `training_tokens` in windows of `training_context`. `speed`: a `model_speeds` row measured already
-    (in the same rounds as the arm's rivals); else measured here.
+    (in the same rounds as the arm's rivals); else measured here. `token_ids`: tokenizer id → model id for
+    a model trained on a reduced vocabulary (its perplexities then compare only with its own kind: the
+    evaluation is named apart).
     """
     settings = profile if isinstance(profile, CardProfile) else CardProfile.resolve(profile)
     model = unwrap(model).eval()
@@ -303,18 +317,19 @@ def write_card(
     total, non_embedding = parameter_counts(params_of or model)
     if training_flops is None and training_tokens is not None:
         training_flops = train_flops(params_of or model, training_tokens, training_context or settings.eval_context)
-    quality = common_quality(model, tokenizer, settings, mdm_nll)
+    quality = common_quality(model, tokenizer, settings, mdm_nll, token_ids)
     if not all(math.isfinite(v) for v in quality.values()):
         raise WorkbenchError(f"card of {idea} {arm!r}: held-out perplexity {quality} is not finite (a diverged model "
                              "gets no card)")  # fmt: skip
-    shot = zero_shot(model, tokenizer, settings, mdm_loglik)
+    shot = zero_shot(model, tokenizer, settings, mdm_loglik, token_ids)
     row = speed if speed is not None else model_speeds({arm: model}, settings.shapes, device)[arm]
     size = weight_bytes(model)
+    spec = settings.eval_spec + ("" if token_ids is None else f", vocab {int(token_ids.max()) + 1}")
     card = Card(
         idea=idea, arm=arm, run_id=run.id, params=total, non_embedding_params=non_embedding,
         precision=precision or str(first.dtype).removeprefix("torch."), weight_bytes=size,
         kv_bytes_per_token=None if mdm_nll else kv_bytes_per_token(model), **quality,
-        quality_is_bound=mdm_nll is not None, eval_spec=settings.eval_spec, device=device_name(device),
+        quality_is_bound=mdm_nll is not None, eval_spec=spec, device=device_name(device),
         device_kind="gpu" if device.type == "cuda" else "cpu", date=datetime.date.today().isoformat(),
         speed={k: None if v is None or math.isnan(v) else float(v) for k, v in row.items()},
         speed_shapes=f"prefill {settings.prefill_batch}x{settings.prefill_len}, decode {settings.new_tokens} tokens",
