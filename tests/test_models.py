@@ -2,6 +2,8 @@
 
 import pytest
 import torch
+from transformers import AutoModelForCausalLM
+from transformers.utils import logging as hf_logging
 
 from workbench import models
 from workbench.errors import WorkbenchError
@@ -68,3 +70,15 @@ def test_missing_gguf_says_how_to_install(tmp_path, monkeypatch):
 def test_bad_tiny_shape():
     with pytest.raises(WorkbenchError, match="must divide"):
         models.tiny_llama(d_model=30, n_heads=4)
+
+
+def test_loading_weights_draws_no_progress_bar(tmp_path, capfd):
+    """transformers 5's "Loading weights" bar, one block of output per model in every notebook, is hidden
+    where the workbench loads; other bars (downloads) are not touched."""
+    models.tiny_llama()[0].save_pretrained(tmp_path)
+    AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert "Loading weights" in capfd.readouterr().err  # the bar exists: what the workbench hides
+    with models.quiet_loading():
+        AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert "Loading weights" not in capfd.readouterr().err
+    assert hf_logging.set_tqdm_hook(None) is None  # the hook is the caller's again afterwards

@@ -16,6 +16,7 @@ processes are removed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -27,6 +28,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedModel
+from transformers.utils import logging as hf_logging
 
 from .errors import WorkbenchError
 from .generate import SampleConfig, sample
@@ -184,6 +186,24 @@ def _non_finite(model: torch.nn.Module) -> str | None:
     return f"NaN or infinite weights in {len(bad)} tensors (first: {bad[0]})" if bad else None
 
 
+def _hide_loading_bar(factory, args: tuple, kwargs: dict):
+    if kwargs.get("desc") == "Loading weights":
+        kwargs = {**kwargs, "disable": True}
+    return factory(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def quiet_loading():
+    """transformers 5 draws a "Loading weights" progress bar in every `from_pretrained`: in a notebook, one
+    more block of output per model loaded, even from a warm local cache (issue 27). Hidden for the calls
+    inside this block only; download bars and every other bar stay."""
+    previous = hf_logging.set_tqdm_hook(_hide_loading_bar)
+    try:
+        yield
+    finally:
+        hf_logging.set_tqdm_hook(previous)
+
+
 def load_cached(name: str, write, dtype: torch.dtype, attn: str) -> PreTrainedModel:
     """A model from cache entry `name` (built by `write(folder)` when absent), checked on load.
 
@@ -193,7 +213,8 @@ def load_cached(name: str, write, dtype: torch.dtype, attn: str) -> PreTrainedMo
     for attempt in range(2):
         folder = _atomic_cache_entry(name, write)
         try:
-            model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation=attn)
+            with quiet_loading():
+                model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation=attn)
             problem = _non_finite(model)
         except (SafetensorError, OSError, ValueError) as error:
             problem = f"it cannot be read ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
@@ -219,7 +240,8 @@ DEFAULT_ENTRY = "smollm2-135m-instruct-f32"
 
 
 def _write_default_model(folder: Path) -> None:
-    model = AutoModelForCausalLM.from_pretrained(gguf_dir(), gguf_file=GGUF_FILE, dtype=torch.float32)
+    with quiet_loading():
+        model = AutoModelForCausalLM.from_pretrained(gguf_dir(), gguf_file=GGUF_FILE, dtype=torch.float32)
     # transformers refuses to save a GGUF-loaded model while it still looks quantised.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
@@ -292,7 +314,8 @@ def load_model(
     else:
         source, kwargs = _source(name_or_path)
         try:
-            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, attn_implementation=attn, **kwargs)
+            with quiet_loading():
+                model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, attn_implementation=attn, **kwargs)
         except (OSError, ValueError) as error:
             raise _hub_error(name_or_path, error) from None
     tokenizer = load_tokenizer(name_or_path)
