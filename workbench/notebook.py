@@ -16,6 +16,7 @@ import json
 import os
 import secrets
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ def setup() -> None:
     from .runs import join_sweep
 
     setup_kernel()  # figures as plotly JSON; FigureWidgets' final states kept (see workbench.notebook_html)
+    quiet_library_warnings()
     join_sweep(os.environ.get(SWEEP_VARIABLE))  # executed as a sweep point: the notebook's runs join the point
     try:
         from IPython import get_ipython
@@ -49,6 +51,19 @@ def setup() -> None:
     shell = get_ipython()
     if shell is not None and fail_open_runs not in shell.events.callbacks["post_run_cell"]:
         shell.events.register("post_run_cell", fail_open_runs)
+
+
+# Library warnings that say nothing about a notebook's run, each matched by category and the start of its exact
+# message (never a whole category): a reader cannot act on them, and each printed a red box into every executed copy.
+LIBRARY_WARNINGS = (
+    # peft's get_peft_model reads transformers' deprecated `model.is_gradient_checkpointing` (notebook 04's LoRA arm)
+    (FutureWarning, r"`is_gradient_checkpointing` is deprecated"),
+)
+
+
+def quiet_library_warnings() -> None:
+    for category, message in LIBRARY_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
 
 
 def fail_open_runs(result) -> None:
