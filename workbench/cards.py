@@ -32,6 +32,7 @@ measured is None, and a measured one that is not finite (a diverged model) is re
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime
 import functools
@@ -76,12 +77,16 @@ class CardProfile(Profile):
     decode_batches: tuple[int, ...] = (1, 32)
     new_tokens: int = 32
     rounds: int = 5
+    cpu_prefill: tuple[int, ...] = (1, 256)  # batch, length: a CPU takes seconds per call at 32 × 1024
+    cpu_decode_batches: tuple[int, ...] = (1, 8)
     keep_weights_mb: float = 300.0  # keep a model's weights when they take fewer MB (SmolLM2-135M bf16: 270)
 
-    @property
-    def shapes(self) -> SpeedShapes:
-        return SpeedShapes(self.prefill_batch, self.prefill_len, self.decode_batches, new_tokens=self.new_tokens,
-                           rounds=self.rounds)  # fmt: skip
+    def shapes(self, device: torch.device) -> SpeedShapes:
+        """The speed shapes on `device`: every GPU card shares one, every CPU card another (never compared)."""
+        batch, length, decode = self.prefill_batch, self.prefill_len, self.decode_batches
+        if device.type == "cpu":
+            (batch, length), decode = self.cpu_prefill, self.cpu_decode_batches
+        return SpeedShapes(batch, length, decode, new_tokens=self.new_tokens, rounds=self.rounds)
 
     @property
     def eval_spec(self) -> str:
@@ -91,7 +96,8 @@ class CardProfile(Profile):
 
 CardProfile.presets = {
     "smoke": dict(eval_context=64, eval_windows=4, eval_batch=4, zeroshot_items=8, zeroshot_context=32,
-                  prefill_batch=2, prefill_len=64, decode_batches=(1, 4), new_tokens=4, rounds=2, keep_weights_mb=20.0),
+                  prefill_batch=2, prefill_len=64, decode_batches=(1, 4), new_tokens=4, rounds=2, keep_weights_mb=20.0,
+                  cpu_prefill=(2, 64), cpu_decode_batches=(1, 4)),
     "full": {},
 }  # fmt: skip
 
@@ -298,7 +304,7 @@ def write_card(
     speed: dict | None = None,
     token_ids: torch.Tensor | None = None,
 ) -> Card:
-    """Measure `model` as it will run (its device and dtype: cast it to its precision first) on the
+    """Measure `model` as deployed (`deployed`: bf16 on a GPU; a CPU model in the precision given) on the
     common axes, keep its weights when small enough, and store the card with `run`; returns it.
 
     `mdm_nll`/`mdm_loglik`: a masked diffusion model's ELBO bound (its quality is then marked a bound)
@@ -311,7 +317,7 @@ def write_card(
     evaluation is named apart).
     """
     settings = profile if isinstance(profile, CardProfile) else CardProfile.resolve(profile)
-    model = unwrap(model).eval()
+    model = deployed(model)
     first = next(model.parameters())
     device = first.device
     total, non_embedding = parameter_counts(params_of or model)
@@ -322,7 +328,9 @@ def write_card(
         raise WorkbenchError(f"card of {idea} {arm!r}: held-out perplexity {quality} is not finite (a diverged model "
                              "gets no card)")  # fmt: skip
     shot = zero_shot(model, tokenizer, settings, mdm_loglik, token_ids)
-    row = speed if speed is not None else model_speeds({arm: model}, settings.shapes, device)[arm]
+    shapes = settings.shapes(device)
+    shapes = shapes if mdm_nll is None else dataclasses.replace(shapes, decode_batches=())
+    row = speed if speed is not None else model_speeds({arm: model}, shapes, device)[arm]  # an MDM: no KV decode
     size = weight_bytes(model)
     spec = settings.eval_spec + ("" if token_ids is None else f", vocab {int(token_ids.max()) + 1}")
     card = Card(
@@ -332,7 +340,7 @@ def write_card(
         quality_is_bound=mdm_nll is not None, eval_spec=spec, device=device_name(device),
         device_kind="gpu" if device.type == "cuda" else "cpu", date=datetime.date.today().isoformat(),
         speed={k: None if v is None or math.isnan(v) else float(v) for k, v in row.items()},
-        speed_shapes=f"prefill {settings.prefill_batch}x{settings.prefill_len}, decode {settings.new_tokens} tokens",
+        speed_shapes=f"prefill {shapes.prefill_batch}x{shapes.prefill_len}, decode {shapes.new_tokens} tokens",
         cloze_acc=shot.get("cloze_acc"), choice_acc=shot.get("choice_acc"), training_tokens=training_tokens,
         training_flops=training_flops, corpus=corpus, profile=settings.name,
         weights_kept=size <= settings.keep_weights_mb * 2**20, extra=extra or {},
@@ -341,6 +349,14 @@ def write_card(
         keep_weights(run, model)
     run.log_artifact(CARD, dataclasses.asdict(card))
     return card
+
+
+def deployed(model: nn.Module) -> nn.Module:
+    """An eval-mode copy of `model` as it is deployed: a float32 model on a GPU runs in bf16; anything else
+    (a CPU model, a quantised or bf16 copy) as given. A copy, so the caller's model keeps its mode and dtype."""
+    model = copy.deepcopy(unwrap(model)).eval().requires_grad_(False)
+    first = next(model.parameters())
+    return model.to(torch.bfloat16) if first.device.type == "cuda" and first.dtype == torch.float32 else model
 
 
 def keep_weights(run: Run, model: nn.Module) -> None:
