@@ -156,7 +156,7 @@ other = "kept" if settings.sink == "dropped" else "dropped"
 figures.similarity_heatmap(result, settings.metric, other).show()
 sink_effect = (result.similarity(settings.metric, "kept") - result.similarity(settings.metric, "dropped"))[~np.eye(n_layers, dtype=bool)]
 print(f"keeping the sink changes {settings.metric} by {sink_effect.mean():+.3f} on average over layer pairs (max {sink_effect.max():+.3f})")
-print("mass on the first token per layer:", np.round(result.sink_mass, 2))
+print("mass on the first token, layer: mass =", ", ".join(f"{layer}: {mass:.2f}" for layer, mass in enumerate(result.sink_mass)))
 
 # %% [markdown]
 # ## Neighbours, and how stable the pattern is across texts
@@ -220,7 +220,7 @@ display(Markdown(f"""
   of {adjacent_mean.min():.2f}–{adjacent_mean.max():.2f} between layer pairs.
 - **Sharing.** At threshold {settings.threshold}: {savings['n_shared']} layers could reuse attention, groups {groups}
   (−{100 * savings['params_fraction']:.2f}% parameters, −{100 * savings['flops_fraction']:.2f}% forward FLOPs at {settings.seq_len} tokens).
-  At {settings.second_threshold}: {second_savings['n_shared']} layers, groups {second_groups} (−{100 * second_savings['params_fraction']:.2f}% parameters).
+  At {settings.second_threshold}: {f"{second_savings['n_shared']} layers, groups {second_groups} (−{100 * second_savings['params_fraction']:.2f}% parameters)" if second_groups else "no group forms"}.
 - Measured on {result.n_texts} texts × {result.seq_len} tokens ({'custom texts' if settings.texts else settings.corpus}), profile "{profile}", in {result.seconds:.0f} s.
   Similarity alone does not guarantee that copying is harmless: the distillation notebook measures that.
 """))

@@ -3,9 +3,12 @@ filtered by their exact message where a notebook starts, and nothing else is."""
 
 import warnings
 
+import numpy as np
+import pandas as pd
 import pytest
 
-from workbench import models, notebook
+from workbench import models, notebook, plots
+from workbench.cpu import report as cpu_report
 
 
 def _peft_warnings() -> list[str]:
@@ -33,3 +36,17 @@ def test_the_filtered_warning_is_real():
         warnings.simplefilter("always")
         peft.get_peft_model(model, peft.LoraConfig(r=2, target_modules=["q_proj"]))
     assert any("is_gradient_checkpointing" in str(w.message) for w in caught)
+
+
+def test_significant_digits_keep_small_values_and_drop_noise():
+    values = pd.Series([47297.901, 18.7123, 0.001234, float("nan")])
+    assert plots.significant(values, 3).tolist()[:3] == [47300.0, 18.7, 0.00123]
+    assert np.isnan(plots.significant(values, 3).iloc[3])
+    assert plots.significant(0.00049, 2) == 0.00049 and plots.significant(1234.5, 2) == 1200.0
+
+
+def test_smoke_tables_show_epochs_not_zero():
+    from test_cpu_report import trained
+
+    summary = cpu_report.training_summary(trained().assign(epochs=0.0012))
+    assert set(summary["epochs"]) == {0.0012}

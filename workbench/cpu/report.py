@@ -48,7 +48,7 @@ def precision_summary(table: pd.DataFrame) -> pd.DataFrame:
             "× float32": top["decode_speedup"].round(2),
             "prefill tok/s": top["prefill_tok_s"].round(0),
             "weights MB": top["weight_mb"].round(0),
-            "perplexity": top["ppl"].round(3),
+            "perplexity": plots.significant(top["ppl"], 5),
             "Δ ppl %": top["ppl_change_pct"].round(2),
             "next-token agreement": top["next_token_agreement"].round(3),
         }
@@ -164,8 +164,8 @@ def training_summary(table: pd.DataFrame) -> pd.DataFrame:
             "seeds": grouped["seed"].count(),
             "val loss": grouped["val_loss"].mean().round(4),
             "± std": grouped["val_loss"].std(ddof=1).round(4),
-            "val ppl": np.exp(grouped["val_loss"].mean()).round(2),
-            "epochs": grouped["epochs"].first().round(2),
+            "val ppl": plots.significant(np.exp(grouped["val_loss"].mean()), 4),
+            "epochs": plots.significant(grouped["epochs"].first(), 2),
         }
     )
 

@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .. import verdicts
-from ..plots import LAYOUT
+from ..plots import LAYOUT, significant
 
 COLORS = {
     "AdamW": "#1f77b4",
@@ -196,7 +196,7 @@ def summary(results) -> pd.DataFrame:
             {
                 "part": part,
                 "method": method,
-                "lr": group["lr"].iloc[0],
+                "lr": f"{group['lr'].iloc[0]:g}",
                 "seeds": len(group),
                 "25% step": int(group["step_25"].iloc[0]),
                 "val loss @ 25%": _mean_sd(group["val_loss_25"]),
@@ -204,7 +204,7 @@ def summary(results) -> pd.DataFrame:
                 "optimizer state MB": round(group["state_mb"].mean(), 1),
                 "optimizer step ms": round(timing.get((part, method), np.nan), 2),
                 "train step ms": round(group["step_ms"].mean(), 1),
-                "epochs": round(group["epochs"].mean(), 2),
+                "epochs": significant(group["epochs"].mean(), 2),
             }
         )
     return pd.DataFrame(rows)
