@@ -12,6 +12,7 @@ one panel per device kind (GPU, CPU): a GPU's and a CPU's latencies never share 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -20,6 +21,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .cards import CardProfile, load_cards
 from .plots import COLORS, LAYOUT, log_axis
 from .runs import RunStore
 
@@ -217,16 +219,14 @@ class LiveFrontier:
     `figure`, then call `refresh()` (e.g. from a loop, or `watch` in a notebook) as runs finish."""
 
     def __init__(self, store: RunStore, x: str = "non_embedding_params", y: str = "code_ppl", **filters):
-        from .cards import load_cards
-
-        self.store, self.x, self.y, self.filters, self.load = store, x, y, filters, load_cards
+        self.store, self.x, self.y, self.filters = store, x, y, filters
         self.figure = go.FigureWidget(frontier_figure(select(pd.DataFrame(columns=["idea"])), x, y))
         self.seen = -1
         self.refresh()
 
     @property
     def cards(self) -> pd.DataFrame:
-        return select(self.load(self.store), **self.filters)
+        return select(load_cards(self.store), **self.filters)
 
     def refresh(self) -> bool:
         """Redraw if the store holds a different number of cards; True if it did."""
@@ -240,3 +240,28 @@ class LiveFrontier:
             self.figure.layout = fresh.layout
             self.figure.add_traces(list(fresh.data))
         return True
+
+    def watch(self, seconds: float, every: float = 5.0) -> None:
+        """Redraw as cards land, for `seconds` (the cell runs that long; interrupt the kernel to stop early)."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            time.sleep(min(every, left))
+            self.refresh()
+
+
+@dataclass(frozen=True)
+class FrontierProfile(CardProfile):
+    """Notebook 08: the common evaluation (`CardProfile`), the reference model and its precisions, and the
+    stored arms the compositions start from (the newest card whose arm contains the given text)."""
+
+    reference: str = "smollm2-135m"  # "tiny": a random tiny LLaMA (smoke)
+    precisions: tuple[str, ...] = ("float32", "bfloat16", "int8", "int4")
+    echoatt_arm: str = "n=12 similarity"  # "": build a tiny student here (smoke)
+    recursive_arm: str = "lora"
+    live_seconds: float = 0.0  # keep redrawing the figure from the store this long (0: draw once)
+
+
+FrontierProfile.presets = {
+    "smoke": CardProfile.presets["smoke"] | dict(reference="tiny", echoatt_arm="", recursive_arm=""),
+    "full": {},
+}
