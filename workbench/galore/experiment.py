@@ -32,11 +32,12 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .. import cards
 from ..data import batches, check_epochs, token_splits
 from ..errors import WorkbenchError
 from ..evaluate import perplexity
 from ..measure import interleaved, synchronize
-from ..models import MODEL_SIZES, load_model, resolve_device, tiny_llama
+from ..models import MODEL_SIZES, load_model, load_tokenizer, resolve_device, tiny_llama
 from ..runs import Run, RunKind, start_run
 from ..train import TrainConfig, causal_lm_loss, should_compile, train
 from .galore import GaLoreAdamW, optimizer_state_bytes
@@ -223,6 +224,9 @@ def _train_arm(
             run_id=run.id,
         ) | (extra or {})
         run.update_summary(**{k: v for k, v in row.items() if k not in ("part", "method", "label")})
+        cards.write_card(run, model, idea="galore", arm=f"{part.name}/{label}", tokenizer=load_tokenizer(),
+                         profile=profile.name, training_tokens=tokens, training_context=part.block_len,
+                         corpus=profile.corpus)  # fmt: skip
     return row, curve, run
 
 
