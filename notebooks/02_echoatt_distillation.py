@@ -30,15 +30,17 @@
 # **What the paper claims** (TinyLlama-1.1B teacher): about **+15% inference speed**, **+25% training speed**, **about 4% fewer parameters**, and
 # zero-shot quality that does not drop (even improves).
 #
-# **What is known at SmolLM2-135M size** (see `docs/ideas.md`, EchoAtt): naive head-averaged similarity is dominated by the attention-sink column;
-# copying without training is destructive (4 shared layers: perplexity 25 → 36); long chains are much worse than reusing the immediate predecessor.
+# **What is known at SmolLM2-135M size** (measured on the CPU on 4 × 512 held-out tokens, recorded in `docs/ideas.md`, EchoAtt, on 2026-11-30):
+# naive head-averaged similarity is dominated by the attention-sink column; copying without training is destructive (4 shared layers: perplexity
+# 25.2 → 35.9); long chains are much worse than reusing the immediate predecessor.
 # So here the similarity is measured per head with the sink column removed, groups are short, and **every** arm is distilled and then compared with
 # **fair baselines**: random layers and the last inner layers with the same budget, and the teacher continued-trained on the same tokens.
 # "No loss in quality" is judged where the paper makes it, at its cut (the budget nearest −4% parameters), against that continued teacher, and
 # over `quality_seeds` batch orders of both (paired by seed), never by the best of all students.
 #
 # Profiles: `smoke` runs every step on a tiny *random* teacher on the CPU in about a minute (its numbers only show that the code runs);
-# `full` runs SmolLM2-135M on a GPU (6 and 12 shared layers, 8 minutes on one H200: 474 s measured on 2026-11-30, about 30 s per trained arm).
+# `full` runs SmolLM2-135M on a GPU (6 and 12 shared layers; 474 s on one H200 on 2026-11-30, about 30 s per trained arm, before the
+# `quality_seeds` arms were added: longer now, by about 30 s per extra arm, not yet timed).
 
 # %% tags=["parameters"]
 profile = "smoke"  # "smoke": CPU, tiny random teacher, ~1 min; "full": GPU, SmolLM2-135M teacher, ~8 min

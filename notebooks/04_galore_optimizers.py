@@ -30,8 +30,9 @@
 # the same three optimizers at equal steps and tokens, pretraining GaLore's "60M" LLaMA shape from scratch (3 seeds), and
 # fine-tuning SmolLM2-135M, with LoRA at a similar state budget.
 #
-# Profiles: `smoke` runs every path on tiny random LLaMAs on the CPU in about a minute (its numbers only show that the code runs);
-# `full` is the real run on one GPU (about 4-5 minutes on an H200; `part="pretrain"` or `"finetune"` runs one half).
+# Profiles: `smoke` runs every path on tiny random LLaMAs on the CPU in about a minute (52 s on 2 shared cores at load 3.9, 2026-12-02;
+# its numbers only show that the code runs); `full` is the real run on one GPU (262 s on an H200 on 2026-11-30, with that day's profile;
+# `part="pretrain"` or `"finetune"` runs one half).
 
 # %% tags=["parameters"]
 profile = "smoke"  # "smoke": CPU, tiny models, ~1 min; "full": GPU, 47M from scratch + SmolLM2-135M fine-tuning

@@ -36,8 +36,9 @@
 # machine (the CI machine has 2 cores shared by several processes) single timings mean little. On the GPU machine, the CPU parts measure its
 # host CPU, and are labelled with it.
 #
-# Profiles: `smoke`: a tiny *random* model through every step on the CPU in about a minute (its numbers only show that the code runs);
-# `full`: SmolLM2-135M on the CPU at 1 and 16 threads (`threads=[1, 4, 16]` for the curve), then training on the GPU (about 4 minutes on one H200 machine).
+# Profiles: `smoke`: a tiny *random* model through every step on the CPU in about a minute (70 s on 2 shared cores at load 3.6, 2026-12-02;
+# its numbers only show that the code runs); `full`: SmolLM2-135M on the CPU at 1 and 16 threads (`threads=[1, 4, 16]` for the curve), then
+# training on the GPU (242 s on a 2×H200 machine's 32-core host on 2026-11-30, with that day's profile).
 
 # %% tags=["parameters"]
 profile = "smoke"  # "smoke": tiny random model, CPU, ~1 min; "full": SmolLM2-135M + GPU training, ~4 min
