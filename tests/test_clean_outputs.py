@@ -50,3 +50,13 @@ def test_smoke_tables_show_epochs_not_zero():
 
     summary = cpu_report.training_summary(trained().assign(epochs=0.0012))
     assert set(summary["epochs"]) == {0.0012}
+
+
+def test_recursive_summary_hides_an_empty_seed_range_and_keeps_small_epochs():
+    from test_recursive_report import table
+
+    from workbench.recursive import report as recursive_report
+
+    one_seed = recursive_report.summary_table(table(seeds=1).assign(epochs=0.004))
+    assert "ppl range over seeds" not in one_seed and set(one_seed["epochs"]) == {0.004}
+    assert "ppl range over seeds" in recursive_report.summary_table(table(seeds=3))

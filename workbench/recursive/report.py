@@ -51,10 +51,13 @@ def summary_table(table: pd.DataFrame) -> pd.DataFrame:
     for column, name in (("cloze_acc", "cloze acc (chance 0.20)"), ("choice_acc", "4-way acc (chance 0.25)")):
         if column in table.columns:
             out[name] = groups[column].mean()
-    return out.reset_index(drop=True).round(
+    out = out.reset_index(drop=True).round(
         {"non-embedding params (M)": 2, "ppl at conversion": 2, "ppl after uptraining": 2, "ppl range over seeds": 2}
-        | {"epochs": 2, "cloze acc (chance 0.20)": 3, "4-way acc (chance 0.25)": 3}
+        | {"cloze acc (chance 0.20)": 3, "4-way acc (chance 0.25)": 3}
     )
+    out["epochs"] = plots.significant(out["epochs"], 2)  # a smoke run's 0.0040, not 0.0
+    range_ = "ppl range over seeds"  # one seed per arm: no range to show (a column of NaN says nothing)
+    return out.drop(columns=range_) if out[range_].isna().all() else out
 
 
 def params_figure(table: pd.DataFrame) -> go.Figure:
