@@ -27,17 +27,18 @@
 # + SVD-LoRA improves with rank up to 55.5 at r=512, and SVD init beats zero init (49.0 at r=512); simulated throughput ×2.66 with
 # depth-wise batching and early exits.
 #
-# **At SmolLM2-135M** (measured on the CPU before any training, see `docs/ideas.md`): nothing survives conversion untrained (perplexity
+# **At SmolLM2-135M** (measured on the CPU before any training, 4 × 512 held-out tokens; `docs/ideas.md`, recorded 2026-11-30): nothing survives conversion untrained (perplexity
 # in the millions for every variant, Stepwise least bad); tying the RMSNorm weights alone costs perplexity 25 → 14,796 even with a
 # full-rank relaxation. So every arm here is **uptrained** for the same steps on the same tokens, with cross-entropy plus forward KL
 # from the full model, and compared with fair baselines: the full model continued-trained on the same tokens, and a model of the
 # reduced depth trained from scratch.
 #
 # Profiles: `smoke` runs every step on a tiny *random* model on the CPU (its numbers only show the code runs); `full` runs SmolLM2-135M
-# on one GPU (`arms="all"` about 5 minutes on an H200; `arms="no_lora"` and `arms="lora"` split it in two).
+# on one GPU (`arms="no_lora"` and `arms="lora"` split it in two: 142 s and 165 s on an H200 on 2026-11-30, 80 steps per arm, one seed,
+# with that day's profile; the whole, `arms="all"`, did not finish within 285 s then).
 
 # %% tags=["parameters"]
-profile = "smoke"  # "smoke": CPU, tiny random model, ~1 min; "full": GPU, SmolLM2-135M
+profile = "smoke"  # "smoke": CPU, tiny random model, ~3 min on 2 shared cores; "full": GPU, SmolLM2-135M
 # Settings of RecursiveProfile; None: the profile's value
 arms = None  # "all", "no_lora" (plain recursive + baselines) or "lora" (Average + LoRA ranks, early exit, batching)
 loops = None  # numbers of loops B, e.g. [2, 3]
@@ -68,7 +69,7 @@ live = report.LiveCurves()
 experiment = RecursiveExperiment(settings, callback=live)
 print(f"{settings.model} on {experiment.device}: {experiment.teacher.config.num_hidden_layers} layers; "
       f"{len(experiment.train_tokens):,} training / {len(experiment.val_tokens):,} held-out tokens of {settings.corpus}; "
-      f"every arm sees {settings.steps * settings.batch_size * settings.block_len:,} tokens ({experiment.epochs():.1f} epochs)")
+      f"every arm sees {settings.steps * settings.batch_size * settings.block_len:,} tokens ({experiment.epochs():.2g} epochs)")
 pd.DataFrame([a.__dict__ for a in experiment.arms]).drop(columns="kind")
 
 # %% [markdown]
