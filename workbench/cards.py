@@ -13,7 +13,8 @@ axes every other model shares:
   (`data.code_heldout`) and on English held-out text (`data.english_heldout`), the first
   `eval_windows` disjoint windows of `eval_context` tokens of each, the same for every model. A masked
   diffusion model gives exp of its ELBO bound on the NLL: an upper bound on its perplexity, marked
-  `quality_is_bound`. Zero-shot accuracy (`workbench.zeroshot`, built from the English held-out text);
+  `quality_is_bound`. Zero-shot accuracy (`workbench.zeroshot`, built from the English held-out text;
+  on a GPU, and on a CPU only when `cpu_zeroshot`: there it takes minutes per model);
 - speed: `workbench.measure.model_speeds`, the one speed measure (prefill tok/s, decode tok/s at
   batch 1 and 32), on the device the card was written on;
 - cost: training tokens and training FLOPs, 3 × the forward FLOPs (`forward_flops`): per token
@@ -68,9 +69,10 @@ class CardProfile(Profile):
     """The common evaluation and speed shapes of every card (the same for every model of a profile)."""
 
     eval_context: int = 512  # tokens per window of both held-out sets
-    eval_windows: int = 64  # windows of each held-out set (32,768 tokens at 512)
+    eval_windows: int = 32  # windows of each held-out set (16,384 tokens at 512)
     eval_batch: int = 8
     zeroshot_items: int = 200  # cloze and choice items each, from the English held-out text
+    cpu_zeroshot: bool = False  # on a CPU, ~2,000 scored sequences take minutes per model: None there
     zeroshot_context: int = 128
     prefill_batch: int = 32
     prefill_len: int = 1024
@@ -97,7 +99,7 @@ class CardProfile(Profile):
 CardProfile.presets = {
     "smoke": dict(eval_context=64, eval_windows=4, eval_batch=4, zeroshot_items=8, zeroshot_context=32,
                   prefill_batch=2, prefill_len=64, decode_batches=(1, 4), new_tokens=4, rounds=2, keep_weights_mb=20.0,
-                  cpu_prefill=(2, 64), cpu_decode_batches=(1, 4)),
+                  cpu_prefill=(2, 64), cpu_decode_batches=(1, 4), cpu_zeroshot=True),
     "full": {},
 }  # fmt: skip
 
@@ -327,7 +329,11 @@ def write_card(
     if not all(math.isfinite(v) for v in quality.values()):
         raise WorkbenchError(f"card of {idea} {arm!r}: held-out perplexity {quality} is not finite (a diverged model "
                              "gets no card)")  # fmt: skip
-    shot = zero_shot(model, tokenizer, settings, mdm_loglik, token_ids)
+    shot = (
+        {}
+        if device.type == "cpu" and not settings.cpu_zeroshot
+        else zero_shot(model, tokenizer, settings, mdm_loglik, token_ids)
+    )
     shapes = settings.shapes(device)
     shapes = shapes if mdm_nll is None else dataclasses.replace(shapes, decode_batches=())
     row = speed if speed is not None else model_speeds({arm: model}, shapes, device)[arm]  # an MDM: no KV decode
