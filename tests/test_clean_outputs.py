@@ -60,3 +60,21 @@ def test_recursive_summary_hides_an_empty_seed_range_and_keeps_small_epochs():
     one_seed = recursive_report.summary_table(table(seeds=1).assign(epochs=0.004))
     assert "ppl range over seeds" not in one_seed and set(one_seed["epochs"]) == {0.004}
     assert "ppl range over seeds" in recursive_report.summary_table(table(seeds=3))
+
+
+def test_readable_rounds_float_columns_only():
+    frame = pd.DataFrame({"model": ["ARM"], "judge_ppl": [7336318.456], "epochs": [0.001234], "steps": [16]})
+    shown = plots.readable(frame)
+    assert shown.iloc[0].tolist() == ["ARM", 7336000.0, 0.001234, 16]
+
+
+def test_one_seed_reversal_has_no_spread_rather_than_zero():
+    from test_diffusion_report import reversal_table
+
+    from workbench.diffusion import report as diffusion_report
+
+    one = diffusion_report.reversal_summary(reversal_table(0.9, 0.3).query("seed == 0"))
+    assert (
+        one["seen_std"].isna().all()
+        and not diffusion_report.reversal_summary(reversal_table(0.9, 0.3))["reverse_std"].isna().any()
+    )

@@ -67,6 +67,13 @@ def significant(values: pd.Series | Sequence[float] | float, digits: int = 3):
     return one(float(values)) if np.ndim(values) == 0 else np.array([one(float(v)) for v in values])
 
 
+def readable(frame: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
+    """A table for display: every float column to `digits` significant figures (see `significant`), so
+    7336318.456 reads 7336000 and a smoke run's 0.0012 epochs stay 0.0012; other columns as they are."""
+    floats = frame.select_dtypes("float").columns
+    return frame.assign(**{column: significant(frame[column], digits) for column in floats})
+
+
 LineStyle = Callable[[str, int], dict]  # (line name, index among the lines) → Scatter keyword arguments
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from ..plots import LAYOUT, add_level, log_axis
+from ..plots import LAYOUT, add_level, log_axis, significant
 from .judge import compute_gap, conclusion, fit_lines  # noqa: F401 (the notebook reads them here)
 
 COLOURS = {"ARM": "#1f77b4", "MDM": "#ff7f0e", "held-out text": "#2ca02c"}
@@ -40,10 +40,11 @@ def scaling_display(table: pd.DataFrame) -> pd.DataFrame:
         total_params=table["total_params"] / 1e6,
         tokens=table["tokens"] / 1e6,
     )
-    return shown.rename(columns=SCALING_COLUMNS).round(
-        {"N, non-embedding (M)": 2, "total params (M)": 2, "tokens (M)": 2, "epochs": 2, "held-out nats/token": 3,
-         "train tokens/s": 0}
-    )  # fmt: skip
+    shown = shown.rename(columns=SCALING_COLUMNS).round(
+        {"N, non-embedding (M)": 2, "total params (M)": 2, "held-out nats/token": 3, "train tokens/s": 0}
+    )
+    # significant digits: a smoke run's 0.0012 M tokens and 0.0004 epochs, not columns of 0.0
+    return shown.assign(**{c: significant(shown[c], 2) for c in ("tokens (M)", "epochs") if c in shown})
 
 
 def seed_means(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -232,9 +233,10 @@ def reversal_summary(table: pd.DataFrame) -> pd.DataFrame:
     grouped = table.groupby(["arm", "w"])
     columns = [c for c in ("seen_acc", "reverse_acc", "both_acc", "reverse_infill_acc", "epochs") if c in table]
     summary = grouped[columns].mean()
-    summary["seen_std"] = grouped["seen_acc"].std(ddof=0)
-    summary["reverse_std"] = grouped["reverse_acc"].std(ddof=0)
-    summary["reverse_infill_std"] = grouped["reverse_infill_acc"].std(ddof=0)
+    several = grouped.size() > 1  # one seed has no spread: NaN (shown as n/a), not a measured 0.0
+    summary["seen_std"] = grouped["seen_acc"].std(ddof=0).where(several)
+    summary["reverse_std"] = grouped["reverse_acc"].std(ddof=0).where(several)
+    summary["reverse_infill_std"] = grouped["reverse_infill_acc"].std(ddof=0).where(several)
     summary["seeds"] = grouped.size()
     return summary.reset_index()
 
