@@ -315,9 +315,9 @@ class EchoAttExperiment:
         if tokens and arm.kind != "continued":
             teacher = cards.forward_flops(self.teacher, tokens, p.block_len)
             flops = cards.train_flops(model, tokens, p.block_len) + teacher
-        cards.write_card(run, copy.deepcopy(model).to(self.inference_dtype).eval(), idea="echoatt", arm=arm.run_name,
-                         tokenizer=self.tokenizer, profile=p.name, training_tokens=tokens, training_context=p.block_len,
-                         training_flops=flops, corpus=p.corpus, extra={"groups": arm.groups})  # fmt: skip
+        cards.write_card(run, model, idea="echoatt", arm=arm.run_name, tokenizer=self.tokenizer, profile=p.name,
+                         training_tokens=tokens, training_context=p.block_len, training_flops=flops,
+                         corpus=p.corpus, extra={"groups": arm.groups})  # fmt: skip
 
 
 def with_ratios(table: pd.DataFrame) -> pd.DataFrame:

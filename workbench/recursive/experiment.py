@@ -290,8 +290,7 @@ class RecursiveExperiment:
         flops = cards.train_flops(model, tokens, p.block_len)
         if distilled:
             flops += cards.forward_flops(self.teacher, tokens, p.block_len)
-        deployed = copy.deepcopy(model).to(torch.bfloat16 if self.device.type == "cuda" else torch.float32).eval()
-        cards.write_card(run, deployed, idea="recursive", arm=arm.name, tokenizer=self.tokenizer, profile=p.name,
+        cards.write_card(run, model, idea="recursive", arm=arm.name, tokenizer=self.tokenizer, profile=p.name,
                          training_tokens=tokens, training_context=p.block_len, training_flops=flops, corpus=p.corpus,
                          token_ids=self.vocab_ids,
                          extra={"loops": arm.loops, "init": arm.init, "lora": arm.lora, "rank": arm.rank})  # fmt: skip
