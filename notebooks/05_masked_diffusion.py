@@ -44,7 +44,7 @@
 # `part` runs one experiment ("scaling", "sampling", "reversal") or all.
 
 # %% tags=["parameters"]
-profile = "smoke"  # "smoke": CPU, tiny models, a few minutes; "full": one GPU
+profile = "smoke"  # "smoke": CPU, tiny models, ~2 min on 2 shared cores; "full": one GPU
 # Settings of DiffusionProfile; None: the profile's value
 part = None  # "all", "scaling", "sampling" (quality, speed, guidance) or "reversal"
 sizes = None  # model sizes, e.g. ["s", "m", "l"] (see workbench.diffusion.profile.SIZES)
@@ -60,6 +60,7 @@ compile = None  # None: compiled training step on a GPU (both losses); False: ea
 from IPython.display import Markdown, display
 
 import workbench.notebook
+from workbench import plots
 from workbench.diffusion import report
 from workbench.diffusion.experiment import DiffusionExperiment
 from workbench.diffusion.profile import DiffusionProfile
@@ -97,7 +98,7 @@ if settings.runs("scaling"):
 # %%
 if scaling is not None:
     display(report.scaling_figure(scaling))
-    display(report.compute_gap(scaling).rename(columns={"budget": "budget (FLOPs)", "mdm_nll": "MDM best ELBO",
+    display(plots.readable(report.compute_gap(scaling)).rename(columns={"budget": "budget (FLOPs)", "mdm_nll": "MDM best ELBO",
                                                           "arm_flops_same_nll": "ARM FLOPs for that loss", "gap": "compute gap ×"}))
 
 # %% [markdown]
@@ -114,7 +115,7 @@ if scaling is not None:
 # %%
 if settings.runs("sampling"):
     quality, speed = experiment.sampling()
-    display(quality.round(3))
+    display(plots.readable(quality))
     display(report.quality_figure(quality))
 
 # %%
@@ -144,7 +145,7 @@ if settings.runs("sampling"):
 # %%
 if settings.runs("sampling"):
     guidance = experiment.guidance()
-    display(guidance.round(3))
+    display(plots.readable(guidance))
     display(report.guidance_accuracy_figure(guidance))
     display(report.guidance_figure(guidance))
 
@@ -161,7 +162,7 @@ if settings.runs("sampling"):
 # %%
 if settings.runs("reversal"):
     reversal = experiment.reversal()
-    display(report.reversal_summary(reversal).round(3))
+    display(plots.readable(report.reversal_summary(reversal)).fillna("n/a"))  # n/a: one seed, or an ARM (no infill)
     display(report.reversal_figure(reversal))
 
 # %% [markdown]
