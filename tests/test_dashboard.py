@@ -197,10 +197,11 @@ def test_view_follows_new_rows_the_filter_and_the_selection(store):
     dashboard.tabs.active = 1  # the compare tab (each tab is brought up to date when opened)
     assert dashboard.compare.baseline.value == old  # marked as reference, though "new" is newer
     dashboard.tabs.active = 0
-    dashboard.table.selection = [1]  # only "old"
+    dashboard.tick(old)  # only "old"
+    assert list(dashboard.table.value["tick"]) == ["☐", "☑"]
     assert dashboard.names()["curves"] == dashboard.names()["table"] == [f"#{old} old"]
     assert dashboard.run_page.select.value == old  # the run page follows the last run ticked
-    dashboard.table.selection = [0, 1]
+    dashboard.tick(run.id)
     dashboard.tabs.active = 1
     dashboard.compare.baseline.value = run.id  # the user picks the baseline
     assert dashboard.compare.run_labels() == [f"#{run.id} new", f"#{old} old"]
@@ -215,7 +216,8 @@ def test_view_follows_new_rows_the_filter_and_the_selection(store):
 def test_ticks_hidden_by_the_filter_come_back_and_a_bad_expression_says_why(store):
     ids = [logged(store, f"lr{lr}", [1.0], {"ppl": 10.0 + lr}, params={"lr": lr}) for lr in (1e-4, 1e-3, 1e-2)]
     dashboard = Dashboard(store)
-    dashboard.table.selection = [0, 2]  # newest first: lr 0.01 and lr 0.0001
+    dashboard.tick(ids[2])
+    dashboard.tick(ids[0])
     assert set(dashboard.state.ticks) == {ids[2], ids[0]}
     dashboard.expression.value = "params.lr > 5e-4"
     assert list(dashboard.table.value["id"]) == [ids[2], ids[1]]
@@ -268,3 +270,40 @@ def test_run_page_shows_error_code_device_and_notebook_links(store, tmp_path):
     assert page.params.value["parameter"].tolist() == ["lr"]  # once: not again as a recorded setting
     stack = page.artifacts.objects[0].objects[1].object  # a stack of 9 maps, drawn as 9 heatmaps
     assert [t.type for t in stack.data] == ["heatmap"] * 9 and "maps" in stack.layout.title.text
+
+
+def stored_card(store, idea, arm, non_embedding, ppl, device_kind="cpu"):
+    """A model card as `cards.write_card` stores it, with constructed numbers."""
+    import dataclasses
+
+    from workbench.cards import CARD, Card
+
+    with store.start_run(idea, arm, {"arm": arm}) as run:
+        card = Card(idea=idea, arm=arm, run_id=run.id, params=2 * non_embedding, non_embedding_params=non_embedding,
+                    precision="float32", weight_bytes=8 * non_embedding, kv_bytes_per_token=64.0, code_ppl=ppl,
+                    english_ppl=ppl + 5, quality_is_bound=False, eval_spec="4x64", device="cpu (2 cores)",
+                    device_kind=device_kind, date="2026-12-02", speed={"decode_b1_tok_s": 1e6 / non_embedding},
+                    corpus="python-code", profile="smoke")
+        run.log_artifact(CARD, dataclasses.asdict(card))
+    return run.id
+
+
+def test_frontier_tab_draws_notebook_08s_figure_of_the_stored_cards(store):
+    from workbench import frontier
+    from workbench.cards import load_cards
+
+    stored_card(store, "echoatt", "teacher", 1000, 20.0)
+    stored_card(store, "echoatt", "student", 600, 24.0)
+    stored_card(store, "recursive", "relaxed", 500, 22.0)  # beats the student on both axes
+    dashboard = Dashboard(store)
+    dashboard.tabs.active = 4
+    tab = dashboard.frontier
+    same = frontier.frontier_figure(frontier.select(load_cards(store)), x=tab.x.value, y=tab.y.value)
+    assert tab.figure.object.to_json() == same.to_json()  # the one figure function, on the same cards
+    assert set(tab.legend()) == {"echoatt", "recursive", "Pareto frontier"}
+    assert list(tab.pareto.value["arm"]) == ["relaxed", "teacher"]
+    tab.ideas.value = ["echoatt"]
+    assert list(tab.pareto.value["arm"]) == ["student", "teacher"] and "echoatt" in tab.conclusion.object
+    stored_card(store, "cpu", "int8", 400, 21.0)  # a card lands: the tab follows the store
+    dashboard.refresh()
+    assert "cpu" in tab.ideas.options and len(tab.table.value) == 2

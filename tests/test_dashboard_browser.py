@@ -281,17 +281,29 @@ def test_filter_baseline_sweep_and_run_page_in_the_browser(dashboard, chromium, 
         assert len({(t["dash"], t["color"]) for t in twins}) == 2  # identical numbers, still two distinguishable lines
         page.keyboard.press("Escape")  # close the kind menu
         page.screenshot(path=str(artifacts / "dashboard_filtered_curves.png"), full_page=True)
+        # grouped by everything but the seed: the two students are one line in a min-max band
+        page.locator(".bk-input-group", has_text="group").locator("select").select_option(
+            label="runs that differ only in the seed"
+        )
+        grouped = page.wait_for_function(
+            f"() => {{ const t = ({PLOTS})()[0] || []; return t.some(x => x.name.includes('(2 runs)')) && t; }}",
+            timeout=30_000,
+        ).json_value()
+        assert any("arm=student, seed=" not in t["name"] and "(2 runs)" in t["name"] for t in grouped)
+        page.screenshot(path=str(artifacts / "dashboard_grouped_curves.png"), full_page=True)
 
         # compare: the teacher (the experiment's reference) is the default baseline; the user picks another
         page.locator(".bk-tab", has_text="Compare").click()
-        page.locator(".tabulator-col-title", has_text=f"#{ids['teacher']} teacher (baseline)").first.wait_for(
+        page.locator("table.frame td", has_text=f"#{ids['teacher']} teacher (baseline)").first.wait_for(
             timeout=30_000
         )
+        cells = page.locator("table.frame td[style*='background-color']")  # worse than the teacher: red
+        assert cells.count() >= 3
         page.locator(".bk-input-group", has_text="baseline run").locator("select").select_option(
             label=f"#{ids['student seed 0']} student seed 0"
         )
         page.locator(
-            ".tabulator-col-title", has_text=f"#{ids['student seed 0']} student seed 0 (baseline)"
+            "table.frame td", has_text=f"#{ids['student seed 0']} student seed 0 (baseline)"
         ).first.wait_for(timeout=30_000)
         assert page.get_by_text("world_size").count() == 0  # a setting, not a metric
         page.screenshot(path=str(artifacts / "dashboard_compare_baseline.png"), full_page=True)

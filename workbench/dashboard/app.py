@@ -9,9 +9,11 @@ asked for; CSV export), and tabs that all draw the same runs: **Curves**, **Comp
 **Run** (`?run=ID` in the address opens it) and **Frontier**.
 
 Every change (a filter, a tick, a baseline, new rows in the store) goes through `State.update`, and
-the table and the tab in view are redrawn from the snapshot it returns; the table's ticks are kept
-as run ids. Rows whose values change in place (a running run's duration and status) are patched,
-so a tick the browser sends meanwhile still names the row it named.
+the table and the tab in view are redrawn from the snapshot it returns. A tick is a click on a row's
+☐ cell, kept as a run id; the ☑ shown is the state's, never the browser's own selection (Tabulator's
+row selection is echoed back by the browser when the rows are replaced, which dropped ticks). Rows
+whose values change in place (a running run's duration and status) are patched, not replaced, so a
+click the browser sends meanwhile still names the row it named.
 
 Live: every `REFRESH_MS` a periodic callback reads the runs table and only the metric rows logged
 since the last read. The store is SQLite in WAL mode: these reads never block the writers.
@@ -38,6 +40,7 @@ REFRESH_MS = 1000
 TABS = ("Curves", "Compare", "Sweeps", "Run", "Frontier")
 RUN_TAB = TABS.index("Run")
 IN_VIEW = "●"  # the table's mark of the runs every tab draws
+TICK, TICKED, UNTICKED = "tick", "☑", "☐"
 
 
 class Dashboard:
@@ -66,12 +69,14 @@ class Dashboard:
         self.bookkeeping = pn.widgets.Checkbox(label="show sweep bookkeeping runs")
         self.archived = pn.widgets.Checkbox(label="show archived runs")
         self.problem = pn.pane.Markdown("", sizing_mode="stretch_width")
+        self.columns = pn.widgets.MultiChoice(label="table columns", width=640)
         self.table = pn.widgets.Tabulator(
-            pd.DataFrame(), selectable="checkbox", show_index=False, disabled=True, pagination="local",
+            pd.DataFrame(), selectable=False, show_index=False, disabled=True, pagination="local",
             page_size=12, sizing_mode="stretch_width", layout="fit_data_table",
             formatters={"id": {"type": "link", "urlPrefix": "?run=", "target": "_blank"}},
         )
-        self.table.style.map(_status_style, subset=["status"])
+        self.table.style.map(_status_style, subset=["status"]).apply(_ticked_style, axis=None)
+        self.table.on_click(self._clicked)
         self.curves = CurvesTab(on_change=lambda: self.curves.render(self.state.snapshot, self.feed))
         self.compare = CompareTab(on_baseline=lambda run_id: self._apply(baseline=run_id))
         self.sweeps = SweepsTab()
@@ -82,7 +87,7 @@ class Dashboard:
 
         for widget in (self.kinds, self.statuses, self.search, self.expression, self.bookkeeping, self.archived):
             widget.param.watch(lambda _: self._filter_changed(), "value")
-        self.table.param.watch(self._ticked, "selection")
+        self.columns.param.watch(lambda _: self._syncing or self._sync_table(self.state.snapshot), "value")
         self.run_page.select.param.watch(lambda _: self.tabs.active == RUN_TAB and self._render_tab(), "value")
         self.tabs.param.watch(lambda _: self._render_tab(), "active")
         self._apply()
@@ -137,11 +142,28 @@ class Dashboard:
         )
 
     # -- the runs table -----------------------------------------------------------------------------
+    def _table_columns(self) -> list[str]:
+        """The chosen columns; offered: those of every run the table may show (not only the filter's), so
+        that a filter changes the rows and never the columns (see `widgets`: a Tabulator whose columns
+        change is rebuilt in the browser)."""
+        everything = views.visible(self.feed.runs)
+        default, offered = views.table_columns(everything, self.feed.finals(), self.feed.kinds)
+        if offered != self.columns.options:
+            self._syncing = True
+            try:
+                keep = [c for c in self.columns.value if c in offered]
+                self.columns.options = offered
+                self.columns.value = keep if self.columns.options and keep else default
+            finally:
+                self._syncing = False
+        return list(self.columns.value)
+
     def _sync_table(self, snapshot: Snapshot) -> None:
         """The table shows `snapshot.shown`, its ticks `snapshot.ticks`: patched in place where only values
-        changed, replaced where rows or columns did."""
-        frame = views.runs_table(snapshot.shown, self.feed.finals(), self.feed.kinds)
+        changed, replaced where rows did, its columns changed only by the column chooser."""
+        frame = views.runs_table(snapshot.shown, self.feed.finals(), self.feed.kinds, self._table_columns())
         frame.insert(0, "view", [IN_VIEW if i in snapshot.chosen else "" for i in frame["id"]])
+        frame.insert(0, TICK, [TICKED if i in snapshot.ticks else UNTICKED for i in frame["id"]])
         current = self.table.value
         self._syncing = True
         try:
@@ -153,23 +175,25 @@ class Dashboard:
                     self.table.patch(patch, as_index=True)
             else:
                 self.table.value = frame
-            ticks = [frame.index.get_loc(i) for i in snapshot.ticks if i in frame.index]
-            if sorted(ticks) != sorted(self.table.selection):
-                self.table.selection = ticks
         finally:
             self._syncing = False
 
-    def _ticked(self, event) -> None:
-        if self._syncing:
-            return
-        shown = [int(i) for i in self.table.value.index]
-        ticked = [shown[i] for i in event.new if i < len(shown)]
-        hidden = [i for i in self.state.ticks if i not in set(shown)]  # ticks the filter hides stay ticked
-        added = [i for i in ticked if i not in self.state.ticks]
-        if added:  # the run page follows the last run ticked
-            self.run_page.options(self.feed, set(shown))
-            self.run_page.select.value = added[-1]
-        self._apply(ticks=hidden + ticked)
+    def _clicked(self, event) -> None:
+        """A click on a row's ☐/☑ cell ticks or unticks that run (`event.row`: its position in the table)."""
+        if event.column == TICK and 0 <= event.row < len(self.table.value):
+            self.tick(int(self.table.value["id"].iloc[event.row]))
+
+    def tick(self, run_id: int) -> None:
+        """Tick run `run_id` (untick it if ticked); the run page follows the last run ticked. Ticks the
+        filter hides stay ticked, and come back with their rows."""
+        ticks = list(self.state.ticks)
+        if run_id in ticks:
+            ticks.remove(run_id)
+        else:
+            ticks.append(run_id)
+            self.run_page.options(self.feed, set(self.state.snapshot.shown["id"]))
+            self.run_page.select.value = run_id
+        self._apply(ticks=ticks)
 
     def _deleted(self, run_id: int) -> None:
         self.state.forget({run_id})
@@ -196,6 +220,7 @@ class Dashboard:
             pn.Row(self.kinds, self.statuses, self.search),
             pn.Row(self.expression, self.bookkeeping, self.archived),
             self.problem,
+            self.columns,
             self.table,
             csv_button(self.table, "runs.csv"),
             self.tabs,
@@ -212,6 +237,14 @@ class Dashboard:
 
 def _same(a, b) -> bool:
     return a == b or (pd.isna(a) and pd.isna(b)) if not isinstance(a, (list, tuple)) else list(a) == list(b)
+
+
+def _ticked_style(frame: pd.DataFrame) -> pd.DataFrame:
+    """Ticked rows on a pale blue ground."""
+    styles = pd.DataFrame("", index=frame.index, columns=frame.columns)
+    if TICK in frame:
+        styles.loc[frame[TICK] == TICKED, :] = "background-color: #e8f0fb"
+    return styles
 
 
 def _status_style(status: str) -> str:

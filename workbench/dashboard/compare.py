@@ -13,7 +13,7 @@ import pandas as pd
 
 from . import views
 from .state import Snapshot, StoreFeed
-from .widgets import csv_button, table_widget
+from .widgets import FrameView, csv_button
 
 
 class CompareTab:
@@ -29,9 +29,8 @@ class CompareTab:
         self.seeds = pn.widgets.Checkbox(label="mean over seeds")
         self.delta = pn.widgets.Checkbox(label="Δ% to the baseline")
         self.note = pn.pane.Markdown("", sizing_mode="stretch_width")
-        self.table = table_widget()
-        self.table.style.apply(lambda frame: views.compare_styles(frame, self.kinds), axis=None)
-        self.params = table_widget()
+        self.table = FrameView(styles=lambda frame: views.compare_styles(frame, self.kinds))
+        self.params = FrameView()
         self.baseline.param.watch(self._baseline_picked, "value")
         for widget in (self.columns, self.constant, self.seeds, self.delta):
             widget.param.watch(lambda _: self._refresh(), "value")

@@ -1,39 +1,25 @@
 """The Frontier tab: every model card in the store on one quality-against-budget view, live.
 
-The very figure notebook 08 draws: both call `frontier_figure` (workbench.frontier) on the cards
-`workbench.cards.load_cards` reads from the store; this tab only adds the controls (which budget
-on the x axis, which ideas, devices and corpora) and the table of the cards shown, with its CSV.
-The cards are read again whenever the store's runs change.
+The very view of notebook 08: both draw with `workbench.frontier.frontier_figure` on the cards
+`workbench.cards.load_cards` reads from the store, filtered with `frontier.select` (ideas, device
+kind, training corpus; the evaluation most cards share), listed with `frontier_table` (the Pareto
+points) and summed up with `frontier.conclusion`. The cards are read again whenever the store's
+runs change. This module only adds the controls and the tables' CSV.
 """
 
 from __future__ import annotations
 
-import importlib
-
 import pandas as pd
 import plotly.graph_objects as go
 
+from .. import frontier
+from ..cards import load_cards
 from .views import empty_figure
-from .widgets import csv_button, table_widget
+from .widgets import FrameView, csv_button
 
-FILTERS = ("idea", "device", "corpus")  # card columns the user filters by, where the cards have them
-
-
-def frontier_api():
-    """(load_cards, frontier_figure, axes) from the cards module, or None where it is not installed yet."""
-    try:
-        cards = importlib.import_module("workbench.cards")
-    except ImportError:
-        return None
-    try:
-        figure_module = importlib.import_module("workbench.frontier")
-    except ImportError:
-        figure_module = cards
-    figure = getattr(figure_module, "frontier_figure", None)
-    if figure is None or not hasattr(cards, "load_cards"):
-        return None
-    axes = getattr(figure_module, "AXES", None) or getattr(cards, "AXES", None)
-    return cards.load_cards, figure, list(axes) if axes else []
+QUALITY = ("code_ppl", "english_ppl", "cloze_acc", "choice_acc")
+BUDGETS = tuple(axis for axis in frontier.AXES if axis not in QUALITY)
+ANY = "(any)"
 
 
 class FrontierTab:
@@ -41,62 +27,76 @@ class FrontierTab:
         import panel as pn
 
         self.store = store
-        self.x = pn.widgets.Select(label="budget (x axis)", width=280)
-        self.filters = {name: pn.widgets.MultiChoice(label=name, width=240) for name in FILTERS}
+        axes = {frontier.AXES[a].title: a for a in BUDGETS}
+        self.x = pn.widgets.Select(label="budget (x axis)", options=axes, value=BUDGETS[0], width=300)
+        self.y = pn.widgets.Select(label="quality (y axis)", options={frontier.AXES[a].title: a for a in QUALITY},
+                                   value=QUALITY[0], width=260)
+        self.ideas = pn.widgets.MultiChoice(label="ideas", width=300)
+        self.device = pn.widgets.Select(label="device", options=[ANY, *frontier.DEVICE_KINDS], value=ANY, width=120)
+        self.corpus = pn.widgets.Select(label="training corpus", options=[ANY], value=ANY, width=200)
         self.note = pn.pane.Markdown("", sizing_mode="stretch_width")
         self.figure = pn.pane.Plotly(go.Figure(), sizing_mode="stretch_width", height=520, name="frontier")
-        self.table = table_widget(page_size=15, pagination="local")
-        for widget in (self.x, *self.filters.values()):
+        self.conclusion = pn.pane.Markdown("", sizing_mode="stretch_width")
+        self.pareto = FrameView(max_height=360)
+        self.table = FrameView(max_height=360)
+        for widget in (self.x, self.y, self.ideas, self.device, self.corpus):
             widget.param.watch(lambda _: self._draw(), "value")
-        self.panel = pn.Column(pn.Row(self.x, *self.filters.values()), self.note, self.figure, self.table,
-                               csv_button(self.table, "model_cards.csv"), sizing_mode="stretch_width")
+        self.panel = pn.Column(
+            pn.Row(self.x, self.y, self.ideas, self.device, self.corpus), self.note, self.figure, self.conclusion,
+            pn.pane.Markdown("**Pareto points**"), self.pareto, csv_button(self.pareto, "pareto_points.csv"),
+            pn.pane.Markdown("**every card shown**"), self.table, csv_button(self.table, "model_cards.csv"),
+            sizing_mode="stretch_width",
+        )
         self.cards = pd.DataFrame()
         self._read_at = None
         self._syncing = False
 
     def render(self, snapshot, feed, force: bool = False) -> None:
         """Read the cards again when the store's runs changed since the last read."""
-        key = (len(feed.runs), tuple(feed.runs["status"]) if not feed.runs.empty else (), feed.last_id)
+        key = (tuple(feed.runs["id"]), tuple(feed.runs["status"])) if not feed.runs.empty else ()
         if key == self._read_at and not force:
             return
         self._read_at = key
-        api = frontier_api()
-        if api is None:
-            self.cards = pd.DataFrame()
-            self.note.object = ("No model cards module in this installation yet (`workbench.cards` with "
-                                "`load_cards` and `frontier_figure`): the frontier appears once it is.")
-            self.figure.object = empty_figure("no model cards module yet")
-            return
-        load_cards, _, axes = api
         self.cards = load_cards(self.store)
         self._syncing = True
         try:
-            options = [a for a in axes if a in self.cards] or axes
-            if options != self.x.options:
-                self.x.options, self.x.value = options, self.x.value if self.x.value in options else options[0]
-            for name, widget in self.filters.items():
-                values = sorted(self.cards[name].dropna().astype(str).unique()) if name in self.cards else []
-                if values != widget.options:
-                    widget.options, widget.value = values, [v for v in widget.value if v in values]
-                widget.visible = bool(values)
+            ideas = sorted(self.cards["idea"].unique()) if len(self.cards) else []
+            if ideas != self.ideas.options:
+                self.ideas.options, self.ideas.value = ideas, [i for i in self.ideas.value if i in ideas]
+            corpora = [ANY, *sorted(self.cards["corpus"].dropna().unique())] if len(self.cards) else [ANY]
+            if corpora != self.corpus.options:
+                self.corpus.options = corpora
+                self.corpus.value = self.corpus.value if self.corpus.value in corpora else ANY
         finally:
             self._syncing = False
         self._draw()
 
     def shown_cards(self) -> pd.DataFrame:
-        cards = self.cards
-        for name, widget in self.filters.items():
-            if widget.value and name in cards:
-                cards = cards[cards[name].astype(str).isin(widget.value)]
-        return cards
+        if self.cards.empty:
+            return self.cards
+        return frontier.select(self.cards, ideas=self.ideas.value or None,
+                               device_kind=None if self.device.value == ANY else self.device.value,
+                               corpus=None if self.corpus.value == ANY else self.corpus.value)
 
     def _draw(self) -> None:
-        api = frontier_api()
-        if self._syncing or api is None:
+        if self._syncing:
             return
-        _, frontier_figure, _ = api
         cards = self.shown_cards()
-        self.note.object = (f"{len(cards)} model cards of {len(self.cards)} in the store" if len(self.cards)
-                            else "no model cards in the store yet: notebooks 02-06 and 08 write them")
-        self.figure.object = frontier_figure(cards, x=self.x.value) if len(cards) else empty_figure("no cards to draw")
+        x, y = self.x.value, self.y.value
+        if cards.empty:
+            self.note.object = ("no model cards in the store yet: notebooks 02-06 write one per trained arm, "
+                                "notebook 08 the reference points" if self.cards.empty else
+                                f"none of the {len(self.cards)} cards passes these filters")
+            self.figure.object = empty_figure("no cards to draw")
+            self.conclusion.object = ""
+            self.pareto.value = self.table.value = pd.DataFrame()
+            return
+        self.note.object = (f"{len(cards)} of {len(self.cards)} model cards (one common evaluation: "
+                            f"`{cards['eval_spec'].iloc[0]}`); hover a point for its run and arm")
+        self.figure.object = frontier.frontier_figure(cards, x=x, y=y)
+        self.conclusion.object = frontier.conclusion(cards, x, y)
+        self.pareto.value = frontier.frontier_table(cards, x, y)
         self.table.value = cards.reset_index(drop=True)
+
+    def legend(self) -> list[str]:
+        return [t.name for t in self.figure.object.data if t.showlegend is not False]

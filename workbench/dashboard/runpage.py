@@ -23,7 +23,7 @@ from .. import plots
 from ..errors import WorkbenchError
 from ..runs import RunStore
 from .views import COLORS, _is_number, _short, empty_figure, flatten, round_sig, setting_keys
-from .widgets import artifact_pane, table_widget
+from .widgets import FrameView, artifact_pane
 
 FILE_ROUTES = ("notebooks", "artifacts")  # folders of the workbench home the server serves, for the links
 MAX_MAPS = 9  # matrices of a stack drawn side by side
@@ -36,7 +36,7 @@ def run_overview(row: dict) -> pd.DataFrame:
         "kind": row["kind"],
         "name": row["name"],
         "status": row["status"],
-        "sweep": row["sweep"] or "",
+        "sweep": row["sweep"] if isinstance(row["sweep"], str) else "",
         "started": started,
         "duration": f"{float(row['duration_s']):.0f} s",
         "host": row["host"],
@@ -204,7 +204,7 @@ class RunTab:
         self.confirm = pn.widgets.Button(label="", color="danger", visible=False, width=360)
         self.cancel = pn.widgets.Button(label="keep it", visible=False, width=100)
         self.message = pn.pane.Markdown("", sizing_mode="stretch_width")
-        self.params, self.summary, self.overview = (table_widget(page_size=20, pagination="local") for _ in range(3))
+        self.params, self.summary, self.overview = (FrameView(max_height=600) for _ in range(3))
         self.curves = pn.pane.Plotly(go.Figure(), sizing_mode="stretch_width")
         self.artifacts = pn.Column(sizing_mode="stretch_width")
         self.save.on_click(lambda _: self._save())
@@ -212,15 +212,15 @@ class RunTab:
         self.delete.on_click(lambda _: self._ask())
         self.cancel.on_click(lambda _: self._asked(False))
         self.confirm.on_click(lambda _: self._delete())
-        column = {"sizing_mode": "stretch_width", "min_width": 280}
+        column = {"sizing_mode": "stretch_width"}
         self.panel = pn.Column(
             self.select, self.title, self.error, self.links,
             pn.Row(self.name, self.tags, self.note, sizing_mode="stretch_width"),
             pn.Row(self.save, self.archive, self.delete, self.confirm, self.cancel), self.message,
-            pn.FlexBox(pn.Column(pn.pane.Markdown("**parameters**"), self.params, **column),
-                       pn.Column(pn.pane.Markdown("**summary**"), self.summary, **column),
-                       pn.Column(pn.pane.Markdown("**where and how**"), self.overview, **column),
-                       sizing_mode="stretch_width"),
+            pn.Row(pn.Column(pn.pane.Markdown("**parameters**"), self.params, **column),
+                   pn.Column(pn.pane.Markdown("**summary**"), self.summary, **column),
+                   pn.Column(pn.pane.Markdown("**where and how**"), self.overview, **column),
+                   sizing_mode="stretch_width"),
             self.curves, self.artifacts, sizing_mode="stretch_width", name="run page",
         )
         self._shown = None

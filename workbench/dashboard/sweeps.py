@@ -18,7 +18,7 @@ from .. import plots
 from ..runs import RunKind, sweep_group
 from .state import Snapshot, StoreFeed
 from .views import STATUS_COLORS, empty_figure, final_metrics, headlines, metric_goal, params_frame, varying, visible
-from .widgets import csv_button, table_widget
+from .widgets import FrameView, csv_button
 
 POINT_COLUMNS = ("point", "runs", "kind", "status", "error")
 
@@ -103,9 +103,9 @@ def sweep_default_metric(points: pd.DataFrame, runs: pd.DataFrame, sweep: str, k
 
 def _axis_values(values: pd.Series) -> tuple[pd.Series, dict]:
     """A parameter as numbers for an axis: numeric as is, anything else as category codes with their names."""
-    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values) and values.notna().all():
         return values.astype(float), {}
-    names = values.astype(str)
+    names = values.map(lambda v: "(none)" if pd.isna(v) else f"{v:g}" if isinstance(v, float) else str(v))
     categories = list(dict.fromkeys(names))
     return names.map({c: i for i, c in enumerate(categories)}).astype(float), {
         "tickvals": list(range(len(categories))),
@@ -195,7 +195,7 @@ class SweepsTab:
         self.metric = pn.widgets.Select(label="metric", width=260)
         self.parallel = pn.pane.Plotly(go.Figure(), sizing_mode="stretch_width", height=400, name="parallel")
         self.figure = pn.pane.Plotly(go.Figure(), sizing_mode="stretch_width", height=400)
-        self.table = table_widget(page_size=10, pagination="local")
+        self.table = FrameView(max_height=340)
         for widget in (self.sweep, self.metric):
             widget.param.watch(lambda _: self._refresh(), "value")
         self.panel = pn.Column(pn.Row(self.sweep, self.metric), self.parallel, self.figure, self.table,

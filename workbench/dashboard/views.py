@@ -128,9 +128,21 @@ def varying(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns if frame[c].astype(str).nunique(dropna=False) > 1]
 
 
-def runs_table(runs: pd.DataFrame, finals: pd.DataFrame, kinds: dict[str, RunKind] | None = None) -> pd.DataFrame:
-    """The runs as a sortable table: who, when, how long, tags, then `params.*` (those that vary) and
-    `metrics.*` (rounded); indexed by run id."""
+def table_columns(runs: pd.DataFrame, finals: pd.DataFrame, kinds: dict[str, RunKind] | None = None
+                  ) -> tuple[list[str], list[str]]:
+    """(the default, every offered) `params.*` and `metrics.*` columns of a runs table of `runs`: the
+    parameters that vary, the metrics headline first; the default keeps the first few of each."""
+    params = [f"params.{c}" for c in varying(params_frame(runs))] if not runs.empty else []
+    finals = finals.reindex(runs["id"].to_numpy())
+    metrics = [f"metrics.{c}" for c in metric_order(finals, headlines(runs, kinds or {}))]
+    return params[:MAX_PARAM_COLUMNS] + metrics[:MAX_METRIC_COLUMNS], params + metrics
+
+
+def runs_table(runs: pd.DataFrame, finals: pd.DataFrame, kinds: dict[str, RunKind] | None = None,
+               columns: list[str] | None = None) -> pd.DataFrame:
+    """The runs as a sortable table: who, when, how long, tags, then `params.*` and `metrics.*`
+    (rounded) columns, indexed by run id. `columns`: exactly these (blank where a run has none);
+    default: `table_columns` of these runs."""
     base = ["id", "kind", "name", "sweep", "status", "tags", "started", "duration_s"]
     if runs.empty:
         return pd.DataFrame(columns=base)
@@ -147,12 +159,16 @@ def runs_table(runs: pd.DataFrame, finals: pd.DataFrame, kinds: dict[str, RunKin
         },
         index=runs["id"].to_numpy(),
     )
+    columns = table_columns(runs, finals, kinds)[0] if columns is None else columns
     params = params_frame(runs)
-    for column in varying(params)[:MAX_PARAM_COLUMNS]:
-        table[f"params.{column}"] = params[column].astype(str).where(params[column].notna(), "").to_numpy()
     finals = finals.reindex(runs["id"].to_numpy())
-    for column in metric_order(finals, headlines(runs, kinds or {}))[:MAX_METRIC_COLUMNS]:
-        table[f"metrics.{column}"] = finals[column].map(round_sig).to_numpy()
+    for column in columns:
+        kind, name = column.split(".", 1)
+        if kind == "params":
+            values = params[name] if name in params else pd.Series(None, index=params.index, dtype=object)
+            table[column] = values.astype(str).where(values.notna(), "").to_numpy()
+        else:
+            table[column] = finals[name].map(round_sig).to_numpy() if name in finals else np.nan
     return table
 
 
