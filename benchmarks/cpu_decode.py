@@ -10,6 +10,11 @@ installed: `pip install 'workbench[llamacpp]'`) is timed in the same interleaved
 63 / (difference of the medians). Reported with the interquartile spread: on a shared CPU, other
 processes make single timings meaningless. The target (GEB-1.3B's "quantisation makes it faster"
 at this scale): int8 decodes at least 1.5x as fast as float32 with held-out perplexity within 2%.
+
+`--static` adds, for int8 and int4, the same weights decoding through a static KV cache with the
+one-token step compiled (`workbench.cpu.static_decode`; same tokens, same perplexity), and prints
+each against llama.cpp at every thread count (issue 26's target: within 1.5x of llama.cpp). The
+machine's load average is printed next to the numbers.
 """
 
 from __future__ import annotations
@@ -26,17 +31,19 @@ from workbench.cpu import llamacpp
 from workbench.cpu.decode import measure_phases
 from workbench.cpu.experiment import cpu_label
 from workbench.cpu.quantize import PRECISIONS, available, next_token_quality, quantize, weight_bytes
+from workbench.cpu.static_decode import static_phases
 from workbench.data import blocks, load_corpus, tokenize, train_val_split
 from workbench.models import GGUF_FILE, gguf_dir, load_model, tiny_llama
 
-TARGET_SPEEDUP, TARGET_PPL_PCT = 1.5, 2.0
+TARGET_SPEEDUP, TARGET_PPL_PCT, TARGET_LLAMACPP = 1.5, 2.0, 1.5
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--precisions", nargs="+", default=[p for p in PRECISIONS if available(p)])
-    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--threads", type=int, nargs="+", default=[os.cpu_count()], help="thread counts, e.g. 1 2")
+    parser.add_argument("--static", action="store_true", help="also int8/int4 with a static cache, compiled step")
     parser.add_argument("--prompt-len", type=int, default=128)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5)
@@ -47,7 +54,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.smoke:
         args.prompt_len, args.new_tokens, args.rounds, args.ppl_windows, args.ppl_context = 16, 8, 2, 2, 32
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(max(args.threads))
 
     model, tokenizer = tiny_llama() if args.smoke else load_model(dtype="float32", device="cpu")
     model.eval().requires_grad_(False)
@@ -67,22 +74,34 @@ def main() -> None:
     if gguf:
         quality[llamacpp.NAME] = llamacpp.quality(gguf, windows, quality["float32"]["argmax"])
         external[llamacpp.NAME] = llamacpp.phases(gguf, prompt[0].tolist(), args.new_tokens)
-    speeds = measure_phases(models, prompt, args.new_tokens, (args.threads,), args.rounds, 1, external)
+    static = [p for p in ("int8", "int4") if args.static and p in models]
+    for p in static:  # same weights, same numbers: the quantised copy's quality
+        quality[f"{p} static"] = quality[p]
+        external[f"{p} static"] = static_phases(models[p], prompt, args.new_tokens)
+    load_before = os.getloadavg()
+    speeds = measure_phases(models, prompt, args.new_tokens, tuple(args.threads), args.rounds, 1, external)
+    load_after = os.getloadavg()
 
     rows = []
-    for name in quality:
-        weights = weight_bytes(models[name]) if name in models else gguf.stat().st_size
-        rows.append(
-            {"precision": name, "weight_mb": weights / 1e6, "ppl": quality[name]["ppl"]}
-            | {"next_token_agreement": quality[name]["agreement"]}
-            | speeds[(name, args.threads)].as_row()
-        )
+    for threads in args.threads:
+        for name in quality:
+            model_of = models.get(name.removesuffix(" static"))
+            weights = weight_bytes(model_of) if model_of is not None else gguf.stat().st_size
+            rows.append(
+                {"precision": name, "threads": threads, "weight_mb": weights / 1e6, "ppl": quality[name]["ppl"]}
+                | {"next_token_agreement": quality[name]["agreement"]}
+                | speeds[(name, threads)].as_row()
+            )
     table = pd.DataFrame(rows)
-    base = table.set_index("precision").loc["float32"]
-    table["decode_speedup"] = table["decode_tok_s"] / base["decode_tok_s"]
-    table["ppl_change_pct"] = 100 * (table["ppl"] / base["ppl"] - 1)
+    base = table[table["precision"] == "float32"].set_index("threads")
+    table["decode_speedup"] = table["decode_tok_s"] / table["threads"].map(base["decode_tok_s"])
+    table["ppl_change_pct"] = 100 * (table["ppl"] / base["ppl"].iloc[0] - 1)
+    if gguf:
+        llama = table[table["precision"] == llamacpp.NAME].set_index("threads")["decode_tok_s"]
+        table["vs_llamacpp"] = table["decode_tok_s"] / table["threads"].map(llama)
     columns = [
         "precision",
+        "threads",
         "decode_tok_s",
         "decode_spread",
         "decode_speedup",
@@ -92,26 +111,36 @@ def main() -> None:
         "ppl",
         "ppl_change_pct",
         "next_token_agreement",
+        *(["vs_llamacpp"] if gguf else []),
     ]
     print(
-        f"\n{cpu_label()}, {args.threads} threads, batch 1, prompt {args.prompt_len}, {args.new_tokens} new tokens, "
+        f"\n{cpu_label()}, load average {load_before[0]:.1f} before and {load_after[0]:.1f} after the timing, "
+        f"{'/'.join(map(str, args.threads))} threads, batch 1, prompt {args.prompt_len}, {args.new_tokens} new tokens, "
         f"{args.rounds} interleaved rounds; perplexity on {args.ppl_windows} x {args.ppl_context} held-out "
         "python-docs tokens"
     )
     print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if not gguf:
         print("llama.cpp: not measured (pip install 'workbench[llamacpp]' builds llama-cpp-python from source)")
-    if "int8" in models:
-        int8 = table.set_index("precision").loc["int8"]
-        held = int8["decode_speedup"] >= TARGET_SPEEDUP and abs(int8["ppl_change_pct"]) <= TARGET_PPL_PCT
+    for _, row in table[table["precision"] == "int8"].iterrows():
+        held = row["decode_speedup"] >= TARGET_SPEEDUP and abs(row["ppl_change_pct"]) <= TARGET_PPL_PCT
         print(
-            f"target int8 >= {TARGET_SPEEDUP}x float32 decode with perplexity within {TARGET_PPL_PCT}%: "
-            f"{'met' if held else 'NOT met'} ({int8['decode_speedup']:.2f}x, {int8['ppl_change_pct']:+.2f}%)"
+            f"target int8 >= {TARGET_SPEEDUP}x float32 decode with perplexity within {TARGET_PPL_PCT}% "
+            f"({row['threads']} threads): {'met' if held else 'NOT met'} "
+            f"({row['decode_speedup']:.2f}x, {row['ppl_change_pct']:+.2f}%)"
         )
+    if gguf:
+        for _, row in table[table["precision"].str.startswith(("int8", "int4"))].iterrows():
+            behind = 1 / row["vs_llamacpp"]
+            print(
+                f"{row['precision']} at {row['threads']} threads: llama.cpp decodes {behind:.2f}x as fast "
+                f"(target within {TARGET_LLAMACPP}x: {'met' if behind <= TARGET_LLAMACPP else 'NOT met'})"
+            )
     if args.json:
         payload = {
             "cpu": cpu_label(),
             "threads": args.threads,
+            "load_average": [load_before, load_after],
             "args": vars(args),
             "rows": table.to_dict(orient="records"),
         }
