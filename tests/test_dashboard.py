@@ -4,6 +4,7 @@ differences to a chosen baseline, sweeps, curves, run pages, and the Panel view 
 import math
 
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
@@ -307,3 +308,66 @@ def test_frontier_tab_draws_notebook_08s_figure_of_the_stored_cards(store):
     stored_card(store, "cpu", "int8", 400, 21.0)  # a card lands: the tab follows the store
     dashboard.refresh()
     assert "cpu" in tab.ideas.options and len(tab.table.value) == 2
+
+
+def test_filter_expressions_are_parsed_never_evaluated(store):
+    from workbench.dashboard.query import parse
+    from workbench.dashboard.state import Filter, filter_runs
+    from workbench.errors import WorkbenchError
+
+    a = logged(store, "a seed 0", [1.0], {"ppl": 10.0}, params={"lr": 1e-4, "profile": {"steps": 4}})
+    b = logged(store, "b seed 1", [1.0], {"ppl": 30.0}, params={"lr": 3e-3})
+    store.label_run(b, tags=["best"])
+    runs, finals = store.runs(), final_metrics(store.runs(), store.metrics())
+
+    def matches(text: str) -> list[int]:
+        return sorted(filter_runs(runs, finals, Filter(expression=text))[0]["id"])
+
+    assert matches("params.lr > 1e-3") == [b] and matches("metrics.ppl < 20 and params.lr < 1") == [a]
+    assert matches('"seed 1" in name or params.profile.steps == 4') == [a, b]
+    assert matches('"best" in tags') == [b] and matches('kind in ["probe", "x"]') == [a, b]
+    assert matches("not params.lr > 1e-3") == [a] and matches("params.missing > 0") == []
+    for hostile in ("__import__('os').system('touch /tmp/x')", "params.lr.__class__", "[x for x in name]",
+                    "params['lr'] > 0", "lambda: 1", "lr > 1"):
+        with pytest.raises(WorkbenchError, match="^filter: "):
+            parse(hostile)
+    assert filter_runs(runs, finals, Filter(expression="params.lr >"))[1].startswith("filter: cannot read")
+
+
+def test_curves_smoothing_grouping_and_panels(store):
+    from workbench.dashboard.curves import curves_figure, smooth
+    from workbench.dashboard.views import seed_groups
+
+    assert list(smooth(pd.Series([1.0, 3.0]), 0.5)) == [1.0, pytest.approx(7 / 3)]  # debiased: starts at the first
+    ids = [logged(store, f"s{seed}", [4.0 + seed, 3.0 + seed, 2.0 + seed], params={"arm": "x", "seed": seed})
+           for seed in (0, 1, 2)]
+    other = logged(store, "y", [9.0, 8.0, 7.0], params={"arm": "y", "seed": 0})
+    groups = seed_groups(store.runs(), [*ids, other])
+    assert groups == {"arm=x": ids, "arm=y": [other]}
+    figure = curves_figure(store.runs(), store.metrics(), [*ids, other], ["loss"], groups=groups)
+    mean = next(t for t in figure.data if t.name == "arm=x (3 runs)")
+    band = next(t for t in figure.data if t.name == "arm=x (3 runs) min-max")
+    assert list(mean.y) == [5.0, 4.0, 3.0] and list(band.y) == [6.0, 5.0, 4.0, 2.0, 3.0, 4.0]  # max, then min back
+    with store.start_run(PROBE, "two metrics", {}) as run:
+        for step in range(3):
+            run.log({"loss": 1.0 / (step + 1), "acc": 0.1 * step}, step=step)
+    panels = curves_figure(store.runs(), store.metrics(), [run.id], ["loss", "acc"])
+    assert [a.text for a in panels.layout.annotations] == ["loss", "acc"] and len(panels.data) == 2
+
+
+def test_compare_colours_by_goal_and_means_over_seeds(store):
+    from workbench.dashboard.views import compare_styles, metric_goal
+
+    goals = [metric_goal(m) for m in ("ppl", "tokens_per_s", "eval.cloze_acc", "n_layers")]
+    assert goals == ["min", "max", "max", None]
+    base = logged(store, "base", [2.0], {"ppl": 10.0, "tokens_per_s": 100.0}, params={"arm": "a", "seed": 0},
+                  reference=True)
+    other = [logged(store, f"b{seed}", [2.0], {"ppl": 9.0 + seed, "tokens_per_s": 90.0},
+                    params={"arm": "b", "seed": seed}) for seed in (0, 2)]
+    runs, finals = store.runs(), final_metrics(store.runs(), store.metrics())
+    table = compare_table(runs, finals, [base, *other], base, store.kinds(), metrics=["ppl", "tokens_per_s"])
+    styles = compare_styles(table, store.kinds())
+    assert list(styles["ppl"]) == ["", "background-color: #d9f2d9", "background-color: #f8d7d7"]  # 9 better, 11 worse
+    assert list(styles["tokens_per_s"])[1:] == ["background-color: #f8d7d7"] * 2  # slower is worse
+    means = compare_table(runs, finals, [base, *other], base, store.kinds(), metrics=["ppl"], mean_over_seeds=True)
+    assert list(means["run"]) == ["arm=a (1 runs) (baseline)", "arm=b (2 runs)"] and list(means["ppl"]) == [10.0, 10.0]

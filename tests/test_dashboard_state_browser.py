@@ -17,6 +17,7 @@ import textwrap
 import time
 
 import pytest
+from test_dashboard import stored_card
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]  # skipped without chromium (conftest)
 
@@ -214,6 +215,14 @@ def test_table_curves_and_compare_name_the_same_runs_through_filters_ticks_and_r
             agree("three kinds ticked after the reload")
             expression("metrics.ppl < 25")
             agree("an expression over metrics hides some ticks")
+            # model cards land while the page is open: the Frontier tab draws them with notebook 08's figure
+            for idea, arm, size, ppl in (("echoatt", "teacher", 1000, 20.0), ("echoatt", "student", 600, 24.0),
+                                         ("recursive", "relaxed", 500, 22.0)):
+                stored_card(store, idea, arm, size, ppl)
+            page.locator(".bk-tab", has_text="Frontier").first.click()
+            page.wait_for_function(
+                f"() => {{ const p = ({READ})().legend; return ['echoatt', 'recursive', 'Pareto frontier']"
+                ".every(n => p.includes(n)); }", timeout=30_000)
             for index, tab in enumerate(("Curves", "Compare", "Sweeps", "Run", "Frontier")):
                 page.locator(".bk-tab", has_text=tab).first.click()
                 time.sleep(1.5)

@@ -84,7 +84,32 @@ def test_an_address_that_is_not_one_is_a_one_line_error(capsys):
 
 
 def test_loopback_needs_no_token():
-    from workbench import dashboard
+    from workbench.dashboard import server
 
-    assert dashboard._is_loopback("127.0.0.1") and dashboard._is_loopback("localhost")
-    assert not dashboard._is_loopback("0.0.0.0")
+    assert server._is_loopback("127.0.0.1") and server._is_loopback("localhost")
+    assert not server._is_loopback("0.0.0.0")
+
+
+@pytest.mark.parametrize("port", ["99999", "-5", "65536"])
+def test_a_port_out_of_range_is_one_line_before_anything_starts(port, capsys):
+    from workbench.cli import main
+
+    assert main(["dashboard", "--port", port]) == 2
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1 and f"--port {port}: a port is a number from 1 to 65535" in err
+    assert "dashboard: http" not in out  # nothing claims to serve
+
+
+def test_a_port_in_use_is_one_line_and_never_announced(capsys):
+    import socket
+
+    from workbench.cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["dashboard", "--port", str(port)]) == 2
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1 and f"--port {port} on 127.0.0.1 is in use" in err
+    assert "dashboard: http" not in out

@@ -61,7 +61,7 @@ def _check(node: ast.AST, text: str) -> None:
         raise WorkbenchError(f"filter: {type(node).__name__.lower()} is not allowed in {text.strip()!r}; {HELP}")
     if isinstance(node, ast.Name) and node.id not in PLAIN_FIELDS + PREFIXES + ("True", "False", "None"):
         raise WorkbenchError(f"filter: unknown field {node.id!r}; {HELP}")
-    if isinstance(node, ast.Attribute) and _field(node).split(".", 1)[0] not in PREFIXES:
+    if isinstance(node, ast.Attribute) and (_field(node).split(".", 1)[0] not in PREFIXES or node.attr.startswith("_")):
         raise WorkbenchError(f"filter: {_field(node)!r} is not a field; {HELP}")
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
         if not isinstance(node.operand, ast.Constant):
