@@ -43,7 +43,7 @@
 # `quality_seeds` arms were added: longer now, by about 30 s per extra arm, not yet timed).
 
 # %% tags=["parameters"]
-profile = "smoke"  # "smoke": CPU, tiny random teacher, ~1 min; "full": GPU, SmolLM2-135M teacher, ~8 min
+profile = "smoke"  # "smoke": CPU, tiny random teacher, ~1 min; "full": GPU, SmolLM2-135M teacher, 8+ min
 # Settings of EchoAttProfile; None: the profile's value
 budgets = None  # numbers of shared layers, e.g. [6, 12]
 random_draws = None  # random arms per budget

@@ -41,7 +41,7 @@
 # training on the GPU (242 s on a 2×H200 machine's 32-core host on 2026-11-30, with that day's profile).
 
 # %% tags=["parameters"]
-profile = "smoke"  # "smoke": tiny random model, CPU, ~1 min; "full": SmolLM2-135M + GPU training, ~4 min
+profile = "smoke"  # "smoke": tiny random model, CPU, ~70 s on 2 shared cores; "full": SmolLM2-135M + GPU training, ~4 min
 # Settings of CpuProfile; None: the profile's value
 precisions = None  # e.g. ["float32", "bfloat16", "int8", "int8-dynamic", "int4"]
 threads = None  # torch thread counts to time, e.g. [1, 2, 4]
@@ -125,8 +125,9 @@ gqa_table.assign(kv_mb=gqa_table["kv_bytes_measured"] / 1e6)[["variant", "contex
 # ## 4. Does GQA cost quality? MHA, GQA 4:1 and MQA at equal parameters, and a GEB-shaped model (GPU)
 #
 # From scratch, each variant trains on the same tokens (`steps` x `batch_size` x `block_len`, the epochs over the corpus are shown) for each
-# seed; held-out loss on the last 5% of the corpus. The GEB-shaped model (12 layers, d = 512, GQA 4:1, RoPE, untied embeddings, FFN ratio
-# 2.75 as in GEB-1.3B) trains once on the same tokens. The curves fill in as training runs.
+# seed; held-out loss on the last 5% of the corpus. The GEB-shaped model (in the full profile 12 layers, d = 512, GQA 4:1; smoke shrinks it to
+# 2 layers, d = 64, 4 heads sharing 1 KV head; always RoPE, untied embeddings, FFN ratio 2.75 as in GEB-1.3B) trains once on the same tokens.
+# The curves fill in as training runs.
 
 # %%
 trained = None
