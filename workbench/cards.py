@@ -38,9 +38,11 @@ import dataclasses
 import datetime
 import functools
 import importlib
+import io
 import json
 import math
 import platform
+import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -173,7 +175,13 @@ def weight_bytes(model: nn.Module) -> int:
     """Bytes of the state dict's unique tensors (tied ones once; quantised weights as stored; no rotary
     tables, which are not saved): what storing the model takes, and what a decode step reads."""
     state = unwrap(model).state_dict()
-    tensors = {t.data_ptr(): t for t in state.values() if isinstance(t, torch.Tensor) and t.numel()}
+    if not storable(model):  # packed objects (torch.ao dynamic quantisation): their serialized size
+        buffer = io.BytesIO()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.save({k: v for k, v in state.items() if not isinstance(v, torch.dtype)}, buffer)
+        return buffer.tell()
+    tensors = {t.data_ptr(): t for t in state.values() if t.numel()}
     return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
@@ -349,7 +357,7 @@ def write_card(
         speed_shapes=f"prefill {shapes.prefill_batch}x{shapes.prefill_len}, decode {shapes.new_tokens} tokens",
         cloze_acc=shot.get("cloze_acc"), choice_acc=shot.get("choice_acc"), training_tokens=training_tokens,
         training_flops=training_flops, corpus=corpus, profile=settings.name,
-        weights_kept=size <= settings.keep_weights_mb * 2**20, extra=extra or {},
+        weights_kept=size <= settings.keep_weights_mb * 2**20 and storable(model), extra=extra or {},
     )  # fmt: skip
     if card.weights_kept:
         keep_weights(run, model)
@@ -363,6 +371,12 @@ def deployed(model: nn.Module) -> nn.Module:
     model = copy.deepcopy(unwrap(model)).eval().requires_grad_(False)
     first = next(model.parameters())
     return model.to(torch.bfloat16) if first.device.type == "cuda" and first.dtype == torch.float32 else model
+
+
+def storable(model: nn.Module) -> bool:
+    """Whether the state dict is plain tensors (torch.ao's dynamic quantisation also holds dtypes and packed
+    objects, which safetensors cannot hold)."""
+    return all(isinstance(value, torch.Tensor) for value in model.state_dict().values())
 
 
 def keep_weights(run: Run, model: nn.Module) -> None:
