@@ -103,7 +103,8 @@ if shown and not metrics[metrics["run_id"].isin(shown)].empty:
 if baseline is not None:
     display(Markdown(f"**Metrics**, with differences to the baseline run #{baseline}:"))
     display(views.compare_table(frame, finals, shown, baseline, kinds))
-    display(views.compare_table(frame, finals, shown, baseline, kinds, delta=True))
+    # a metric the baseline did not log has no Δ% for any run: its column would be blank from top to bottom
+    display(views.compare_table(frame, finals, shown, baseline, kinds, delta=True).dropna(axis=1, how="all"))
     display(Markdown("**Parameters that differ between these runs:**"))
     display(views.params_table(frame, shown))
 else:
