@@ -135,7 +135,7 @@ if settings.train:
     live = report.LiveCurves()
     display(live.figure)
     trained = experiment.train_table(callback=live)
-    display(report.training_summary(trained).fillna("n/a"))  # ± std of one seed: not measured
+    display(report.training_summary(trained).astype(object).fillna("n/a"))  # ± std of one seed: not measured
     display(report.training_figure(trained))
 
 # %% [markdown]
