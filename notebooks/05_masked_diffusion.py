@@ -162,7 +162,7 @@ if settings.runs("sampling"):
 # %%
 if settings.runs("reversal"):
     reversal = experiment.reversal()
-    display(plots.readable(report.reversal_summary(reversal)).fillna("n/a"))  # n/a: one seed, or an ARM (no infill)
+    display(plots.readable(report.reversal_summary(reversal)).astype(object).fillna("n/a"))  # n/a: one seed, or an ARM (no infill)
     display(report.reversal_figure(reversal))
 
 # %% [markdown]
