@@ -109,8 +109,9 @@ class EffectiveLayer(nn.Module):
         self.n_heads, self.n_kv_heads = config.num_attention_heads, config.num_key_value_heads
 
     def linear(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        """W′x (+ B_ℓ A_ℓ x when depth ℓ relaxes this linear)."""
-        y = F.linear(x, getattr(self.shared, name).weight)
+        """W′x (+ B_ℓ A_ℓ x when depth ℓ relaxes this linear). The shared linear is called as a module, so a
+        quantised copy of it (an int8 layer without a float `weight`) runs its own kernel."""
+        y = getattr(self.shared, name)(x)
         if self.lora is not None and name in self.lora.A:
             y = y + F.linear(F.linear(x, self.lora.A[name]), self.lora.B[name])
         return y
