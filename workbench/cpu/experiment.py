@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .. import cards
 from ..data import batches, blocks, load_corpus, tokenize, train_val_split
 from ..evaluate import perplexity
 from ..generate import SampleConfig, sample
@@ -140,6 +141,8 @@ class CpuExperiment:
                     description=DESCRIPTIONS[precision],
                     rows=precision_rows,
                 )
+                cards.write_card(run, model, idea="cpu", arm=precision, tokenizer=self.tokenizer, profile=p.name,
+                                 precision=precision, params_of=self.model, corpus=p.corpus)  # fmt: skip
             rows += precision_rows
         if gguf:
             rows += self._llama_cpp_rows(gguf, speeds, windows, quality["float32"])
@@ -279,6 +282,9 @@ class CpuExperiment:
                         "epochs": tokens_seen / train_unique,
                     }
                     run.update_summary(**{k: v for k, v in row.items() if k not in ("variant", "seed")})
+                    cards.write_card(run, model, idea="cpu", arm=f"train {name}", tokenizer=self.tokenizer,
+                                     profile=p.name, training_tokens=tokens_seen, training_context=p.block_len,
+                                     corpus=p.corpus, extra={"n_kv_heads": shape.n_kv_heads})  # fmt: skip
                 rows.append(row)
                 del model
         table = pd.DataFrame(rows)

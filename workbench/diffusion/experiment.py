@@ -27,12 +27,13 @@ import math
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
+from functools import partial
 
 import pandas as pd
 import torch
 from torch import nn
 
-from .. import data, zeroshot
+from .. import cards, data, zeroshot
 from ..evaluate import sequence_nll
 from ..measure import interleaved
 from ..models import (
@@ -208,6 +209,12 @@ class DiffusionExperiment:
                 "run_id": run.id,
             }
             run.update_summary(**{k: v for k, v in row.items() if k not in ("arm", "size", "run_id")})
+            is_mdm = arm == "MDM"  # its quality on the card: the ELBO bound, and its own zero-shot log-likelihood
+            cards.write_card(run, model, idea="diffusion", arm=name, tokenizer=self.tokenizer,
+                             profile=s.name, training_tokens=tokens, training_context=s.block_len, corpus=s.corpus,
+                             mdm_nll=partial(self.held_out_nll, "MDM", samples=s.elbo_samples) if is_mdm else None,
+                             mdm_loglik=zero_shot_loglik(model, length=s.block_len) if is_mdm else None,
+                             extra={"budget_flops": budget, "seed": seed})  # fmt: skip
             self.epochs[name] = row["epochs"]
             if arm == "ARM" and size == s.sizes[-1] and budget == max(s.budgets) and seed == s.seeds[0]:
                 run.mark_reference()
