@@ -23,7 +23,7 @@ from .. import plots
 from ..errors import WorkbenchError
 from ..runs import RunStore
 from .views import COLORS, _is_number, _short, empty_figure, flatten, round_sig, setting_keys
-from .widgets import FrameView, artifact_pane
+from .widgets import FrameView, artifact_pane, csv_button
 
 FILE_ROUTES = ("notebooks", "artifacts")  # folders of the workbench home the server serves, for the links
 MAX_MAPS = 9  # matrices of a stack drawn side by side
@@ -217,9 +217,10 @@ class RunTab:
             self.select, self.title, self.error, self.links,
             pn.Row(self.name, self.tags, self.note, sizing_mode="stretch_width"),
             pn.Row(self.save, self.archive, self.delete, self.confirm, self.cancel), self.message,
-            pn.Row(pn.Column(pn.pane.Markdown("**parameters**"), self.params, **column),
-                   pn.Column(pn.pane.Markdown("**summary**"), self.summary, **column),
-                   pn.Column(pn.pane.Markdown("**where and how**"), self.overview, **column),
+            pn.Row(*(pn.Column(pn.pane.Markdown(f"**{title}**"), table, csv_button(table, f"run_{file}.csv"), **column)
+                     for title, file, table in (("parameters", "parameters", self.params),
+                                                ("summary", "summary", self.summary),
+                                                ("where and how", "where", self.overview))),
                    sizing_mode="stretch_width"),
             self.curves, self.artifacts, sizing_mode="stretch_width", name="run page",
         )
