@@ -30,12 +30,12 @@
 # the same three optimizers at equal steps and tokens, pretraining GaLore's "60M" LLaMA shape from scratch (3 seeds), and
 # fine-tuning SmolLM2-135M, with LoRA at a similar state budget.
 #
-# Profiles: `smoke` runs every path on tiny random LLaMAs on the CPU in about a minute (52 s on 2 shared cores at load 3.9, 2026-12-02;
-# its numbers only show that the code runs); `full` is the real run on one GPU (262 s on an H200 on 2026-11-30, with that day's profile;
+# Profiles: `smoke` runs every path on tiny random LLaMAs on the CPU (193 s on 2 shared cores at load 3.4-3.9 on 2026-12-02 at 11:15, 52 s
+# there with the code of 10:59; its numbers only show that the code runs); `full` is the real run on one GPU (262 s on an H200 on 2026-11-30, with that day's profile;
 # `part="pretrain"` or `"finetune"` runs one half).
 
 # %% tags=["parameters"]
-profile = "smoke"  # "smoke": CPU, tiny models, ~1 min; "full": GPU, 47M from scratch + SmolLM2-135M fine-tuning
+profile = "smoke"  # "smoke": CPU, tiny models, ~3 min on 2 shared cores; "full": GPU, 47M from scratch + SmolLM2-135M fine-tuning
 # Settings of GaloreProfile; None: the profile's value
 part = None  # "all", "pretrain" or "finetune"
 steps = None  # pretraining steps per run (same for every arm)
@@ -67,7 +67,7 @@ settings = GaloreProfile.resolve(
     seeds=seeds,
     rank=rank,
     update_proj_gap=update_proj_gap,
-    adamw_lrs=tuple(adamw_lrs) if adamw_lrs else None,
+    adamw_lrs=adamw_lrs,
     history=history,
     reset_history=reset_history,
     ft_steps=ft_steps,

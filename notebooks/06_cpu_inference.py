@@ -36,12 +36,12 @@
 # machine (the CI machine has 2 cores shared by several processes) single timings mean little. On the GPU machine, the CPU parts measure its
 # host CPU, and are labelled with it.
 #
-# Profiles: `smoke`: a tiny *random* model through every step on the CPU in about a minute (70 s on 2 shared cores at load 3.6, 2026-12-02;
+# Profiles: `smoke`: a tiny *random* model through every step on the CPU in about a minute and a half (70-89 s on 2 shared cores at load 3.4-3.8, 2026-12-02;
 # its numbers only show that the code runs); `full`: SmolLM2-135M on the CPU at 1 and 16 threads (`threads=[1, 4, 16]` for the curve), then
 # training on the GPU (242 s on a 2×H200 machine's 32-core host on 2026-11-30, with that day's profile).
 
 # %% tags=["parameters"]
-profile = "smoke"  # "smoke": tiny random model, CPU, ~70 s on 2 shared cores; "full": SmolLM2-135M + GPU training, ~4 min
+profile = "smoke"  # "smoke": tiny random model, CPU, ~90 s on 2 shared cores; "full": SmolLM2-135M + GPU training, ~4 min
 # Settings of CpuProfile; None: the profile's value
 precisions = None  # e.g. ["float32", "bfloat16", "int8", "int8-dynamic", "int4"]
 threads = None  # torch thread counts to time, e.g. [1, 2, 4]
@@ -65,16 +65,10 @@ from workbench.cpu.profile import CpuProfile
 from workbench.cpu.quantize import DESCRIPTIONS
 
 notebook.setup()
-
-
-def as_tuple(value):
-    return tuple(value) if isinstance(value, list) else value
-
-
 settings = CpuProfile.resolve(
     profile, corpus=corpus, allow_repeats=allow_repeats,
-    precisions=as_tuple(precisions), threads=as_tuple(threads), new_tokens=new_tokens, rounds=rounds,
-    gqa_contexts=as_tuple(gqa_contexts), train=train, steps=steps, seeds=as_tuple(seeds), chat_question=chat_question,
+    precisions=precisions, threads=threads, new_tokens=new_tokens, rounds=rounds,
+    gqa_contexts=gqa_contexts, train=train, steps=steps, seeds=seeds, chat_question=chat_question,
 )
 experiment = CpuExperiment(settings)
 print(f"model {settings.model}; CPU: {experiment.cpu}; threads timed: {experiment.threads}")
