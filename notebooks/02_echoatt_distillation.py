@@ -70,7 +70,7 @@ from workbench.echoatt.profile import EchoAttProfile
 workbench.notebook.setup()
 settings = EchoAttProfile.resolve(
     profile, corpus=corpus, allow_repeats=allow_repeats,
-    budgets=tuple(budgets) if budgets else None, random_draws=random_draws, steps=steps, metric=metric,
+    budgets=budgets, random_draws=random_draws, steps=steps, metric=metric,
     attention_run=None if attention_run is None else str(attention_run),
     drop_sink=drop_sink, max_block=max_block,
 )
