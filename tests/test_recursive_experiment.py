@@ -32,7 +32,7 @@ def test_subsets_split_the_arms_and_keep_the_references():
 
 
 def test_bad_settings_are_one_line_errors():
-    with pytest.raises(WorkbenchError, match="unknown arms"):
+    with pytest.raises(WorkbenchError, match="arms must be one of"):
         plan_arms(RecursiveProfile.resolve("full", arms="some"), 30)
     with pytest.raises(WorkbenchError, match="cannot be looped 4 times"):
         plan_arms(RecursiveProfile.resolve("full", loops=(2, 4)), 30)

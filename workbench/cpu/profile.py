@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..profiles import Profile
+from ..profiles import Profile, setting
+from .quantize import PRECISIONS
 
 
 @dataclass(frozen=True)
@@ -24,51 +25,62 @@ class CpuProfile(Profile):
     """Every measurement of one experiment, with its budget explicit (field defaults: the full run)."""
 
     model: str = "smollm2-135m"  # a model name for `load_model`, or "tiny" (random tiny LLaMA, smoke)
-    precisions: tuple[str, ...] = ("float32", "bfloat16", "int8", "int8-dynamic", "int4")
-    threads: tuple[int, ...] = (1, 16)  # torch threads; a count above the machine's cores means all cores
-    batch: int = 1
-    prompt_len: int = 128
-    new_tokens: int = 64
-    rounds: int = 3  # interleaved timing rounds (median and interquartile spread)
-    warmup: int = 1
+    precisions: tuple[str, ...] = setting(("float32", "bfloat16", "int8", "int8-dynamic", "int4"), choices=PRECISIONS)
+    # torch threads; a count above the machine's cores means all cores
+    threads: tuple[int, ...] = setting((1, 16), low=1)
+    batch: int = setting(1, low=1)
+    prompt_len: int = setting(128, low=1)
+    new_tokens: int = setting(64, low=1)
+    rounds: int = setting(3, low=1)  # interleaved timing rounds (median and interquartile spread)
+    warmup: int = setting(1, low=0)
     corpus: str = "python-docs"
-    ppl_context: int = 256
-    ppl_windows: int = 8  # held-out windows scored per precision (the same text for every precision)
-    agreement_tokens: int = 32  # greedy tokens compared with float32's
+    ppl_context: int = setting(256, low=2)
+    ppl_windows: int = setting(8, low=1)  # held-out windows scored per precision (the same text for every precision)
+    agreement_tokens: int = setting(32, low=1)  # greedy tokens compared with float32's
     llamacpp: bool = True  # llama.cpp on the default model's GGUF file beside the precisions, where it is installed
-    chat_tokens: int = 48
+    chat_tokens: int = setting(48, low=1)
     chat_question: str = "How do I read a file line by line in Python?"  # the streaming chat demo's question
     # grouped-query attention on the CPU: one shape (SmolLM2-135M's), n_kv_heads varied
-    gqa_layers: int = 30
-    gqa_d_model: int = 576
-    gqa_heads: int = 9
-    gqa_kv_heads: tuple[int, ...] = (9, 3, 1)  # MHA, GQA 3:1 (SmolLM2's), MQA
-    gqa_d_ff: int = 1536  # of the first variant; the others' FFN is widened to equal parameters
-    gqa_contexts: tuple[int, ...] = (256, 1024, 4096)
-    gqa_decode_tokens: int = 16
-    gqa_threads: int | None = None  # None: all cores
+    gqa_layers: int = setting(30, low=1)
+    gqa_d_model: int = setting(576, low=1)
+    gqa_heads: int = setting(9, low=1)
+    gqa_kv_heads: tuple[int, ...] = setting((9, 3, 1), low=1)  # MHA, GQA 3:1 (SmolLM2's), MQA
+    gqa_d_ff: int = setting(1536, low=1)  # of the first variant; the others' FFN is widened to equal parameters
+    gqa_contexts: tuple[int, ...] = setting((256, 1024, 4096), low=1)
+    gqa_decode_tokens: int = setting(16, low=1)
+    gqa_threads: int | None = setting(None, low=1)  # None: all cores
     # from-scratch training of the variants at equal parameters, and the GEB-shaped model
     train: bool = True
-    train_layers: int = 8
-    train_d_model: int = 512
-    train_heads: int = 8
-    train_kv_heads: tuple[int, ...] = (8, 2, 1)  # MHA, GQA 4:1 (GEB's ratio), MQA
-    train_d_ff: int = 1344  # of the first variant (MHA); the others' FFN is widened to equal parameters
-    geb_layers: int = 12  # GEB-1.3B: 24 layers, d 2048, 16 heads / 4 KV heads, FFN 5632, untied embeddings
-    geb_d_model: int = 512
-    geb_heads: int = 8
-    geb_kv_heads: int = 2
-    geb_d_ff: int = 1408  # GEB's FFN ratio 5632 / 2048 = 2.75
-    steps: int = 100
-    batch_size: int = 32
-    block_len: int = 512
-    lr: float = 1e-3
-    warmup_steps: int = 20
-    seeds: tuple[int, ...] = (0, 1, 2)
-    eval_windows: int = 32  # held-out windows of `block_len` tokens for validation loss
-    eval_every: int = 50
+    train_layers: int = setting(8, low=1)
+    train_d_model: int = setting(512, low=1)
+    train_heads: int = setting(8, low=1)
+    train_kv_heads: tuple[int, ...] = setting((8, 2, 1), low=1)  # MHA, GQA 4:1 (GEB's ratio), MQA
+    train_d_ff: int = setting(1344, low=1)  # of the first variant (MHA); the others' FFN is widened to equal parameters
+    # GEB-1.3B: 24 layers, d 2048, 16 heads / 4 KV heads, FFN 5632, untied embeddings
+    geb_layers: int = setting(12, low=1)
+    geb_d_model: int = setting(512, low=1)
+    geb_heads: int = setting(8, low=1)
+    geb_kv_heads: int = setting(2, low=1)
+    geb_d_ff: int = setting(1408, low=1)  # GEB's FFN ratio 5632 / 2048 = 2.75
+    steps: int = setting(100, low=1)
+    batch_size: int = setting(32, low=1)
+    block_len: int = setting(512, low=2)
+    lr: float = setting(1e-3, above=0)
+    warmup_steps: int = setting(20, low=0)
+    seeds: tuple[int, ...] = setting((0, 1, 2), low=0)
+    eval_windows: int = setting(32, low=1)  # held-out windows of `block_len` tokens for validation loss
+    eval_every: int = setting(50, low=1)
     compile: bool = False  # short runs: torch.compile's one-off cost per shape exceeds what it saves
-    seed: int = 0
+    seed: int = setting(0, low=0)
+
+    def check(self) -> None:
+        self.check_corpus()
+        for prefix in ("gqa", "train", "geb"):
+            heads, kv = getattr(self, f"{prefix}_heads"), getattr(self, f"{prefix}_kv_heads")
+            if getattr(self, f"{prefix}_d_model") % heads:
+                raise self.refuse(f"{prefix}_d_model", f"a multiple of {prefix}_heads ({heads})")
+            if any(heads % k for k in (kv if isinstance(kv, tuple) else (kv,))):
+                raise self.refuse(f"{prefix}_kv_heads", f"divisors of {prefix}_heads ({heads})")
 
 
 CpuProfile.presets = {

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import WorkbenchError
-from ..profiles import Profile
+from ..profiles import Profile, setting
+from .samplers import ALGORITHMS
 
 PARTS = ("all", "scaling", "sampling", "reversal")
 
@@ -38,70 +38,70 @@ SIZES = {
 
 @dataclass(frozen=True)
 class DiffusionProfile(Profile):
-    part: str = "all"
+    part: str = setting("all", choices=PARTS)
     corpus: str = "python-docs"
     # mini scaling: every size × budget, for both arms, on the same batches
-    sizes: tuple[str, ...] = ("s", "m", "l")
-    budgets: tuple[float, ...] = (1e14, 4e14)  # non-embedding FLOPs per arm (l: the steps 2.5e14 / 1e15 total gave)
-    batch_size: int = 64
-    block_len: int = 128
-    lr: float = 1e-3
-    warmup_fraction: float = 0.05
-    weight_decay: float = 0.1
-    ssl_ratio: float = 0.0  # stochastic sequence length (SMDM: 0.01); 0 keeps one compiled shape
+    sizes: tuple[str, ...] = setting(("s", "m", "l"), choices=SIZES)
+    # non-embedding FLOPs per arm (l: the steps 2.5e14 / 1e15 total gave)
+    budgets: tuple[float, ...] = setting((1e14, 4e14), above=0)
+    batch_size: int = setting(64, low=1)
+    block_len: int = setting(128, low=2)
+    lr: float = setting(1e-3, above=0)
+    warmup_fraction: float = setting(0.05, low=0, high=1)
+    weight_decay: float = setting(0.1, low=0)
+    # stochastic sequence length (SMDM: 0.01); 0 keeps one compiled shape
+    ssl_ratio: float = setting(0.0, low=0, high=1)
     compile: bool | None = None  # None: compiled on a GPU (both losses), eager on a CPU
-    eval_blocks: int | None = None  # held-out blocks for the final NLL / ELBO (None: all)
-    elbo_samples: int = 32  # Monte Carlo samples of t per block (stratified, fixed seed)
-    curve_points: int = 4  # held-out evaluations during each training run (live figure)
-    curve_blocks: int = 16
-    curve_samples: int = 8
-    seed: int = 0  # evaluation seed: ELBO draws, samples, zero-shot items
-    seeds: tuple[int, ...] = (0, 1)  # paired training seeds of the scaling grid and of the sampling / guidance models
-    cpu_threads: int | None = None  # torch threads on a CPU (None: unchanged); tiny models run fastest on one
+    eval_blocks: int | None = setting(None, low=1)  # held-out blocks for the final NLL / ELBO (None: all)
+    elbo_samples: int = setting(32, low=1)  # Monte Carlo samples of t per block (stratified, fixed seed)
+    curve_points: int = setting(4, low=1)  # held-out evaluations during each training run (live figure)
+    curve_blocks: int = setting(16, low=1)
+    curve_samples: int = setting(8, low=1)
+    seed: int = setting(0, low=0)  # evaluation seed: ELBO draws, samples, zero-shot items
+    # paired training seeds of the scaling grid and of the sampling / guidance models
+    seeds: tuple[int, ...] = setting((0, 1), low=0)
+    # torch threads on a CPU (None: unchanged); tiny models run fastest on one
+    cpu_threads: int | None = setting(None, low=1)
     # sampling quality and speed: the largest size; MDM at the largest budget, ARM at every budget
-    n_prompts: int = 64
-    prompt_len: int = 32
-    gen_len: int = 96  # prompt_len + gen_len = block_len: the length the MDM was trained on
-    steps: tuple[int, ...] = (8, 16, 32, 64, 96)
-    samplers: tuple[str, ...] = ("low_confidence", "ancestral")
-    temperature: float = 1.0
+    n_prompts: int = setting(64, low=1)
+    prompt_len: int = setting(32, low=1)
+    gen_len: int = setting(96, low=1)  # prompt_len + gen_len = block_len: the length the MDM was trained on
+    steps: tuple[int, ...] = setting((8, 16, 32, 64, 96), low=1)
+    samplers: tuple[str, ...] = setting(("low_confidence", "ancestral"), choices=ALGORITHMS)
+    temperature: float = setting(1.0, low=0)
     judge: str = "smollm2-135m"
-    entropy_tolerance: float = 0.2  # nats: "matched diversity" = unigram entropy within this of the ARM's or the text's
-    timing_batches: tuple[int, ...] = (1, 32)
-    timing_rounds: int = 3
+    # nats: "matched diversity" = unigram entropy within this of the ARM's or the text's
+    entropy_tolerance: float = setting(0.2, low=0)
+    timing_batches: tuple[int, ...] = setting((1, 32), low=1)
+    timing_rounds: int = setting(3, low=1)
     # guidance: likelihood of the true continuation, and generation quality, against w
-    cond_len: int = 64  # condition (prompt) tokens; the rest of the block is the scored target
-    guidance_ws: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0)
-    guidance_gen_ws: tuple[float, ...] = (0.0, 0.6, 1.5)
-    guidance_steps: int = 32
-    choice_items: int = 400  # zero-shot items per task (half tune w, half judge it), from held-out text
-    choice_len: int = 16  # tokens of each 4-way continuation
+    cond_len: int = setting(64, low=1)  # condition (prompt) tokens; the rest of the block is the scored target
+    guidance_ws: tuple[float, ...] = setting((0.0, 0.5, 1.0, 2.0), low=0)
+    guidance_gen_ws: tuple[float, ...] = setting((0.0, 0.6, 1.5), low=0)
+    guidance_steps: int = setting(32, low=1)
+    choice_items: int = setting(400, low=2)  # zero-shot items per task (half tune w, half judge it), from held-out text
+    choice_len: int = setting(16, low=1)  # tokens of each 4-way continuation
     # reversal curse (SMDM / Berglund et al.): pretrained arms fine-tuned on the facts
-    n_people: int = 400  # a third each: name → description only, description → name only, both directions
-    paraphrases: int = 30
-    reversal_size: str = "m"
-    reversal_steps: int = 2500
-    reversal_batch: int = 128
-    reversal_lr: float = 2e-3
-    reversal_cfg: float = 0.8  # SMDM's setting for this task (low-confidence sampler, τ = 0)
-    reversal_seeds: tuple[int, ...] = (0, 1, 2)
-    reversal_known: float = 0.9  # the reverse direction is judged only once both arms know this much of the seen one
+    # a third each: name → description only, description → name only, both directions
+    n_people: int = setting(400, low=1)
+    paraphrases: int = setting(30, low=1)
+    reversal_size: str = setting("m", choices=SIZES)
+    reversal_steps: int = setting(2500, low=1)
+    reversal_batch: int = setting(128, low=1)
+    reversal_lr: float = setting(2e-3, above=0)
+    reversal_cfg: float = setting(0.8, low=0)  # SMDM's setting for this task (low-confidence sampler, τ = 0)
+    reversal_seeds: tuple[int, ...] = setting((0, 1, 2), low=0)
+    # the reverse direction is judged only once both arms know this much of the seen one
+    reversal_known: float = setting(0.9, low=0, high=1)
 
-    def __post_init__(self) -> None:
-        if self.part not in PARTS:
-            raise WorkbenchError(f"unknown part {self.part!r}: use one of {', '.join(PARTS)}")
-        unknown = [s for s in (*self.sizes, self.reversal_size) if s not in SIZES]
-        if unknown:
-            raise WorkbenchError(f"unknown model size(s) {', '.join(unknown)}: use {', '.join(SIZES)}")
+    def check(self) -> None:
+        self.check_corpus()
         if max(self.timing_batches) > self.n_prompts:
-            raise WorkbenchError(
-                f"timing batches ({max(self.timing_batches)}) cannot exceed n_prompts ({self.n_prompts})"
-            )
-        if self.prompt_len + self.gen_len > self.block_len or self.cond_len >= self.block_len:
-            raise WorkbenchError(
-                f"prompt_len + gen_len ({self.prompt_len + self.gen_len}) and cond_len must fit in "
-                f"block_len ({self.block_len})"
-            )
+            raise self.refuse("timing_batches", f"at most n_prompts ({self.n_prompts})")
+        if self.prompt_len + self.gen_len > self.block_len:
+            raise self.refuse("gen_len", f"at most block_len - prompt_len ({self.block_len - self.prompt_len})")
+        if self.cond_len >= self.block_len:
+            raise self.refuse("cond_len", f"below block_len ({self.block_len})")
 
     def runs(self, part: str) -> bool:
         """Whether this profile runs the experiment `part`."""

@@ -12,53 +12,65 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..profiles import Profile
+from ..profiles import Profile, setting
 
 PARTS = ("all", "pretrain", "finetune")
 
 
 @dataclass(frozen=True)
 class GaloreProfile(Profile):
-    part: str = "all"  # "pretrain", "finetune" or "all"
+    part: str = setting("all", choices=PARTS)  # "pretrain", "finetune" or "all"
     corpus: str = "python-docs"
     # -- pretraining from scratch: GaLore's "60M" shape (d=512, 8 layers) with the SmolLM2 tokenizer
     size: str = "47m"  # a key of workbench.models.MODEL_SIZES
-    steps: int = 600
-    batch_size: int = 32
-    block_len: int = 256  # GaLore's sequence length
-    warmup_fraction: float = 0.1  # of the steps, then cosine down to 10% (official scripts)
-    seeds: int = 3
+    steps: int = setting(600, low=1)
+    batch_size: int = setting(32, low=1)
+    block_len: int = setting(256, low=2)  # GaLore's sequence length
+    warmup_fraction: float = setting(0.1, low=0, high=1)  # of the steps, then cosine down to 10% (official scripts)
+    seeds: int = setting(3, low=1)
     # official scripts: lr 0.01, rank 128, gap 200, scale 0.25 (60M); the lr is swept like AdamW's (it also drives
     # the full-rank tied embedding here), the best on the first seed runs on every seed
-    galore_lrs: tuple[float, ...] = (3e-3, 6e-3, 1e-2)
-    natural_lrs: tuple[float, ...] = (3e-3, 6e-3, 1e-2)
-    rank: int = 128
-    update_proj_gap: int = 200
-    scale: float = 0.25
-    weight_decay: float = 0.0
-    adamw_lrs: tuple[float, ...] = (1e-3, 3e-3, 6e-3)  # swept on the first seed; the best runs on every seed
-    history: int = 20  # Natural GaLore: s, λ, history cleared on a subspace refresh
-    damping: float = 1e-3
+    galore_lrs: tuple[float, ...] = setting((3e-3, 6e-3, 1e-2), above=0)
+    natural_lrs: tuple[float, ...] = setting((3e-3, 6e-3, 1e-2), above=0)
+    rank: int = setting(128, low=1)
+    update_proj_gap: int = setting(200, low=1)
+    scale: float = setting(0.25, above=0)
+    weight_decay: float = setting(0.0, low=0)
+    # swept on the first seed; the best runs on every seed
+    adamw_lrs: tuple[float, ...] = setting((1e-3, 3e-3, 6e-3), above=0)
+    history: int = setting(20, low=1)  # Natural GaLore: s, λ, history cleared on a subspace refresh
+    damping: float = setting(1e-3, low=0)
     reset_history: bool = True  # True adds the official behaviour (history kept across refreshes) as a fourth arm
-    eval_every: int = 50
-    eval_windows: int | None = None  # held-out windows of block_len per evaluation (None: all)
+    eval_every: int = setting(50, low=1)
+    eval_windows: int | None = setting(None, low=1)  # held-out windows of block_len per evaluation (None: all)
     # -- fine-tuning SmolLM2-135M: attention and MLP matrices train, embeddings and norms frozen
     ft_model: str = "smollm2-135m"  # a load_model name, or "tiny" (random tiny LLaMA, for the smoke test)
-    ft_steps: int = 100
-    ft_batch_size: int = 16
-    ft_block_len: int = 512
-    ft_lr: float = 5e-5  # AdamW, GaLore and Natural GaLore
-    ft_rank: int = 64
-    ft_scale: float = 4.0  # GaLore's fine-tuning recipes use scale 4 (GLUE; GaLore issue #15)
-    ft_update_proj_gap: int = 200
-    lora_lr: float = 5e-4  # LoRA's rank is chosen to match GaLore's optimizer-state bytes
-    ft_eval_every: int = 25
-    ft_eval_windows: int | None = None
+    ft_steps: int = setting(100, low=1)
+    ft_batch_size: int = setting(16, low=1)
+    ft_block_len: int = setting(512, low=2)
+    ft_lr: float = setting(5e-5, above=0)  # AdamW, GaLore and Natural GaLore
+    ft_rank: int = setting(64, low=1)
+    ft_scale: float = setting(4.0, above=0)  # GaLore's fine-tuning recipes use scale 4 (GLUE; GaLore issue #15)
+    ft_update_proj_gap: int = setting(200, low=1)
+    lora_lr: float = setting(5e-4, above=0)  # LoRA's rank is chosen to match GaLore's optimizer-state bytes
+    ft_eval_every: int = setting(25, low=1)
+    ft_eval_windows: int | None = setting(None, low=1)
     # -- timing of one optimizer step (interleaved rounds, after a warm-up call)
-    timing_rounds: int = 10
-    cpu_threads: int | None = None  # torch threads on a CPU while the experiment runs (None: unchanged)
+    timing_rounds: int = setting(10, low=1)
+    cpu_threads: int | None = setting(None, low=1)  # torch threads on a CPU while the experiment runs (None: unchanged)
     # -- side by side with galore-torch's GaLoreAdamW on a tiny LLaMA (skipped if it is not installed)
-    reference_steps: int = 300
+    reference_steps: int = setting(300, low=1)
+
+    def check(self) -> None:
+        from ..models import MODEL_SIZES, known_shape
+
+        self.check_corpus()
+        if self.size not in MODEL_SIZES:
+            raise self.refuse("size", f"one of {', '.join(map(repr, MODEL_SIZES))} (workbench.models.MODEL_SIZES)")
+        for key, model in (("rank", self.size), ("ft_rank", self.ft_model)):
+            shape = known_shape(model)
+            if shape and getattr(self, key) > shape["d_model"]:
+                raise self.refuse(key, f"<= {shape['d_model']} (the {model} model's width)")
 
 
 GaloreProfile.presets = {

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..profiles import Profile
+from ..profiles import Profile, setting
+from .convert import INITS
 
 ARM_SETS = ("all", "no_lora", "lora")
 
@@ -21,38 +22,58 @@ ARM_SETS = ("all", "no_lora", "lora")
 class RecursiveProfile(Profile):
     model: str = "smollm2-135m"  # "tiny": a random `tiny_llama` of `tiny_layers`, pretrained here for `teacher_steps`
     corpus: str = "python-docs"
-    arms: str = (
-        "all"  # "no_lora": B ∈ loops × inits + baselines; "lora": Average + LoRA ranks (B = loops[0]) + early exit
-    )
-    loops: tuple = (2, 3)  # B; each must divide the depth
-    inits: tuple = ("stepwise", "average", "lower")
-    ranks: tuple = (8, 32, 128)  # SVD-initialised LoRA ranks on the Average model (all seven linears)
-    zero_rank: int = 128  # the zero-initialised LoRA arm (the paper compares at its largest rank)
+    # "no_lora": B ∈ loops × inits + baselines; "lora": Average + LoRA ranks (B = loops[0]) + early exit
+    arms: str = setting("all", choices=ARM_SETS)
+    loops: tuple[int, ...] = setting((2, 3), low=1)  # B; each must divide the depth
+    inits: tuple[str, ...] = setting(("stepwise", "average", "lower"), choices=INITS)
+    # SVD-initialised LoRA ranks on the Average model (all seven linears)
+    ranks: tuple[int, ...] = setting((8, 32, 128), low=1)
+    zero_rank: int = setting(128, low=1)  # the zero-initialised LoRA arm (the paper compares at its largest rank)
     tie_norms: bool = True  # the paper ties RMSNorm weights too; False keeps them per depth
-    steps: int = 80
-    batch_size: int = 16
-    block_len: int = 512
-    lr: float = 5e-4  # uptraining (all parameters); the paper uses 2e-4 for 15B tokens, short runs want more
-    scratch_lr: float = 1e-3  # the reduced-depth model trained from scratch
-    warmup_steps: int = 20
-    kd_alpha: float = 0.5  # CE weight; kd_beta: forward-KL weight (1:1, the paper's KD uptraining)
-    kd_beta: float = 0.5
-    seed: int = 0
-    spread_seeds: int = 3  # the Stepwise B=loops[0] arm repeated with this many data orders: the seed spread
-    eval_every: int = 40
-    eval_windows: int | None = None  # held-out windows of block_len for the final perplexity (None: all)
-    curve_windows: int = 8  # windows for the live curves
-    exit_steps: int = 100  # early-exit post-training of the Stepwise B=loops[0] model
-    exit_weight: float = 0.1  # c, the paper's aggressive coefficient on the intermediate exits
-    thresholds: tuple = (0.5, 0.7, 0.9)  # confidence-threshold exits
-    cdb_slots: int = 32
-    cdb_requests: int = 512
-    cdb_gen_len: int = 256
-    cost_batch_sizes: tuple = (1, 2, 4, 8, 16, 32)
-    cost_context: int = 512
-    teacher_steps: int = 0
-    tiny_layers: int = 6
-    vocab: int = 0  # tiny model only: keep the most frequent `vocab` - 1 tokens (0: the tokenizer's vocabulary)
+    steps: int = setting(80, low=1)
+    batch_size: int = setting(16, low=1)
+    block_len: int = setting(512, low=2)
+    # uptraining (all parameters); the paper uses 2e-4 for 15B tokens, short runs want more
+    lr: float = setting(5e-4, above=0)
+    scratch_lr: float = setting(1e-3, above=0)  # the reduced-depth model trained from scratch
+    warmup_steps: int = setting(20, low=0)
+    kd_alpha: float = setting(0.5, low=0)  # CE weight; kd_beta: forward-KL weight (1:1, the paper's KD uptraining)
+    kd_beta: float = setting(0.5, low=0)
+    seed: int = setting(0, low=0)
+    # the Stepwise B=loops[0] arm repeated with this many data orders: the seed spread
+    spread_seeds: int = setting(3, low=1)
+    eval_every: int = setting(40, low=1)
+    # held-out windows of block_len for the final perplexity (None: all)
+    eval_windows: int | None = setting(None, low=1)
+    curve_windows: int = setting(8, low=1)  # windows for the live curves
+    exit_steps: int = setting(100, low=1)  # early-exit post-training of the Stepwise B=loops[0] model
+    exit_weight: float = setting(0.1, low=0)  # c, the paper's aggressive coefficient on the intermediate exits
+    thresholds: tuple[float, ...] = setting((0.5, 0.7, 0.9), low=0, high=1)  # confidence-threshold exits
+    cdb_slots: int = setting(32, low=1)
+    cdb_requests: int = setting(512, low=1)
+    cdb_gen_len: int = setting(256, low=1)
+    cost_batch_sizes: tuple[int, ...] = setting((1, 2, 4, 8, 16, 32), low=1)
+    cost_context: int = setting(512, low=1)
+    teacher_steps: int = setting(0, low=0)
+    tiny_layers: int = setting(6, low=1)
+    # tiny model only: keep the most frequent `vocab` - 1 tokens (0: the tokenizer's vocabulary)
+    vocab: int = setting(0, low=0)
+
+    def check(self) -> None:
+        from ..models import MODEL_SIZES, known_shape
+
+        self.check_corpus()
+        tiny = {**MODEL_SIZES["tiny"], "n_layers": self.tiny_layers}
+        shape = tiny if self.model == "tiny" else known_shape(self.model)
+        if shape is None:
+            return  # another model: its depth and width are known once it loads
+        depth, width = shape["n_layers"], shape["d_model"]
+        bad = [b for b in self.loops if depth % b]
+        if bad:
+            raise self.refuse("loops", f"divisors of the depth ({depth} layers cannot be looped {bad[0]} times)")
+        for key, largest in (("ranks", max(self.ranks)), ("zero_rank", self.zero_rank)):
+            if largest > width:
+                raise self.refuse(key, f"<= {width} (the model's width)")
 
 
 RecursiveProfile.presets = {
