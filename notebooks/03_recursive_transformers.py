@@ -60,7 +60,7 @@ from workbench.recursive.profile import RecursiveProfile
 
 workbench.notebook.setup()
 settings = RecursiveProfile.resolve(
-    profile, arms=arms, loops=tuple(loops) if loops else None, ranks=tuple(ranks) if ranks else None, zero_rank=zero_rank,
+    profile, arms=arms, loops=loops, ranks=ranks, zero_rank=zero_rank,
     tie_norms=tie_norms, steps=steps, lr=lr, exit_steps=exit_steps,
 )
 

@@ -68,10 +68,10 @@ from workbench.diffusion.view import UnmaskingView
 
 workbench.notebook.setup()
 settings = DiffusionProfile.resolve(
-    profile, part=part, sizes=tuple(sizes) if sizes else None, budgets=tuple(budgets) if budgets else None,
-    steps=tuple(steps) if steps else None, guidance_ws=tuple(guidance_ws) if guidance_ws else None,
-    reversal_steps=reversal_steps, reversal_seeds=tuple(reversal_seeds) if reversal_seeds else None, compile=compile,
-    seeds=tuple(seeds) if seeds else None,
+    profile, part=part, sizes=sizes, budgets=budgets,
+    steps=steps, guidance_ws=guidance_ws,
+    reversal_steps=reversal_steps, reversal_seeds=reversal_seeds, compile=compile,
+    seeds=seeds,
 )
 experiment = DiffusionExperiment(settings)
 print(f"{experiment.device_name}: {len(experiment.train_tokens):,} training / {len(experiment.val_tokens):,} held-out tokens of "
