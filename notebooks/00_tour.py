@@ -32,7 +32,7 @@
 # where the EchoAtt idea starts: if many inner layers attend alike, they could share the work.
 
 # %% tags=["parameters"]
-profile = "smoke"  # "smoke": CPU, a few windows, seconds; "full": GPU, thousands of held-out tokens
+profile = "smoke"  # "smoke": CPU, a few windows, ~80 s on 2 shared cores; "full": GPU, thousands of held-out tokens
 # Settings of TourProfile; None: the profile's value
 model_name = None  # a bundled model name, e.g. "smollm2-135m"
 corpus = None  # "python-docs", a text file, or "hf:DATASET"
