@@ -88,7 +88,7 @@ def fail_open_runs(result) -> None:
 def check_profile(profile: str) -> str:
     if profile not in PROFILES:
         raise WorkbenchError(
-            f"unknown profile {profile!r}: use 'smoke' (CPU, tiny, about a minute) or 'full' (GPU, real size)"
+            f"unknown profile {profile!r}: use 'smoke' (CPU, tiny models, 1-3 minutes) or 'full' (GPU, real size)"
         )
     return profile
 

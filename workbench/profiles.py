@@ -41,7 +41,7 @@ from typing import Any, ClassVar, Self
 
 from .errors import WorkbenchError
 
-PROFILES = ("smoke", "full")  # smoke: CPU, tiny, about a minute (the tests); full: one GPU, real size
+PROFILES = ("smoke", "full")  # smoke: CPU, tiny, 1-3 minutes on 2 shared cores (the tests); full: one GPU, real size
 
 
 ALLOWED = "workbench.allowed"  # the dataclass field metadata key `setting` fills
