@@ -55,6 +55,8 @@ reversal_steps = None  # training steps of each reversal-curse arm
 reversal_seeds = None  # seeds of the reversal-curse arms, e.g. [0, 1, 2]
 seeds = None  # paired training seeds of the scaling grid, sampling and guidance, e.g. [0, 1]
 compile = None  # None: compiled training step on a GPU (both losses); False: eager
+corpus = None  # None: the profile's ("python-code" full, "python-docs" smoke), a text file or folder, or "hf:NAME"
+allow_repeats = None  # True lets a full run train more than one epoch of its corpus
 
 # %%
 from IPython.display import Markdown, display
@@ -68,7 +70,8 @@ from workbench.diffusion.view import UnmaskingView
 
 workbench.notebook.setup()
 settings = DiffusionProfile.resolve(
-    profile, part=part, sizes=sizes, budgets=budgets,
+    profile, corpus=corpus, allow_repeats=allow_repeats,
+    part=part, sizes=sizes, budgets=budgets,
     steps=steps, guidance_ws=guidance_ws,
     reversal_steps=reversal_steps, reversal_seeds=reversal_seeds, compile=compile,
     seeds=seeds,
@@ -133,6 +136,7 @@ if speed is not None:
 if settings.runs("sampling"):
     view = UnmaskingView(experiment.traces(steps=min(16, settings.gen_len)), experiment.tokenizer, settings.prompt_len)
     display(view.widget)
+    view.snapshots().show()  # the MDM; the record an HTML copy keeps: the prompt, two steps between, the final sample
 
 # %% [markdown]
 # ## 3. Unsupervised classifier-free guidance

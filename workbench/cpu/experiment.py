@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import cards
-from ..data import batches, blocks, load_corpus, tokenize, train_val_split
+from ..data import batches, blocks, check_epochs, token_splits
 from ..evaluate import perplexity
 from ..generate import SampleConfig, sample
 from ..models import DEFAULT_MODEL, GGUF_FILE, gguf_dir, load_model, resolve_device, tiny_llama
@@ -69,7 +69,10 @@ class CpuExperiment:
         else:
             self.model, self.tokenizer = load_model(profile.model, dtype="float32", device="cpu")
         self.model.requires_grad_(False)
-        self.train_tokens, self.val_tokens = train_val_split(tokenize(load_corpus(profile.corpus), self.tokenizer))
+        splits = token_splits(profile.corpus, self.tokenizer)
+        if profile.train:
+            check_epochs(profile, profile.train_tokens_per_arm, splits.n_train)
+        self.train_tokens, self.val_tokens = splits.train, splits.val
         self.cpu = cpu_label()
         self.threads = tuple(sorted({min(n, os.cpu_count() or 1) for n in profile.threads}))  # at most every core
         self.precisions = [p for p in profile.precisions if available(p)]
@@ -171,13 +174,15 @@ class CpuExperiment:
         return rows
 
     def chat(self, question: str, on_text: Callable[[str], None] | None = None, precision: str = "int8") -> str:
-        """Stream an answer from the `precision` copy (float32 if it is not available)."""
-        models = self.quantized()
-        model = models.get(precision, self.model)
+        """Stream an answer from `profile.chat_model`'s `precision` copy (float32 if that is not available)."""
+        if self.profile.chat_model == self.profile.model:
+            model, tokenizer = self.quantized().get(precision, self.model), self.tokenizer
+        else:
+            model, tokenizer = load_model(self.profile.chat_model, dtype="float32", device="cpu")
+            model = quantize(model, precision) if available(precision) else model
         config = SampleConfig(max_new_tokens=self.profile.chat_tokens)
-        return stream_chat(
-            model, self.tokenizer, question, config, on_text or (lambda piece: print(piece, end="", flush=True))
-        )
+        print_piece = on_text or (lambda piece: print(piece, end="", flush=True))
+        return stream_chat(model, tokenizer, question, config, print_piece)
 
     # -- grouped-query attention on the CPU -------------------------------------------------------
     def gqa_shapes(self) -> list[Shape]:

@@ -33,13 +33,16 @@ class CpuProfile(Profile):
     new_tokens: int = setting(64, low=1)
     rounds: int = setting(3, low=1)  # interleaved timing rounds (median and interquartile spread)
     warmup: int = setting(1, low=0)
-    corpus: str = "python-docs"
+    corpus: str = "python-code"  # ~100M tokens: a full run never repeats its data (smoke: python-docs)
+    allow_repeats: bool = False  # a full profile refuses more than one epoch of its corpus unless set
     ppl_context: int = setting(256, low=2)
     ppl_windows: int = setting(8, low=1)  # held-out windows scored per precision (the same text for every precision)
     agreement_tokens: int = setting(32, low=1)  # greedy tokens compared with float32's
     llamacpp: bool = True  # llama.cpp on the default model's GGUF file beside the precisions, where it is installed
     chat_tokens: int = setting(48, low=1)
     chat_question: str = "How do I read a file line by line in Python?"  # the streaming chat demo's question
+    # the chat demo's model, int8 on the CPU: the embedded SmolLM2 even in smoke, where a random tiny model says nothing
+    chat_model: str = "smollm2-135m"
     # grouped-query attention on the CPU: one shape (SmolLM2-135M's), n_kv_heads varied
     gqa_layers: int = setting(30, low=1)
     gqa_d_model: int = setting(576, low=1)
@@ -62,7 +65,7 @@ class CpuProfile(Profile):
     geb_heads: int = setting(8, low=1)
     geb_kv_heads: int = setting(2, low=1)
     geb_d_ff: int = setting(1408, low=1)  # GEB's FFN ratio 5632 / 2048 = 2.75
-    steps: int = setting(100, low=1)
+    steps: int = setting(1000, low=1)
     batch_size: int = setting(32, low=1)
     block_len: int = setting(512, low=2)
     lr: float = setting(1e-3, above=0)
@@ -72,6 +75,11 @@ class CpuProfile(Profile):
     eval_every: int = setting(50, low=1)
     compile: bool = False  # short runs: torch.compile's one-off cost per shape exceeds what it saves
     seed: int = setting(0, low=0)
+
+    @property
+    def train_tokens_per_arm(self) -> int:
+        """The from-scratch training budget of every variant and seed: steps × batch × length."""
+        return self.steps * self.batch_size * self.block_len
 
     def check(self) -> None:
         self.check_corpus()
@@ -87,6 +95,7 @@ CpuProfile.presets = {
     # CPU, about a minute: a random tiny LLaMA through every code path (its numbers mean nothing).
     "smoke": dict(
         model="tiny",
+        corpus="python-docs",
         threads=(1,),
         prompt_len=16,
         new_tokens=8,
@@ -94,7 +103,7 @@ CpuProfile.presets = {
         ppl_context=32,
         ppl_windows=2,
         agreement_tokens=8,
-        chat_tokens=8,
+        chat_tokens=24,
         gqa_layers=2,
         gqa_d_model=64,
         gqa_heads=4,
@@ -120,8 +129,9 @@ CpuProfile.presets = {
         eval_windows=2,
         eval_every=3,
     ),
-    # One H200 machine, about 4 minutes: the CPU parts on its host CPU (labelled so), then 3 variants x
-    # 3 seeds + the GEB-shaped model, each 100 x 32 x 512 = 1.6M tokens (about 3.4 epochs of python-docs);
-    # 100 steps of 32 rather than 200 of 16: half the launches of an eager loop that a small model leaves launch-bound.
+    # One H200 machine (242 s measured at 100 steps, 2026-11-30): the CPU parts on its host CPU (labelled so), then
+    # 3 variants x 3 seeds + the GEB-shaped model, each 1,000 x 32 x 512 = 16.4M tokens of python-code (about 0.15
+    # epoch: trained until the held-out loss plateaus, where 1.6M tokens stopped at ppl ~450); batches of 32 rather
+    # than 16: half the launches of an eager loop that a small model leaves launch-bound.
     "full": {},
 }

@@ -36,14 +36,23 @@ SIZES = {
 }
 
 
+def non_embedding(size: str) -> int:
+    """Non-embedding parameters of a SIZES shape (attention, SwiGLU MLP, RMSNorms), as the built model counts them."""
+    shape = SIZES[size]
+    d, kv_width = shape["d_model"], shape["d_model"] // shape["n_heads"] * shape["n_kv_heads"]
+    layer = 2 * d * d + 2 * d * kv_width + 3 * d * shape["d_ff"] + 2 * d
+    return shape["n_layers"] * layer + d
+
+
 @dataclass(frozen=True)
 class DiffusionProfile(Profile):
     part: str = setting("all", choices=PARTS)
-    corpus: str = "python-docs"
+    corpus: str = "python-code"  # ~100M tokens: a full run never repeats its data (smoke: python-docs)
+    allow_repeats: bool = False  # a full profile refuses more than one epoch of its corpus unless set
     # mini scaling: every size × budget, for both arms, on the same batches
     sizes: tuple[str, ...] = setting(("s", "m", "l"), choices=SIZES)
-    # non-embedding FLOPs per arm (l: the steps 2.5e14 / 1e15 total gave)
-    budgets: tuple[float, ...] = setting((1e14, 4e14), above=0)
+    # non-embedding training FLOPs per arm, spanning 16x (SMDM's gap); s at 4e14 reads 61M tokens (< 1 epoch)
+    budgets: tuple[float, ...] = setting((2.5e13, 1e14, 4e14), above=0)
     batch_size: int = setting(64, low=1)
     block_len: int = setting(128, low=2)
     lr: float = setting(1e-3, above=0)
@@ -52,7 +61,7 @@ class DiffusionProfile(Profile):
     # stochastic sequence length (SMDM: 0.01); 0 keeps one compiled shape
     ssl_ratio: float = setting(0.0, low=0, high=1)
     compile: bool | None = None  # None: compiled on a GPU (both losses), eager on a CPU
-    eval_blocks: int | None = setting(None, low=1)  # held-out blocks for the final NLL / ELBO (None: all)
+    eval_blocks: int | None = setting(1024, low=1)  # held-out blocks for the final NLL / ELBO (None: all)
     elbo_samples: int = setting(32, low=1)  # Monte Carlo samples of t per block (stratified, fixed seed)
     curve_points: int = setting(4, low=1)  # held-out evaluations during each training run (live figure)
     curve_blocks: int = setting(16, low=1)
@@ -83,8 +92,8 @@ class DiffusionProfile(Profile):
     choice_len: int = setting(16, low=1)  # tokens of each 4-way continuation
     # reversal curse (SMDM / Berglund et al.): pretrained arms fine-tuned on the facts
     # a third each: name → description only, description → name only, both directions
-    n_people: int = setting(400, low=1)
-    paraphrases: int = setting(30, low=1)
+    n_people: int = setting(400, low=3)  # at least one person per subset
+    paraphrases: int = setting(30, low=1, high=30)  # templates per direction (reversal.py has 30)
     reversal_size: str = setting("m", choices=SIZES)
     reversal_steps: int = setting(2500, low=1)
     reversal_batch: int = setting(128, low=1)
@@ -93,6 +102,16 @@ class DiffusionProfile(Profile):
     reversal_seeds: tuple[int, ...] = setting((0, 1, 2), low=0)
     # the reverse direction is judged only once both arms know this much of the seen one
     reversal_known: float = setting(0.9, low=0, high=1)
+
+    @property
+    def train_tokens_per_arm(self) -> int:
+        """Tokens of the arm that reads the most corpus: the smallest model at the largest budget
+        (steps = C / (6·N·batch·block_len), N non-embedding, as the experiment rounds them)."""
+        tokens_per_step = self.batch_size * self.block_len
+        return max(
+            max(1, round(max(self.budgets) / (6 * non_embedding(size) * tokens_per_step))) * tokens_per_step
+            for size in self.sizes
+        )
 
     def check(self) -> None:
         self.check_corpus()
@@ -111,6 +130,7 @@ class DiffusionProfile(Profile):
 DiffusionProfile.presets = {
     # CPU, about a minute: tiny models, a few steps each; every code path of the full run.
     "smoke": {
+        "corpus": "python-docs",
         "sizes": ("t1", "t2", "t3"),
         "budgets": (1.5e8, 3e8),
         "seeds": (0,),

@@ -3,8 +3,9 @@
     settings = EchoAttProfile.resolve("smoke", steps=8)   # notebook parameters, CLI -p, library calls
 
 Every trained arm (students and the continued-trained teacher) trains on the same, fixed tokens:
-`steps` × `batch_size` × `block_len` (full: 200 × 16 × 512 = 1.64M tokens per arm), whatever the machine,
-so results reproduce. Speeds are measured at their own shapes (`speed_shapes`), where the GPU is the bottleneck.
+`steps` × `batch_size` × `block_len` (full: 1,250 × 16 × 512 = 10.24M tokens per arm, about 0.1 epoch of
+python-code), whatever the machine, so results reproduce. Speeds are measured at their own shapes
+(`speed_shapes`), where the GPU is the bottleneck.
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ class EchoAttProfile(Profile):
 
     teacher: str = "smollm2-135m"  # a model name for `load_model`, or "tiny" (random tiny LLaMA)
     tiny_layers: int = setting(8, low=2)
-    corpus: str = "python-docs"
+    corpus: str = "python-code"  # ~100M tokens: a full run never repeats its data (smoke: python-docs)
+    allow_repeats: bool = False  # a full profile refuses more than one epoch of its corpus unless set
     budgets: tuple[int, ...] = setting((6, 12), low=1)  # numbers of shared layers (followers)
     random_draws: int = setting(3, low=0)
     # "no loss in quality" is judged over seeds (batch orders) at the paper's cut (the budget nearest −4% parameters):
     # the similarity student there and the continued teacher train `quality_seeds` times, paired by seed
-    quality_seeds: int = 3
+    quality_seeds: int = setting(3, low=1)
     max_block: int = setting(2, low=2)  # group length: 2 = each follower reuses its immediate predecessor
     eligible: tuple[int, int] | None = setting(None, low=0)  # first and last layer allowed in a group; default (2, L-2)
     # The similarity that chooses layers: "cosine" (mean over heads), "cosine_map" (cosine of the head-averaged
@@ -39,7 +41,7 @@ class EchoAttProfile(Profile):
     similarity_texts: int = setting(16, low=1)
     similarity_len: int = setting(512, low=2)
     # training (same for every arm, including the continued-trained teacher)
-    steps: int = setting(200, low=1)
+    steps: int = setting(1250, low=1)
     batch_size: int = setting(16, low=1)
     block_len: int = setting(512, low=2)
     lr: float = setting(2e-4, above=0)
@@ -103,6 +105,7 @@ EchoAttProfile.presets = {
     # CPU, seconds: a tiny random teacher, a few steps; exercises every code path.
     "smoke": dict(
         teacher="tiny",
+        corpus="python-docs",
         budgets=(2,),
         random_draws=1,
         quality_seeds=2,  # the paired-seed code path; smoke judges nothing
@@ -129,7 +132,8 @@ EchoAttProfile.presets = {
         speed_warmup=1,
         cpu_threads=1,  # tiny ops gain nothing from threads, and lose a lot on a busy machine
     ),
-    # One H200, 474 s measured (2026-11-30): SmolLM2-135M teacher, up to 11 trained arms × 200 steps × 16×512 tokens
-    # (fixed), ~1 minute of speed rounds (14 models × 6 rounds of prefill, KD step and decode).
+    # One H200: SmolLM2-135M teacher, up to 11 trained arms × 1,250 steps × 16×512 tokens (fixed), about 140 s per
+    # arm at the KD step's measured 73k tokens/s: ~26 minutes, so split over jobs (`budgets`, `random_draws`); at
+    # 200 steps the whole notebook took 474 s (2026-11-30), ~1 minute of it speed rounds.
     "full": {},
 }

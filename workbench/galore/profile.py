@@ -1,9 +1,10 @@
 """Settings of the GaLore notebook: defaults are the full run on one H200; presets override them.
 
-Budget (full, one H200, estimated from the loop's measured 1.09M tokens/s for the 47M LLaMA plus
-the SVD refreshes): pretraining 18 runs × 600 steps × 32×256 tokens (3 learning rates per method on
-the first seed, 2 more seeds of AdamW, GaLore and Natural GaLore, Natural GaLore with the official
-history on 3 seeds), about 4.5 minutes with the one-off compile; fine-tuning 4 arms × 100 steps ×
+Budget (full, one H200): pretraining 18 runs × 2,500 steps × 32×256 tokens = 20.5M tokens of
+python-code per run, about 0.2 epoch (3 learning rates per method on the first seed, 2 more seeds of
+AdamW, GaLore and Natural GaLore, Natural GaLore with the official history on 3 seeds): about 15
+minutes from the measured steps (8.5 / 15.6 / 28.6 ms for AdamW / GaLore / Natural GaLore), so split
+over jobs (`part`, `seeds`); fine-tuning 4 arms × 100 steps ×
 16×512 tokens of SmolLM2-135M (eager, no compile), about 1.5 minutes. `part` splits the two halves
 into separate runs.
 """
@@ -20,10 +21,11 @@ PARTS = ("all", "pretrain", "finetune")
 @dataclass(frozen=True)
 class GaloreProfile(Profile):
     part: str = setting("all", choices=PARTS)  # "pretrain", "finetune" or "all"
-    corpus: str = "python-docs"
+    corpus: str = "python-code"  # ~100M tokens: a full run never repeats its data (smoke: python-docs)
+    allow_repeats: bool = False  # a full profile refuses more than one epoch of its corpus unless set
     # -- pretraining from scratch: GaLore's "60M" shape (d=512, 8 layers) with the SmolLM2 tokenizer
     size: str = "47m"  # a key of workbench.models.MODEL_SIZES
-    steps: int = setting(600, low=1)
+    steps: int = setting(2500, low=1)
     batch_size: int = setting(32, low=1)
     block_len: int = setting(256, low=2)  # GaLore's sequence length
     warmup_fraction: float = setting(0.1, low=0, high=1)  # of the steps, then cosine down to 10% (official scripts)
@@ -41,8 +43,8 @@ class GaloreProfile(Profile):
     history: int = setting(20, low=1)  # Natural GaLore: s, λ, history cleared on a subspace refresh
     damping: float = setting(1e-3, low=0)
     reset_history: bool = True  # True adds the official behaviour (history kept across refreshes) as a fourth arm
-    eval_every: int = setting(50, low=1)
-    eval_windows: int | None = setting(None, low=1)  # held-out windows of block_len per evaluation (None: all)
+    eval_every: int = setting(100, low=1)
+    eval_windows: int | None = setting(512, low=1)  # held-out windows of block_len per evaluation (None: all)
     # -- fine-tuning SmolLM2-135M: attention and MLP matrices train, embeddings and norms frozen
     ft_model: str = "smollm2-135m"  # a load_model name, or "tiny" (random tiny LLaMA, for the smoke test)
     ft_steps: int = setting(100, low=1)
@@ -54,12 +56,22 @@ class GaloreProfile(Profile):
     ft_update_proj_gap: int = setting(200, low=1)
     lora_lr: float = setting(5e-4, above=0)  # LoRA's rank is chosen to match GaLore's optimizer-state bytes
     ft_eval_every: int = setting(25, low=1)
-    ft_eval_windows: int | None = setting(None, low=1)
+    ft_eval_windows: int | None = setting(256, low=1)
     # -- timing of one optimizer step (interleaved rounds, after a warm-up call)
     timing_rounds: int = setting(10, low=1)
     cpu_threads: int | None = setting(None, low=1)  # torch threads on a CPU while the experiment runs (None: unchanged)
     # -- side by side with galore-torch's GaLoreAdamW on a tiny LLaMA (skipped if it is not installed)
     reference_steps: int = setting(300, low=1)
+
+    @property
+    def train_tokens_per_arm(self) -> int:
+        """The fixed token budget of every pretraining run: steps × batch × length."""
+        return self.steps * self.batch_size * self.block_len
+
+    @property
+    def ft_tokens_per_arm(self) -> int:
+        """The fine-tuning arms' budget: ft_steps × ft_batch_size × ft_block_len."""
+        return self.ft_steps * self.ft_batch_size * self.ft_block_len
 
     def check(self) -> None:
         from ..models import MODEL_SIZES, known_shape
@@ -76,6 +88,7 @@ class GaloreProfile(Profile):
 GaloreProfile.presets = {
     # CPU, about a minute: tiny random LLaMAs, every code path (sweep, seeds, fine-tuning with LoRA).
     "smoke": dict(
+        corpus="python-docs",
         size="tiny",
         steps=8,
         batch_size=2,
