@@ -106,6 +106,9 @@ def frontier_figure(cards: pd.DataFrame, x: str = "non_embedding_params", y: str
     """Cards (`cards.load_cards`, filtered with `select`) as points of `y` against `x`, coloured by idea;
     Pareto-optimal points ringed and joined by a dashed line per panel; MDM bounds drawn open. The
     signature is shared with the dashboard's Frontier tab: keep it stable."""
+    if cards.empty:  # nothing yet (a live figure before the first card lands)
+        figure = go.Figure(layout={"title": title or f"{AXES[y].title} against {AXES[x].title}", **LAYOUT})
+        return figure.update_layout(xaxis_title=AXES[x].title, yaxis_title=AXES[y].title)
     cards = cards.assign(run=cards.get("run", ""))
     parts = panels(cards, x)
     figure = make_subplots(rows=1, cols=len(parts), subplot_titles=[name for name, _ in parts], shared_yaxes=True)
@@ -220,7 +223,7 @@ class LiveFrontier:
 
     def __init__(self, store: RunStore, x: str = "non_embedding_params", y: str = "code_ppl", **filters):
         self.store, self.x, self.y, self.filters = store, x, y, filters
-        self.figure = go.FigureWidget(frontier_figure(select(pd.DataFrame(columns=["idea"])), x, y))
+        self.figure = go.FigureWidget()
         self.seen = -1
         self.refresh()
 
@@ -257,7 +260,7 @@ class FrontierProfile(CardProfile):
     reference: str = "smollm2-135m"  # "tiny": a random tiny LLaMA (smoke)
     precisions: tuple[str, ...] = ("float32", "bfloat16", "int8", "int4")
     echoatt_arm: str = "n=12 similarity"  # "": build a tiny student here (smoke)
-    recursive_arm: str = "lora"
+    recursive_arm: str = "SVD LoRA"
     live_seconds: float = 0.0  # keep redrawing the figure from the store this long (0: draw once)
 
 
