@@ -243,6 +243,22 @@ PLOTS = """
 """
 
 
+# Background colours of the visible compare table's cells, counted: {css colour: cells}.
+COLOURED = """
+() => {
+  const cells = [];
+  const walk = root => root.querySelectorAll('*').forEach(el => {
+    if (el.tagName === 'TD' && el.closest('table.frame') && el.offsetParent !== null) cells.push(el);
+    if (el.shadowRoot) walk(el.shadowRoot);
+  });
+  walk(document);
+  const counts = {};
+  cells.forEach(td => { const c = getComputedStyle(td).backgroundColor; counts[c] = (counts[c] || 0) + 1; });
+  return counts;
+}
+"""
+
+
 def test_filter_baseline_sweep_and_run_page_in_the_browser(dashboard, chromium, artifacts):
     playwright = pytest.importorskip("playwright.sync_api")
     url, _, store, stop = dashboard
@@ -297,8 +313,8 @@ def test_filter_baseline_sweep_and_run_page_in_the_browser(dashboard, chromium, 
         page.locator("table.frame td", has_text=f"#{ids['teacher']} teacher (baseline)").first.wait_for(
             timeout=30_000
         )
-        cells = page.locator("table.frame td[style*='background-color']")  # worse than the teacher: red
-        assert cells.count() >= 3
+        colours = page.evaluate(COLOURED)  # the students are worse than the teacher: red cells
+        assert colours.get("rgb(248, 215, 215)", 0) >= 3, colours
         page.locator(".bk-input-group", has_text="baseline run").locator("select").select_option(
             label=f"#{ids['student seed 0']} student seed 0"
         )
