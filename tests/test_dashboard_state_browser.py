@@ -51,15 +51,17 @@ READ = r"""
       ticked: cell(r, 'tick') === '☑'})) : [];
   const visible = el => el.offsetParent !== null;
   const plots = all.filter(el => el.classList && el.classList.contains('js-plotly-plot') && visible(el));
-  const legend = [];
-  plots.slice(0, 1).forEach(p => (p.data || []).forEach(t => {
-      if (t.type === 'bar') (t.x || []).forEach(x => legend.push(String(x)));
-      else if (t.showlegend !== false && t.name) legend.push(t.name); }));
+  const legends = plots.map(p => {
+      const names = [];
+      (p.data || []).forEach(t => {
+          if (t.type === 'bar') (t.x || []).forEach(x => names.push(String(x)));
+          else if (t.showlegend !== false && t.name) names.push(t.name); });
+      return [...new Set(names)]; });
   const frames = all.filter(el => el.tagName === 'TABLE' && el.classList.contains('frame') && visible(el));
   const compare = frames.find(t => (t.querySelector('th') || {}).textContent === 'run');
   const runs = compare ? [...compare.querySelectorAll('tbody tr')].map(
       r => r.querySelector('td').textContent.trim().replace(/ \(baseline\)$/, '')) : null;
-  return {rows, legend: [...new Set(legend)], compare: runs};
+  return {rows, legend: legends[0] || [], legends, compare: runs};
 }
 """
 
@@ -221,8 +223,8 @@ def test_table_curves_and_compare_name_the_same_runs_through_filters_ticks_and_r
                 stored_card(store, idea, arm, size, ppl)
             page.locator(".bk-tab", has_text="Frontier").first.click()
             page.wait_for_function(
-                f"() => {{ const p = ({READ})().legend; return ['echoatt', 'recursive', 'Pareto frontier']"
-                ".every(n => p.includes(n)); }", timeout=30_000)
+                f"() => ({READ})().legends.some(p => ['echoatt', 'recursive', 'Pareto frontier']"
+                ".every(n => p.includes(n)))", timeout=30_000)
             widths = {}
             for index, tab in enumerate(("Curves", "Compare", "Sweeps", "Run", "Frontier")):
                 page.locator(".bk-tab", has_text=tab).first.click()
