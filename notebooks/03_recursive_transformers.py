@@ -29,9 +29,11 @@
 #
 # **At SmolLM2-135M** (measured on the CPU before any training, 4 × 512 held-out tokens; `docs/ideas.md`, recorded 2026-11-30): nothing survives conversion untrained (perplexity
 # in the millions for every variant, Stepwise least bad); tying the RMSNorm weights alone costs perplexity 25 → 14,796 even with a
-# full-rank relaxation. So every arm here is **uptrained** for the same steps on the same tokens, with cross-entropy plus forward KL
-# from the full model, and compared with fair baselines: the full model continued-trained on the same tokens, and a model of the
-# reduced depth trained from scratch.
+# full-rank relaxation. So every arm here is **uptrained** for the same steps on the same tokens with the same loss, cross-entropy
+# plus forward KL from the full model, and compared with fair baselines trained the same way: the full model continued-trained on the
+# same tokens, and a model of the reduced depth trained from scratch. Every arm runs once per seed (`seeds`); a claim is judged on
+# log-perplexity differences paired by seed, and needs two seeds at least. Each arm is also scored zero-shot on held-out text
+# (`workbench.zeroshot`: a last-word cloze and a 4-way continuation choice).
 #
 # Profiles: `smoke` runs every step on a tiny *random* model on the CPU (its numbers only show the code runs); `full` runs SmolLM2-135M
 # on one GPU (`arms="no_lora"` and `arms="lora"` split it in two: 142 s and 165 s on an H200 on 2026-11-30, 80 steps per arm, one seed,
@@ -48,6 +50,8 @@ tie_norms = None  # tie RMSNorm weights across depth (the paper) or keep them pe
 steps = None  # uptraining steps per arm (the same for every arm)
 lr = None  # uptraining learning rate
 exit_steps = None  # early-exit post-training steps
+seeds = None  # data orders per arm: every arm runs once per seed (a claim needs 2 at least)
+lora_inits = None  # initialisations relaxed with SVD-LoRA at every rank, e.g. ["average", "stepwise"]
 
 # %%
 import pandas as pd
@@ -61,7 +65,8 @@ from workbench.recursive.profile import RecursiveProfile
 workbench.notebook.setup()
 settings = RecursiveProfile.resolve(
     profile, arms=arms, loops=loops, ranks=ranks, zero_rank=zero_rank,
-    tie_norms=tie_norms, steps=steps, lr=lr, exit_steps=exit_steps,
+    tie_norms=tie_norms, steps=steps, lr=lr, exit_steps=exit_steps, seeds=seeds,
+    lora_inits=lora_inits,
 )
 
 # %%
@@ -94,7 +99,8 @@ report.params_figure(result.table)
 # %% [markdown]
 # ## 3. Relaxation: perplexity against LoRA rank
 #
-# Rank 0 is the plain Average model; the paper finds SVD-initialised LoRA improving with rank and beating zero initialisation.
+# Rank 0 is the plain model of each initialisation; the paper finds Average + SVD-initialised LoRA improving with rank and beating
+# zero initialisation, and Stepwise + SVD-LoRA U-shaped (mid ranks worse than none, the largest rank recovering).
 
 # %%
 report.rank_figure(result.table)
@@ -118,7 +124,10 @@ else:
 #
 # Decode throughput of a queue of requests whose per-token exit loops are the measured held-out ones, served with the **measured**
 # cost of one loop at each batch size; the schemes are described in `workbench/recursive/batching.py`. These throughputs are
-# **simulated** (as in the paper); only the step costs and the exits are measured.
+# **simulated** (as in the paper); only the step costs and the exits are measured. A token that exits early still owes the keys and
+# values of the loops it skipped (the next forward at that loop fills them, at the cost of the K/V projections). Two cost models: the
+# measured loop costs (flat in the batch at this size: launch-bound, so their ratios are ratios of loop steps) and work-proportional
+# costs (no batching economy). The verdict uses the deployable confidence exits; the oracle is the ceiling.
 
 # %%
 if result.throughput.empty:
@@ -132,4 +141,4 @@ else:
 # ## 6. Conclusion
 
 # %%
-display(Markdown(report.conclusion(result.table, result.throughput, result.thresholds)))
+display(Markdown(report.conclusion(result.table, result.throughput, result.thresholds, costs=result.costs, profile=settings)))

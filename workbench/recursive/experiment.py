@@ -4,20 +4,28 @@ Over 400 lines because the arms (conversion, relaxation, uptraining), early exit
 share one teacher, one token stream and one run bookkeeping; each step is one method.
 
 Relaxed Recursive Transformers (Bae et al., arXiv:2410.20672). Every arm trains for the same steps
-on the same tokens (`steps` × `batch_size` × `block_len`, drawn by its seed):
+on the same tokens (`steps` × `batch_size` × `block_len`, drawn by its seed), once per seed of
+`seeds` (arms of one seed share the data order, so differences pair by seed):
 
-- the full model continued-trained with cross-entropy (the fair upper target; the reference run);
+- the full model continued-trained (the fair upper target; the reference run);
 - recursive models, B ∈ `loops`, initialised Stepwise / Average / Lower, no LoRA;
-- the Average model at B = loops[0] relaxed with SVD-initialised LoRA at `ranks`, and with a
-  zero-initialised LoRA at `zero_rank`;
+- each of `lora_inits` (Average, Stepwise) at B = loops[0] relaxed with SVD-initialised LoRA at
+  every rank of `ranks` (the paper: Average rises with rank, Stepwise is U-shaped), and the Average
+  model with a zero-initialised LoRA at `zero_rank`;
 - the reduced-depth model (K = L/B layers, same width) trained from scratch (the paper's
-  "reduced-size" baseline), with cross-entropy only;
-- the Stepwise B = loops[0] arm again with `spread_seeds` − 1 other data orders: the seed spread.
+  "reduced-size" baseline).
 
-Recursive arms are uptrained with CE + forward KL from the full model (`workbench.distill`), all
-parameters trainable. Then the Stepwise B = loops[0] model is post-trained for early exit, its
-oracle and confidence-threshold exits measured, and the exits drive the depth-wise batching
-simulation with decode costs measured on that model. Every arm is a run of kind "recursive".
+One loss for every arm: CE + forward KL from the full model as loaded (`workbench.distill`, α = β =
+`kd_alpha`, `kd_beta`), all parameters trainable, the baselines included, so that no arm gains or
+loses by its objective. It costs the two baselines one forward of the teacher per step (about a
+third more compute for the continued model). `ce_baselines` adds the baselines trained with CE
+alone (the former protocol) beside them; they are reported, never judged. After training, every
+arm's held-out perplexity and zero-shot accuracy (`workbench.zeroshot`) are measured.
+
+Then the Stepwise B = loops[0] model is post-trained for early exit, its oracle and
+confidence-threshold exits measured, and the exits drive the depth-wise batching simulation, with
+decode costs measured on that model and with work-proportional costs, the KV debt of exited
+tokens counted (`batching`). Every arm is a run of kind "recursive".
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ from ..evaluate import perplexity
 from ..models import MODEL_SIZES, load_model, resolve_device, tiny_llama
 from ..runs import RunKind, start_run
 from ..train import TrainConfig, train
+from ..zeroshot import ZeroShotTasks, accuracy, build_tasks, causal_loglik
 from . import batching, early_exit
 from .convert import INITS, convert
 from .profile import ARM_SETS, RecursiveProfile
@@ -65,10 +74,18 @@ class Arm:
     lora: str = ""  # "" | "svd" | "zero"
     rank: int = 0
     seed: int = 0
+    loss: str = "kd"  # "kd": CE + forward KL from the full model (every arm); "ce": cross-entropy alone
+
+
+def loss_config(arm: Arm, profile: RecursiveProfile) -> DistillConfig:
+    """The arm's objective: the same CE + KL for every arm, baselines included; CE alone for "ce" arms."""
+    if arm.loss == "ce":
+        return DistillConfig(alpha=1.0, beta=0.0)
+    return DistillConfig(alpha=profile.kd_alpha, beta=profile.kd_beta)
 
 
 def plan_arms(profile: RecursiveProfile, n_layers: int) -> list[Arm]:
-    """The arms of `profile.arms`; each subset keeps the continued baseline and the seed-spread arms."""
+    """The arms of `profile.arms` for every seed; each subset keeps the continued baseline."""
     if profile.arms not in ARM_SETS:
         raise WorkbenchError(f"unknown arms {profile.arms!r}: use one of {', '.join(ARM_SETS)}")
     if unknown := sorted(set(profile.inits) - set(INITS)):
@@ -78,34 +95,41 @@ def plan_arms(profile: RecursiveProfile, n_layers: int) -> list[Arm]:
             raise WorkbenchError(
                 f"{n_layers} layers cannot be looped {loops} times: each of loops must divide the depth"
             )
-    first, seed = profile.loops[0], profile.seed
-    arms = [Arm("full model, continued", "continued", seed=seed)]
-    plain = [Arm(f"B={b} {init}", "recursive", b, init, seed=seed) for b in profile.loops for init in profile.inits]
+    arms = []
+    for seed in range(profile.seed, profile.seed + profile.seeds):
+        suffix = "" if seed == profile.seed else f" (seed {seed})"
+        arms += [
+            Arm(a.name + suffix, a.kind, a.loops, a.init, a.lora, a.rank, seed, a.loss)
+            for a in _arms(profile, n_layers)
+        ]
+    return arms
+
+
+def _arms(profile: RecursiveProfile, n_layers: int) -> list[Arm]:
+    """One seed's arms (seed field left at 0)."""
+    first = profile.loops[0]
+    baselines = ("kd", "ce") if profile.ce_baselines else ("kd",)
+    label = {"kd": "", "ce": ", CE only"}
+    arms = [Arm(f"full model, continued{label[loss]}", "continued", loss=loss) for loss in baselines]
+    plain = [Arm(f"B={b} {init}", "recursive", b, init) for b in profile.loops for init in profile.inits]
     if profile.arms in ("all", "no_lora"):
         arms += plain
-        arms += [Arm(f"reduced depth K={n_layers // b}, scratch", "scratch", b, seed=seed) for b in profile.loops]
+        arms += [
+            Arm(f"reduced depth K={n_layers // b}, scratch{label[loss]}", "scratch", b, loss=loss)
+            for b in profile.loops
+            for loss in baselines
+        ]
     if profile.arms == "lora":
-        arms += [arm for arm in plain if arm.loops == first and arm.init in ("stepwise", "average")]
+        keep = {"stepwise", *profile.lora_inits}  # r = 0 of each rank curve; Stepwise also for the early exit
+        arms += [arm for arm in plain if arm.loops == first and arm.init in keep]
     if profile.arms in ("all", "lora"):
         arms += [
-            Arm(f"B={first} average + SVD LoRA r={r}", "recursive", first, "average", "svd", r, seed)
+            Arm(f"B={first} {init} + SVD LoRA r={r}", "recursive", first, init, "svd", r)
+            for init in profile.lora_inits
             for r in profile.ranks
         ]
-        arms.append(
-            Arm(
-                f"B={first} average + zero LoRA r={profile.zero_rank}",
-                "recursive",
-                first,
-                "average",
-                "zero",
-                profile.zero_rank,
-                seed,
-            )
-        )
-    arms += [
-        Arm(f"B={first} stepwise (seed {seed + s})", "recursive", first, "stepwise", seed=seed + s)
-        for s in range(1, profile.spread_seeds)
-    ]
+        zero = profile.zero_rank
+        arms.append(Arm(f"B={first} average + zero LoRA r={zero}", "recursive", first, "average", "zero", zero))
     return arms
 
 
@@ -123,8 +147,8 @@ class RecursiveResult:
     """`table`: one row per arm (and the full model as loaded). `exits`: per loop, the exit's
     perplexity and oracle exit rate before and after early-exit post-training. `thresholds`: per
     exit rule, mean loops, agreement with the final loop, perplexity, exit rate per loop.
-    `throughput`: per batching scheme and exit rule (simulated). `costs`: measured seconds of one
-    loop per batch size."""
+    `throughput`: per cost model, request draw, batching scheme and exit rule (simulated, KV debt
+    counted). `costs`: measured seconds of one loop per batch size."""
 
     table: pd.DataFrame
     exits: pd.DataFrame = field(default_factory=pd.DataFrame)
@@ -144,9 +168,11 @@ class RecursiveExperiment:
         self.teacher, tokenizer = self._teacher_model()
         self.tokenizer = tokenizer
         tokens = tokenize(load_corpus(profile.corpus), tokenizer)
+        held_out = train_val_split(tokens)[1]  # the tokenizer's ids, for the zero-shot items
         if profile.vocab:
             tokens = frequent_vocabulary(tokens, profile.vocab)
         self.train_tokens, self.val_tokens = train_val_split(tokens)
+        self.tasks = self._zero_shot_tasks(held_out, tokenizer)
         if profile.teacher_steps:
             self._pretrain_teacher()
         self.teacher.eval().requires_grad_(False)
@@ -164,6 +190,22 @@ class RecursiveExperiment:
                 "vocab (a reduced vocabulary) is for the tiny random model only: set vocab=0 for a pretrained model"
             )
         return load_model(self.profile.model, dtype=torch.float32, device=self.device)
+
+    def _zero_shot_tasks(self, val: torch.Tensor, tokenizer) -> ZeroShotTasks:
+        """The zero-shot items, built on the tokenizer's ids of the held-out text (the word boundaries
+        are the tokenizer's), then renumbered as the models see them (the reduced vocabulary)."""
+        profile = self.profile
+        tasks = build_tasks(
+            val, tokenizer, n_items=profile.zeroshot_items, context=profile.zeroshot_context, seed=profile.seed
+        )
+        if not profile.vocab:
+            return tasks
+        ids = torch.zeros(int(val.max()) + 1, dtype=torch.long)
+        ids[val] = self.val_tokens  # every item's tokens come from the held-out text
+        return tasks.mapped(ids)
+
+    def zero_shot(self, model: torch.nn.Module) -> dict[str, float]:
+        return accuracy(self.tasks, causal_loglik(model, self.device))
 
     def _pretrain_teacher(self) -> None:
         """A random tiny teacher is first trained a little, so that conversion starts from learned layers."""
@@ -224,6 +266,7 @@ class RecursiveExperiment:
             "lora": arm.lora,
             "rank": arm.rank,
             "arm_seed": arm.seed,
+            "arm_loss": arm.loss,
         }
         with start_run(KIND, arm.name, params=params, sweep=self.sweep) as run:
             if arm.kind == "continued":
@@ -232,15 +275,9 @@ class RecursiveExperiment:
             model.requires_grad_(True)
             zero_shot = self.ppl(model, profile.eval_windows)
             log_every = min(10, profile.steps)
-            if arm.kind == "recursive":
-                loss = DistillationLoss(
-                    self.teacher_kd,
-                    DistillConfig(alpha=profile.kd_alpha, beta=profile.kd_beta),
-                    run=run,
-                    log_every=log_every,
-                )
-            else:
-                loss = DistillationLoss(None, DistillConfig(alpha=1.0, beta=0.0), run=run, log_every=log_every)
+            objective = loss_config(arm, profile)
+            teacher = self.teacher_kd if objective.beta > 0 else None
+            loss = DistillationLoss(teacher, objective, run=run, log_every=log_every)
 
             def evaluate(m: torch.nn.Module) -> dict[str, float]:
                 metrics = {"val_ppl": self.ppl(m, profile.curve_windows)}
@@ -270,9 +307,11 @@ class RecursiveExperiment:
                 "lora": arm.lora,
                 "rank": arm.rank,
                 "seed": arm.seed,
+                "loss": arm.loss,
                 "non_emb_params": non_embedding_parameters(model),
                 "zero_shot_ppl": zero_shot,
                 "ppl": self.ppl(model, profile.eval_windows),
+                **self.zero_shot(model),
                 "tokens": profile.steps * profile.batch_size * profile.block_len,
                 "epochs": self.epochs(),
                 "train_tok_s": metrics.get("tokens_per_s", float("nan")),
@@ -316,9 +355,11 @@ class RecursiveExperiment:
             "lora": "",
             "rank": 0,
             "seed": self.profile.seed,
+            "loss": "",
             "non_emb_params": non_embedding_parameters(self.teacher),
             "zero_shot_ppl": (p := self.ppl(self.teacher, self.profile.eval_windows)),
             "ppl": p,
+            **self.zero_shot(self.teacher),
             "tokens": 0,
             "epochs": 0.0,
             "train_tok_s": float("nan"),
@@ -386,11 +427,12 @@ class RecursiveExperiment:
             result.costs = batching.loop_step_costs(model, profile.cost_batch_sizes, profile.cost_context)
             result.throughput = self.simulate(rules, after.loops, result.costs)
             oracle = result.thresholds.iloc[0]
-            cdb = result.throughput.query("scheme == 'cdb' and exit_rule == 'oracle'").iloc[0]
+            cdb = result.throughput.query("scheme == 'cdb' and exit_rule == 'oracle' and costs == 'measured'").iloc[0]
             run.update_summary(
                 ppl=float(np.exp(after.nll[-1].mean())),
                 oracle_mean_loops=oracle["mean_loops"],
                 cdb_speedup_vs_csb=cdb["speedup_vs_csb"],
+                launch_bound=batching.launch_bound(result.costs),
                 simulated=True,
             )
             run.log_artifact("loop_costs.json", {str(k): v for k, v in result.costs.items()})
@@ -398,32 +440,20 @@ class RecursiveExperiment:
             run.log_artifact("throughput.json", result.throughput.to_dict(orient="records"))
 
     def simulate(self, rules: dict[str, np.ndarray], loops: int, costs: dict[int, float]) -> pd.DataFrame:
-        """Simulated throughput of every scheme; the no-exit schemes do not depend on the exit rule."""
-        profile, cost = self.profile, batching.cost_function(costs)
-        rows = []
-        for rule, exits in {"none": None, **rules}.items():
-            requests = batching.requests_from_exits(
-                exits if exits is not None else np.full(len(next(iter(rules.values()))), loops),
-                profile.cdb_gen_len,
-                profile.cdb_requests,
-                profile.seed,
-            )
-            for scheme in ("static", "csb") if exits is None else ("csb_exit", "cdb"):
-                sim = batching.simulate(scheme, requests, loops, profile.cdb_slots, cost)
-                rows.append(
-                    {
-                        "scheme": scheme,
-                        "exit_rule": rule,
-                        "tokens": sim.tokens,
-                        "loop_steps": sim.loop_steps,
-                        "sim_seconds": sim.seconds,
-                        "tokens_per_s": sim.tokens_per_s,
-                    }
-                )
-        table = pd.DataFrame(rows)
-        for base in ("static", "csb"):
-            table[f"speedup_vs_{base}"] = table["tokens_per_s"] / table.query("scheme == @base")["tokens_per_s"].iloc[0]
-        return table
+        """Simulated throughput of every scheme, both cost models, `cdb_draws` request queues, with the
+        KV debt of exited tokens filled at the cost of the K/V projections (state copying)."""
+        profile = self.profile
+        return batching.throughput_table(
+            rules,
+            loops,
+            costs,
+            slots=profile.cdb_slots,
+            count=profile.cdb_requests,
+            length=profile.cdb_gen_len,
+            draws=profile.cdb_draws,
+            seed=profile.seed,
+            kv_fill=batching.kv_fill_fraction(self.teacher.config),
+        )
 
     def run(self) -> RecursiveResult:
         rows = [self.teacher_row()]
