@@ -36,7 +36,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime
-import functools
 import importlib
 import io
 import json
@@ -240,16 +239,24 @@ def device_name(device: torch.device) -> str:
     return f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
 
 
-@functools.cache
+_HELDOUT: dict[tuple[str, str], torch.Tensor] = {}
+_TASKS: dict[tuple[str, int, int], zeroshot.ZeroShotTasks] = {}
+
+
 def _heldout(which: str, tokenizer) -> torch.Tensor:
-    """The held-out tokens, built once per process (python-code's take seconds)."""
-    return (data.code_heldout if which == "code" else data.english_heldout)(tokenizer)
+    """The held-out tokens, built once per process and vocabulary (seconds each): keyed by the vocabulary, not
+    the tokenizer object, since experiments load a fresh tokenizer per arm."""
+    key = (which, data.tokenizer_key(tokenizer))
+    if key not in _HELDOUT:
+        _HELDOUT[key] = (data.code_heldout if which == "code" else data.english_heldout)(tokenizer)
+    return _HELDOUT[key]
 
 
-@functools.cache
 def _tasks(tokenizer, items: int, context: int) -> zeroshot.ZeroShotTasks:
-    english = _heldout("english", tokenizer)
-    return zeroshot.build_tasks(english, tokenizer, n_items=items, context=context)
+    key = (data.tokenizer_key(tokenizer), items, context)
+    if key not in _TASKS:
+        _TASKS[key] = zeroshot.build_tasks(_heldout("english", tokenizer), tokenizer, n_items=items, context=context)
+    return _TASKS[key]
 
 
 def _autocast(device: torch.device):
