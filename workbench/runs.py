@@ -550,12 +550,17 @@ class Run:
         atexit.register(self._at_exit)
 
     def _beat(self) -> None:
-        connection = _connect(self.store.path)
+        connection = None
         while not self._done.wait(HEARTBEAT_S):
-            connection.execute(
-                "UPDATE runs SET heartbeat_at = ? WHERE id = ? AND status = ?", (time.time(), self.id, ACTIVE)
-            )
-        connection.close()
+            try:  # a full disk or a busy store costs a beat, not a traceback from this thread
+                connection = connection or _connect(self.store.path)
+                connection.execute(
+                    "UPDATE runs SET heartbeat_at = ? WHERE id = ? AND status = ?", (time.time(), self.id, ACTIVE)
+                )
+            except sqlite3.OperationalError:
+                continue
+        if connection is not None:
+            connection.close()
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         now = time.time()
@@ -619,8 +624,9 @@ class Run:
         self._done.set()
         _open_runs.pop(self.id, None)
         with self.store.write() as db:
-            (headline,) = db.execute("SELECT k.headline FROM runs r LEFT JOIN kinds k ON k.name = r.kind"
-                                     " WHERE r.id = ?", (self.id,)).fetchone()
+            row = db.execute("SELECT k.headline FROM runs r LEFT JOIN kinds k ON k.name = r.kind WHERE r.id = ?",
+                             (self.id,)).fetchone()  # None: its start never committed (a full disk)
+            headline = row[0] if row else None
             if status == "finished" and headline in self._non_finite:  # a diverged or damaged result is no result
                 status, error = "failed", f"its {headline} is {float(self._non_finite[headline])}, not a finite number"
             db.execute(
