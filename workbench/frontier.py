@@ -190,11 +190,13 @@ class Composition:
     @property
     def verdict(self) -> str:
         """"multiply" / "add" / "cancel" / "cannot tell apart (within spread)", whichever the composed gain is
-        nearest on a log scale; "cancel" when it is below the better single gain by more than the noise."""
-        if self.gain_both < max(self.gain_a, self.gain_b) * (1 - self.spread):
+        nearest on a log scale; "cancel" when a single change gains and the composed gain is below the better
+        one by more than the noise (at least 1%: a ratio of two measurements is never exact)."""
+        tolerance, best = max(self.spread, 0.01), max(self.gain_a, self.gain_b)
+        if best > 1 + tolerance and self.gain_both < best * (1 - tolerance):
             return "cancel"
         multiply, add = self.gain_a * self.gain_b, 1 + (self.gain_a - 1) + (self.gain_b - 1)
-        if abs(math.log(multiply / add)) < self.spread:
+        if add <= 0 or abs(math.log(multiply / add)) < tolerance:
             return "cannot tell apart (within spread)"
         return "multiply" if abs(math.log(self.gain_both / multiply)) < abs(math.log(self.gain_both / add)) else "add"
 
