@@ -125,7 +125,8 @@ def _add_band(figure: go.Figure, name: str, line: pd.DataFrame, index: int, firs
     color = views.COLORS[index % len(views.COLORS)]
     red, green, blue = (int(color[i:i + 2], 16) for i in (1, 3, 5))
     x = list(line.index)
-    figure.add_trace(go.Scatter(x=x + x[::-1], y=list(line["max"]) + list(line["min"])[::-1], fill="toself",
+    outline = list(line["max"]) + list(line["min"])[::-1]
+    figure.add_trace(go.Scatter(x=x + x[::-1], y=outline, fill="toself", mode="lines",
                                 fillcolor=f"rgba({red},{green},{blue},0.18)", line={"width": 0}, hoverinfo="skip",
                                 legendgroup=name, showlegend=False, name=f"{name} min-max"), **where)
     figure.add_trace(go.Scatter(x=x, y=line["mean"], name=name, legendgroup=name, showlegend=first,
