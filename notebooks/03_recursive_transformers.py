@@ -52,6 +52,8 @@ lr = None  # uptraining learning rate
 exit_steps = None  # early-exit post-training steps
 seeds = None  # data orders per arm: every arm runs once per seed (a claim needs 2 at least)
 lora_inits = None  # initialisations relaxed with SVD-LoRA at every rank, e.g. ["average", "stepwise"]
+corpus = None  # None: the profile's ("python-code" full, "python-docs" smoke), a text file or folder, or "hf:NAME"
+allow_repeats = None  # True lets a full run train more than one epoch of its corpus
 
 # %%
 import pandas as pd
@@ -64,7 +66,8 @@ from workbench.recursive.profile import RecursiveProfile
 
 workbench.notebook.setup()
 settings = RecursiveProfile.resolve(
-    profile, arms=arms, loops=loops, ranks=ranks, zero_rank=zero_rank,
+    profile, corpus=corpus, allow_repeats=allow_repeats,
+    arms=arms, loops=loops, ranks=ranks, zero_rank=zero_rank,
     tie_norms=tie_norms, steps=steps, lr=lr, exit_steps=exit_steps, seeds=seeds,
     lora_inits=lora_inits,
 )

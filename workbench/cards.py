@@ -279,7 +279,7 @@ def common_quality(
                 ppl = perplexity(model, tokens, context_len=settings.eval_context, batch_size=settings.eval_batch,
                                  max_windows=settings.eval_windows, progress=False)["ppl"]  # fmt: skip
             else:
-                windows = data.blocks(tokens, settings.eval_context)[: settings.eval_windows]
+                windows = data.blocks(tokens, settings.eval_context)[: settings.eval_windows].to(device)
                 ppl = math.exp(nll(model, windows))
         out[f"{which}_ppl"] = float(ppl)
     return out

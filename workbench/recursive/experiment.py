@@ -42,7 +42,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from .. import cards, data
-from ..data import batches, load_corpus, tokenize, train_val_split
+from ..data import batches, check_epochs, token_splits
 from ..distill import DistillationLoss, DistillConfig
 from ..errors import WorkbenchError
 from ..evaluate import perplexity
@@ -167,12 +167,14 @@ class RecursiveExperiment:
         self.sweep = f"recursive-{profile.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         self.teacher, tokenizer = self._teacher_model()
         self.tokenizer = tokenizer
-        tokens = tokenize(load_corpus(profile.corpus), tokenizer)
-        held_out = train_val_split(tokens)[1]  # the tokenizer's ids, for the zero-shot items
-        if profile.vocab:
-            tokens = frequent_vocabulary(tokens, profile.vocab)
-        self.train_tokens, self.val_tokens = train_val_split(tokens)
-        self.tasks = self._zero_shot_tasks(held_out, tokenizer)
+        splits = token_splits(profile.corpus, tokenizer)
+        check_epochs(profile, profile.train_tokens_per_arm, splits.n_train)
+        self.train_tokens, self.val_tokens = splits.train, splits.val
+        if profile.vocab:  # one ranking of the whole stream, as before the split
+            whole = torch.cat((torch.as_tensor(np.asarray(splits.train, dtype=np.int64)), splits.val))
+            ranked = frequent_vocabulary(whole, profile.vocab)
+            self.train_tokens, self.val_tokens = ranked[: splits.n_train], ranked[splits.n_train :]
+        self.tasks = self._zero_shot_tasks(splits.val, tokenizer)
         if profile.teacher_steps:
             self._pretrain_teacher()
         self.teacher.eval().requires_grad_(False)
