@@ -80,6 +80,8 @@ def main() -> None:
             tar.add(folder, arcname=name)
             for store_file in sorted(home().glob("runs.db*")):  # the database and its write-ahead log
                 tar.add(store_file, arcname=f"{name}/{store_file.name}")
+            for card in sorted(home().glob("artifacts/*/card.json")):  # the model cards (kept weights stay behind)
+                tar.add(card, arcname=f"{name}/{card.relative_to(home())}")
         executed = folder / f"{name}-{args.profile}.ipynb"
         conclusion = markdown_outputs(executed) if executed.is_file() else ""
         rows.append((name, status, seconds, conclusion))
