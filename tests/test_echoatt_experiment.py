@@ -313,5 +313,5 @@ def test_an_attention_lab_run_hands_its_similarity_metric_and_groups_to_the_expe
     assert np.array_equal(by_id.attend(), expected)
     with pytest.raises(WorkbenchError, match="not a finished"):
         EchoAttExperiment("smoke", progress=False, attention_run="999999").attend()
-    with pytest.raises(WorkbenchError, match="the teacher has 6"):
+    with pytest.raises(WorkbenchError, match="fit the 6-layer teacher"):  # refused by the profile, before loading
         EchoAttExperiment("smoke", progress=False, attention_run=str(run.id), tiny_layers=6).attend()
