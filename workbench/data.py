@@ -13,6 +13,7 @@ before training, that a full profile never repeats its data.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import os
 import sysconfig
@@ -54,7 +55,8 @@ class Corpus:
         return digest.hexdigest()[:16]
 
 
-def python_docs_sources() -> list[tuple[str, str]]:
+@functools.cache  # parsing the whole stdlib takes seconds, and every experiment, card and corpus plan asks again
+def python_docs_sources() -> tuple[tuple[str, str], ...]:
     """python-docs' documents with their source: "" for a documentation topic, else the stdlib's
     top-level module or package whose docstrings they are (python-code keeps those of the held-out
     split out of its training text)."""
@@ -77,7 +79,7 @@ def python_docs_sources() -> list[tuple[str, str]]:
             text = "\n\n".join(d for d in docstrings if d)
             if text:
                 documents.append((Path(folder, file).relative_to(stdlib).parts[0].removesuffix(".py"), text))
-    return documents
+    return tuple(documents)
 
 
 def _local_text(path: Path) -> tuple[str, ...]:
