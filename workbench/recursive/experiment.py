@@ -52,6 +52,7 @@ from ..train import TrainConfig, train
 from ..zeroshot import ZeroShotTasks, accuracy, build_tasks, causal_loglik
 from . import batching, early_exit
 from .convert import INITS, convert
+from .model import KV_NOTE
 from .profile import ARM_SETS, RecursiveProfile
 from .relax import Factors, non_embedding_parameters, relax, residual_factors
 
@@ -334,7 +335,8 @@ class RecursiveExperiment:
         cards.write_card(run, model, idea="recursive", arm=arm.name, tokenizer=self.tokenizer, profile=p.name,
                          training_tokens=tokens, training_context=p.block_len, training_flops=flops, corpus=p.corpus,
                          token_ids=self.vocab_ids,
-                         extra={"loops": arm.loops, "init": arm.init, "lora": arm.lora, "rank": arm.rank})  # fmt: skip
+                         extra={"loops": arm.loops, "init": arm.init, "lora": arm.lora, "rank": arm.rank}
+                         | ({"kv_note": KV_NOTE} if arm.loops > 1 else {}))  # fmt: skip
 
     @functools.cached_property
     def vocab_ids(self) -> torch.Tensor | None:

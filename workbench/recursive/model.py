@@ -13,26 +13,43 @@ lets tokens at different loops share one batch (depth-wise batching).
 
 The module mirrors transformers' `LlamaForCausalLM` where the core looks (`config`, `model.
 embed_tokens / rotary_emb / layers / norm`, `lm_head`), so `workbench.train.causal_lm_loss`,
-`workbench.evaluate.perplexity` and `workbench.distill.DistillationLoss` drive it unchanged. Its
-forward is plain tensor code (no masks, no caches, no hooks): dynamo traces it as one graph, no breaks.
+`workbench.evaluate.perplexity` and `workbench.distill.DistillationLoss` drive it unchanged. Without a
+cache its forward is plain tensor code (no masks, no hooks): dynamo traces it as one graph, no breaks.
 `model.layers` holds L `EffectiveLayer`s; the k-th, (k+K)-th, ... reference the same `SharedBlock`
 (parameters are shared, `parameters()` yields each once).
+
+Incremental decoding speaks transformers' cache API (the forward takes `cache` and `use_cache` and
+returns the cache, as `LlamaForCausalLM` does), so `workbench.generate.sample`, `workbench.measure.
+model_speeds` and the model card's measured KV bytes treat it like any other causal LM. Each loop
+iteration of a shared block is a distinct effective layer with its own keys and values (its input
+differs from loop to loop, and so does its LoRA): a `DynamicCache` entry per effective layer ℓ, L = B·K
+in all, the paper's per-depth KV indexing. A looped model therefore holds *as much KV cache per token as
+the full model*: recursion saves parameters, not KV memory. Only sharing keys/values across loops would
+save it (the follow-up Mixture-of-Recursions' recursive KV sharing), which this paper does not do.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import LlamaConfig
-from transformers.modeling_outputs import BaseModelOutput, CausalLMOutput
+from transformers import DynamicCache, LlamaConfig
+from transformers.cache_utils import Cache
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.models.llama.modeling_llama import LlamaRMSNorm, LlamaRotaryEmbedding, apply_rotary_pos_emb
 
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP = ("gate_proj", "up_proj", "down_proj")
 MODULES = ATTENTION + MLP  # the seven linears of a LLaMA layer, each relaxed by its own LoRA
+# the outputs' field holding the KV cache under this transformers version's name (`cache`, earlier `past_key_values`)
+CACHE = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+KV_NOTE = (
+    "one KV-cache entry per effective layer (L = B·K, as many as the full model's layers): "
+    "recursion saves parameters, not KV-cache memory"
+)  # what a looped model's card says beside its KV bytes
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -128,11 +145,19 @@ class EffectiveLayer(nn.Module):
         q, k = apply_rotary_pos_emb(q, k, cos, sin)
         return q, k, v
 
-    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> torch.Tensor:
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Causal attention of t queries, the last t of the s positions in k/v (s > t: a cached prefix)."""
         groups = self.n_heads // self.n_kv_heads  # grouped-query attention: each KV head serves `groups` query heads
         k = k.repeat_interleave(groups, dim=1)  # [b, H, s, hd]
         v = v.repeat_interleave(groups, dim=1)
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)  # [b, H, t, hd]
+        t, s = q.shape[2], k.shape[2]
+        if t == s:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # [b, H, t, hd]
+        elif t == 1:  # one new token sees every position
+            out = F.scaled_dot_product_attention(q, k, v)
+        else:  # query i sits at position s − t + i (SDPA's is_causal would align it to position i)
+            mask = torch.ones(t, s, dtype=torch.bool, device=q.device).tril(s - t)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return out.transpose(1, 2).flatten(2)  # [b, t, H·hd]
 
     def _mlp(self, x: torch.Tensor) -> torch.Tensor:
@@ -144,12 +169,12 @@ class EffectiveLayer(nn.Module):
         attention_mask: torch.Tensor | None = None,  # accepted for `decoder_states`; causal attention needs none
         position_ids: torch.Tensor | None = None,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        cache: Cache | None = None,
         **kwargs,
     ) -> torch.Tensor:
-        norms = self._norms()
-        q, k, v = self._qkv(rms_norm(hidden_states, norms.attn, self.eps), position_embeddings)
-        hidden_states = hidden_states + self.linear("o_proj", self._attend(q, k, v, causal=True))
-        return hidden_states + self._mlp(rms_norm(hidden_states, norms.mlp, self.eps))
+        """`cache`: this depth's keys/values are appended at index ℓ = `depth` (its own entry, not its block's)."""
+        extend = None if cache is None else lambda k, v: cache.update(k, v, self.depth)
+        return self._block(hidden_states, position_embeddings, extend)[0]
 
     def decode(
         self,
@@ -159,10 +184,19 @@ class EffectiveLayer(nn.Module):
         past_v: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One new token per sequence [b, 1, d] against cached keys/values [b, H_kv, s, hd]: (hidden, k, v)."""
+
+        def extend(k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)
+
+        return self._block(hidden_states, position_embeddings, extend)
+
+    def _block(self, hidden_states: torch.Tensor, position_embeddings, extend: Callable | None = None):
+        """(hidden, k, v): the layer on [b, t, d], keys/values extended by `extend(k, v)` with a cached prefix."""
         norms = self._norms()
         q, k, v = self._qkv(rms_norm(hidden_states, norms.attn, self.eps), position_embeddings)
-        k, v = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)
-        hidden_states = hidden_states + self.linear("o_proj", self._attend(q, k, v, causal=False))
+        if extend is not None:
+            k, v = extend(k, v)
+        hidden_states = hidden_states + self.linear("o_proj", self._attend(q, k, v))
         return hidden_states + self._mlp(rms_norm(hidden_states, norms.mlp, self.eps)), k, v
 
 
@@ -180,19 +214,33 @@ class RecursiveLlamaModel(nn.Module):
         )
         self.norm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
 
-    def forward(self, input_ids: torch.Tensor, output_loops: bool = False, **kwargs) -> BaseModelOutput:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        output_loops: bool = False,
+        cache: Cache | None = None,
+        use_cache: bool = False,
+        **kwargs,
+    ) -> BaseModelOutputWithPast:
         """`last_hidden_state` [b, t, d] after the final norm; with `output_loops`, `hidden_states` holds
-        the normed state after each loop (the input of each early exit), the last one being the final."""
+        the normed state after each loop (the input of each early exit), the last one being the final.
+        `input_ids` continue the positions `cache` holds (`use_cache` without one starts a `DynamicCache`);
+        the cache, one entry per effective layer, is returned as `cache`."""
+        if use_cache and cache is None:
+            cache = DynamicCache()  # entries appear as effective layers 0..L−1 write them
+        past = 0 if cache is None else cache.get_seq_length()
         hidden = self.embed_tokens(input_ids)  # [b, t, d]
-        position_ids = torch.arange(input_ids.shape[1], device=input_ids.device)[None]  # [1, t]
+        position_ids = torch.arange(past, past + input_ids.shape[1], device=input_ids.device)[None]  # [1, t]
         position_embeddings = self.rotary_emb(hidden, position_ids=position_ids)  # (cos, sin) [1, t, hd]
         exits = []
         for ell, layer in enumerate(self.layers):
-            hidden = layer(hidden, position_embeddings=position_embeddings)
+            hidden = layer(hidden, position_embeddings=position_embeddings, cache=cache)
             if output_loops and (ell + 1) % self.n_unique == 0 and ell + 1 < len(self.layers):
                 exits.append(self.norm(hidden))
         last = self.norm(hidden)
-        return BaseModelOutput(last_hidden_state=last, hidden_states=(*exits, last) if output_loops else None)
+        return BaseModelOutputWithPast(
+            last_hidden_state=last, hidden_states=(*exits, last) if output_loops else None, **{CACHE: cache}
+        )
 
     def loop_layers(self, loop: int) -> nn.ModuleList:
         """The K effective layers of loop `loop` (0-based)."""
@@ -214,8 +262,19 @@ class RecursiveLlamaForCausalLM(nn.Module):
     def n_unique(self) -> int:
         return self.model.n_unique
 
-    def forward(self, input_ids: torch.Tensor, **kwargs) -> CausalLMOutput:
-        return CausalLMOutput(logits=self.lm_head(self.model(input_ids).last_hidden_state))  # [b, t, V]
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        cache: Cache | None = None,
+        use_cache: bool = False,
+        logits_to_keep: int = 0,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        """Logits [b, t, V] (of the last `logits_to_keep` positions, 0: all) and, with `use_cache` or a
+        `cache`, the KV cache to continue from: `LlamaForCausalLM`'s calling convention."""
+        out = self.model(input_ids, cache=cache, use_cache=use_cache)
+        hidden = out.last_hidden_state if not logits_to_keep else out.last_hidden_state[:, -logits_to_keep:]
+        return CausalLMOutputWithPast(logits=self.lm_head(hidden), **{CACHE: getattr(out, CACHE)})
 
     def loop_logits(self, input_ids: torch.Tensor) -> list[torch.Tensor]:
         """Logits [b, t, V] of the exit after each loop, the last being the model's output."""
