@@ -222,8 +222,8 @@ def model_speeds(
 
     The one speed measure: every model in the same interleaved rounds (CUDA events on a GPU,
     `perf_counter` on a CPU), inputs random tokens (speed does not depend on their values), each model
-    run as given (its dtype is its precision). A model without a KV cache (a masked diffusion model, a
-    looped model that recomputes) gets prefill only: its decode keys are NaN, not a number of another kind.
+    run as given (its dtype is its precision). A model without a KV cache (a masked diffusion model) gets
+    prefill only: its decode keys are NaN, not a number of another kind.
     """
     first = next(iter(models.values()))
     device = torch.device(device or next(first.parameters()).device)
