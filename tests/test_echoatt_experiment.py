@@ -255,6 +255,8 @@ def test_conclusion_describes_the_baseline_that_overfits_and_smoke_judges_nothin
     assert "Eager against eager" in text
     table.loc[continued, "curve_last_ppl"] = 15.5  # within 5% of its best: no warning
     assert "overfits" not in conclusion(table, profile="full")
+    table["train_tokens"], table["epochs"] = 2_048_000, 0.0177  # a full run on python-code: not "0.0 epochs"
+    assert "(2,048,000 tokens, 0.018 epochs)" in conclusion(table, profile="full")
     assert conclusion(table, profile="smoke") == verdicts.SMOKE_NOTICE
 
 

@@ -222,7 +222,7 @@ def conclusion(table: pd.DataFrame, seeds: pd.DataFrame | None = None, *, profil
         return verdicts.conclusion([], profile=profile)
     teacher, continued, students, _, eager = _parts(table)
     seen = continued.get("epochs", np.nan)
-    epochs = "" if np.isnan(seen) else f" ({continued['train_tokens']:,.0f} tokens, {seen:.1f} epochs)"
+    epochs = "" if np.isnan(seen) else f" ({continued['train_tokens']:,.0f} tokens, {seen:.2g} epochs)"
     lines = [
         f"- Teacher: held-out perplexity {teacher['ppl']:.2f}; continued-trained on the same tokens{epochs} (the fair "
         f"baseline): {continued['ppl']:.2f}."
