@@ -53,6 +53,8 @@ def test_scaling_table_shows_non_embedding_n():
     shown = report.scaling_display(scaling_table(0.3))
     assert "N, non-embedding (M)" in shown and "total params (M)" in shown
     assert set(shown["N, non-embedding (M)"]) == {1.0, 8.0}
+    # FLOPs read as 1e+14, not 100000000000000; tokens/s as whole numbers
+    assert all("e+" in flops for flops in shown["training FLOPs (6·N·D)"])
 
 
 def test_scaling_verdict_flips_with_two_seeds():

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from .deadline import ENV as DEADLINE_VARIABLE
 from .errors import NotebookFailed, NotebookInterrupted, WorkbenchError
 from .notebook_html import compact_notebook, setup_kernel, to_html
 from .notebook_interrupt import interrupts_to_kernel
@@ -58,6 +59,8 @@ def setup() -> None:
 LIBRARY_WARNINGS = (
     # peft's get_peft_model reads transformers' deprecated `model.is_gradient_checkpointing` (notebook 04's LoRA arm)
     (FutureWarning, r"`is_gradient_checkpointing` is deprecated"),
+    # inductor's advice on float32 matmuls: the training step runs in bfloat16 autocast, and TF32 stays a choice
+    (UserWarning, r"TensorFloat32 tensor cores for float32 matrix multiplication available but not enabled"),
 )
 
 
@@ -309,11 +312,13 @@ def run_notebook(
     html: bool = True,
     progress: bool = True,
     sweep: str | None = None,
+    deadline: float | None = None,
 ) -> NotebookResult:
     """Execute a notebook with papermill; returns the executed copy (and its HTML) paths.
 
     Unknown parameter names are refused before anything runs, with the valid names listed.
     `sweep`: the tag of the sweep point this execution is (the notebook's runs carry it).
+    `deadline`: unix seconds past which its experiments start no arm (`workbench.deadline`; a soft limit).
     """
     import papermill
     from nbclient.exceptions import DeadKernelError
@@ -336,6 +341,7 @@ def run_notebook(
     output = folder / output_name if output_name else _new_output(folder, f"{source.stem}-{profile}")
     # The kernel inherits these: its runs link to this executed copy and join the sweep point.
     inherited = {"WORKBENCH_NOTEBOOK": str(output)} | ({SWEEP_VARIABLE: sweep} if sweep else {})
+    inherited |= {DEADLINE_VARIABLE: repr(deadline)} if deadline is not None else {}
     start = time.perf_counter()
     try:
         with _environment(inherited), interrupts_to_kernel() as (manager, kernel_state):

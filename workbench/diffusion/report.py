@@ -43,8 +43,13 @@ def scaling_display(table: pd.DataFrame) -> pd.DataFrame:
     shown = shown.rename(columns=SCALING_COLUMNS).round(
         {"N, non-embedding (M)": 2, "total params (M)": 2, "held-out nats/token": 3, "train tokens/s": 0}
     )
-    # significant digits: a smoke run's 0.0012 M tokens and 0.0004 epochs, not columns of 0.0
-    return shown.assign(**{c: significant(shown[c], 2) for c in ("tokens (M)", "epochs") if c in shown})
+    # significant digits: a smoke run's 0.0012 M tokens and 0.0004 epochs, not columns of 0.0; FLOPs as 2.51e+13
+    shown = shown.assign(**{c: significant(shown[c], 2) for c in ("tokens (M)", "epochs") if c in shown})
+    if "training FLOPs (6·N·D)" in shown:
+        shown["training FLOPs (6·N·D)"] = [f"{flops:.3g}" for flops in shown["training FLOPs (6·N·D)"]]
+    if "train tokens/s" in shown:
+        shown["train tokens/s"] = shown["train tokens/s"].round().astype("Int64")
+    return shown
 
 
 def seed_means(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
