@@ -6,7 +6,10 @@ table of status and wall time followed by every notebook's generated conclusion.
         03_recursive_transformers 04_galore_optimizers -p 04_galore_optimizers part pretrain
 
 A notebook that fails, or outlives its time limit (`-t NOTEBOOK SECONDS`, default 540), does not
-stop the others; its partly executed copy comes back too (papermill saves after every cell).
+stop the others; its partly executed copy comes back too (papermill saves after every cell). The limit is
+soft first: the notebook gets a deadline (`workbench.deadline`) at the limit minus a reserve for its report
+cells (`-r NOTEBOOK SECONDS`, default 15% of the limit), starts no arm that would end past it, and still
+shows its tables and conclusion with the untrained arms listed; the kill at the limit is the last resort.
 `-p NOTEBOOK KEY VALUE` passes a parameter to one notebook (repeatable).
 """
 
@@ -22,6 +25,7 @@ import tarfile
 import time
 from pathlib import Path
 
+from workbench import deadline
 from workbench.notebook import parse_value
 from workbench.paths import home
 
@@ -34,10 +38,14 @@ run_notebook(name, parameters, profile=profile, output_dir=folder, output_name=o
 """
 
 
-def run_with_limit(name: str, parameters: dict, profile: str, folder: Path, seconds: float) -> str:
-    """Execute one notebook in its own process group; kill the group (kernel included) past `seconds`."""
+def run_with_limit(
+    name: str, parameters: dict, profile: str, folder: Path, seconds: float, reserve: float | None = None
+) -> str:
+    """Execute one notebook in its own process group with a soft deadline `reserve` seconds before `seconds`
+    (`workbench.deadline`); kill the group (kernel included) past `seconds`."""
     command = [sys.executable, "-c", RUNNER, name, json.dumps(parameters), profile, str(folder)]
-    process = subprocess.Popen(command, start_new_session=True)
+    environment = os.environ | {deadline.ENV: repr(deadline.soft_deadline(seconds, reserve))}
+    process = subprocess.Popen(command, start_new_session=True, env=environment)
     try:
         return "ok" if process.wait(timeout=seconds) == 0 else "failed"
     except subprocess.TimeoutExpired:
@@ -63,6 +71,7 @@ def main() -> None:
     parser.add_argument("notebooks", nargs="+")
     parser.add_argument("-p", nargs=3, action="append", default=[], metavar=("NOTEBOOK", "KEY", "VALUE"))
     parser.add_argument("-t", nargs=2, action="append", default=[], metavar=("NOTEBOOK", "SECONDS"))
+    parser.add_argument("-r", nargs=2, action="append", default=[], metavar=("NOTEBOOK", "SECONDS"))
     parser.add_argument("--profile", default="full")
     parser.add_argument("--out", default=os.environ.get("OUT", "gpu-out"))
     args = parser.parse_args()
@@ -73,8 +82,9 @@ def main() -> None:
         parameters = {key: parse_value(value) for nb, key, value in args.p if nb == name}
         folder = home() / "notebooks" / name
         limit = float(dict(args.t).get(name, 540))
+        reserve = float(dict(args.r)[name]) if name in dict(args.r) else None
         start = time.perf_counter()
-        status = run_with_limit(name, parameters, args.profile, folder, limit)
+        status = run_with_limit(name, parameters, args.profile, folder, limit, reserve)
         seconds = time.perf_counter() - start
         with tarfile.open(out / f"{name}.tar.gz", "w:gz") as tar:
             tar.add(folder, arcname=name)

@@ -128,9 +128,10 @@ trained = None
 if settings.train:
     live = report.LiveCurves()
     display(live.figure)
-    trained = experiment.train_table(callback=live)
-    display(report.training_summary(trained).astype(object).fillna("n/a"))  # ± std of one seed: not measured
-    display(report.training_figure(trained))
+    trained = experiment.train_table(callback=live)  # arms past the time limit (if any) are listed, not trained
+    if not trained.empty:
+        display(report.training_summary(trained).astype(object).fillna("n/a"))  # ± std of one seed: not measured
+        display(report.training_figure(trained))
 
 # %% [markdown]
 # ## Conclusion

@@ -11,6 +11,7 @@ import signal
 import sqlite3
 import sys
 
+from .deadline import soft_deadline
 from .errors import NotebookFailed, NotebookInterrupted, WorkbenchError
 
 
@@ -42,8 +43,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     parameters = _parameters(args.parameter)
     _check_device(args.profile, args.allow_cpu)
+    deadline = soft_deadline(args.time_limit) if args.time_limit is not None else None
     result = run_notebook(args.notebook, parameters, profile=args.profile, output_dir=args.output_dir,
-                          kernel=args.kernel)
+                          kernel=args.kernel, deadline=deadline)
     print(f"executed notebook: {result.notebook}")
     print(f"HTML copy:         {result.html}")
     print(f"took {result.seconds:.1f} s")
@@ -206,6 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--kernel", default="python3")
     run.add_argument("--allow-cpu", action="store_true", help="run --profile full even without a GPU (hours)")
+    run.add_argument(
+        "--time-limit", type=float, default=None, metavar="SECONDS",
+        help="soft: start no training arm that would end past SECONDS minus 15%% kept for the report cells; "
+        "the skipped arms are listed in the conclusion",
+    )  # fmt: skip
     run.set_defaults(handler=cmd_run)
 
     listing = commands.add_parser("list", help="show the notebooks and their parameters")

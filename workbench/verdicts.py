@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .deadline import NOT_TRAINED, skipped_line
+
 HELD = "held"
 NOT_HELD = "did not hold"
 NO_DIFFERENCE = "no difference detected"
@@ -325,10 +327,19 @@ def not_testable(claim: str, why: str, *, seeds: int = 0, epochs: float | None =
     return Verdict(claim, NOT_TESTABLE, None, None, None, seeds, epochs, "", why)
 
 
-def conclusion(verdicts: Sequence[Verdict], *, profile: Any, preamble: str = "") -> str:
+def untrained(claim: str, *, seeds: int = 0, epochs: float | None = None) -> Verdict:
+    """A claim whose arms or seeds were not trained within the time limit (`workbench.deadline`)."""
+    return not_testable(claim, NOT_TRAINED, seeds=seeds, epochs=epochs)
+
+
+def conclusion(
+    verdicts: Sequence[Verdict], *, profile: Any, preamble: str = "", not_trained: Sequence[str] = ()
+) -> str:
     """Markdown of the verdicts, one line each; a smoke profile (its name, or a Profile named "smoke")
-    returns only the notice that a smoke run checks the code path and judges nothing."""
+    returns only the notice that a smoke run checks the code path and judges nothing. `not_trained`: the
+    arms a time limit left out (`workbench.deadline`), listed last, smoke or not."""
+    skipped = [f"**{skipped_line(not_trained)}** (not testable here: {NOT_TRAINED})"] if not_trained else []
     if getattr(profile, "name", profile) == "smoke":
-        return SMOKE_NOTICE
+        return "\n\n".join([SMOKE_NOTICE, *skipped])
     lines = [preamble, ""] if preamble else []
-    return "\n".join([*lines, *(v.markdown() for v in verdicts)])
+    return "\n".join([*lines, *(v.markdown() for v in verdicts), *([""] + skipped if skipped else [])])

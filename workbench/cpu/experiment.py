@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from .. import cards
 from ..data import batches, blocks, check_epochs, token_splits
+from ..deadline import ArmClock
 from ..evaluate import perplexity
 from ..generate import SampleConfig, sample
 from ..models import DEFAULT_MODEL, GGUF_FILE, gguf_dir, load_model, resolve_device, tiny_llama
@@ -238,63 +239,78 @@ class CpuExperiment:
         )
         return arms + [(f"GEB-shaped {geb.name}, untied", geb, p.seeds[:1])]
 
-    def train_table(self, callback: Callback | None = None) -> pd.DataFrame:
+    def train_table(self, callback: Callback | None = None, clock: ArmClock | None = None) -> pd.DataFrame:
         """Train every arm on `steps` x `batch_size` x `block_len` tokens; held-out loss per seed.
 
         `callback(arm, step, metrics)` receives the validation loss at every evaluation (live curves).
+        `clock` (default: the runner's deadline, `workbench.deadline`) skips the arms that would end past the
+        time limit; their labels are in `table.attrs["not_trained"]`. The order stays variant by variant: the
+        equivalence pairs seeds, so a variant cut short keeps the seeds it trained, and the GEB-shaped arm,
+        which no verdict pairs, is last.
         """
-        p = self.profile
+        clock = clock or ArmClock()
         device = resolve_device("auto")
-        train_unique = len(self.train_tokens)
-        tokens_seen = p.steps * p.batch_size * p.block_len
         rows = []
         for name, shape, seeds in self.train_arms():
             for seed in seeds:
                 label = f"{name} seed {seed}"
-                model = build(shape, seed, self.tokenizer).to(device)
-                params = sum(q.numel() for q in {id(q): q for q in model.parameters()}.values())
-                evaluate = self._evaluator(label, callback)
-                config = TrainConfig(
-                    steps=p.steps,
-                    lr=p.lr,
-                    warmup_steps=p.warmup_steps,
-                    log_every=max(1, p.steps // 20),
-                    eval_every=p.eval_every,
-                    checkpoint=False,
-                    compile=p.compile,
-                )
-                with start_run(
-                    KIND, f"train {label}", self.params(part="train", variant=name, train_seed=seed), self.sweep
-                ) as run:
-                    metrics = train(
-                        model,
-                        batches(self.train_tokens, p.batch_size, p.block_len + 1, device, seed),
-                        config,
-                        run=run,
-                        evaluate=evaluate,
-                        progress=self.progress,
-                    )
-                    row = {
-                        "variant": name,
-                        "seed": seed,
-                        "n_kv_heads": shape.n_kv_heads,
-                        "params": params,
-                        "tied": shape.tie_embeddings,
-                        "val_loss": metrics["val_loss"],
-                        "val_ppl": metrics["val_ppl"],
-                        "train_loss": metrics["train_loss"],
-                        "tokens": tokens_seen,
-                        "epochs": tokens_seen / train_unique,
-                    }
-                    run.update_summary(**{k: v for k, v in row.items() if k not in ("variant", "seed")})
-                    cards.write_card(run, model, idea="cpu", arm=f"train {name}", tokenizer=self.tokenizer,
-                                     profile=p.name, training_tokens=tokens_seen, training_context=p.block_len,
-                                     corpus=p.corpus, extra={"n_kv_heads": shape.n_kv_heads})  # fmt: skip
-                rows.append(row)
-                del model
+                if not clock.admit(label, name):
+                    continue
+                with clock.timing(name):
+                    rows.append(self._train_arm(name, shape, seed, callback))
         table = pd.DataFrame(rows)
         table.attrs["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else self.cpu
+        table.attrs["not_trained"] = clock.announce()
         return table
+
+    def _train_arm(self, name: str, shape: Shape, seed: int, callback: Callback | None) -> dict:
+        """One arm and seed trained from scratch: its row of the training table (and its run and card)."""
+        p = self.profile
+        device = resolve_device("auto")
+        train_unique = len(self.train_tokens)
+        tokens_seen = p.steps * p.batch_size * p.block_len
+        label = f"{name} seed {seed}"
+        model = build(shape, seed, self.tokenizer).to(device)
+        params = sum(q.numel() for q in {id(q): q for q in model.parameters()}.values())
+        evaluate = self._evaluator(label, callback)
+        config = TrainConfig(
+            steps=p.steps,
+            lr=p.lr,
+            warmup_steps=p.warmup_steps,
+            log_every=max(1, p.steps // 20),
+            eval_every=p.eval_every,
+            checkpoint=False,
+            compile=p.compile,
+        )
+        with start_run(
+            KIND, f"train {label}", self.params(part="train", variant=name, train_seed=seed), self.sweep
+        ) as run:
+            metrics = train(
+                model,
+                batches(self.train_tokens, p.batch_size, p.block_len + 1, device, seed),
+                config,
+                run=run,
+                evaluate=evaluate,
+                progress=self.progress,
+            )
+            row = {
+                "variant": name,
+                "seed": seed,
+                "n_kv_heads": shape.n_kv_heads,
+                "params": params,
+                "tied": shape.tie_embeddings,
+                "val_loss": metrics["val_loss"],
+                "val_ppl": metrics["val_ppl"],
+                "train_loss": metrics["train_loss"],
+                "tokens": tokens_seen,
+                "epochs": tokens_seen / train_unique,
+            }
+            run.update_summary(**{k: v for k, v in row.items() if k not in ("variant", "seed")})
+            cards.write_card(run, model, idea="cpu", arm=f"train {name}", tokenizer=self.tokenizer,
+                             profile=p.name, training_tokens=tokens_seen, training_context=p.block_len,
+                             corpus=p.corpus, extra={"n_kv_heads": shape.n_kv_heads})  # fmt: skip
+        del model
+        return row
 
     def _evaluator(self, label: str, callback: Callback | None) -> Callable[[torch.nn.Module], dict[str, float]]:
         """Held-out loss on `eval_windows` windows of `block_len` tokens (bf16 autocast on a GPU)."""

@@ -311,9 +311,13 @@ def _gqa_verdicts(table: pd.DataFrame) -> tuple[list[verdicts.Verdict], list[str
 
 
 def _training_verdicts(table: pd.DataFrame) -> tuple[list[verdicts.Verdict], list[str]]:
-    arms = table[table["variant"].str.match(r"^(MHA|GQA|MQA)")]
+    """GQA and MQA against MHA, paired by seed; a variant whose seeds a time limit cut below two (or all of
+    them, `attrs["not_trained"]`) is not testable for that reason."""
+    cut = [label.rsplit(" seed ", 1)[0] for label in table.attrs.get("not_trained", [])]
+    arms = table[table["variant"].str.match(r"^(MHA|GQA|MQA)")] if "variant" in table else table
     if arms.empty:
-        return [], []
+        return [verdicts.untrained(f"{name} costs no quality against MHA") for name in dict.fromkeys(cut)
+                if name.startswith(("GQA", "MQA"))], []  # fmt: skip
     mha_name = arms.loc[arms["n_kv_heads"].idxmax(), "variant"]
     mha = arms[arms["variant"] == mha_name].set_index("seed")["val_loss"]
     found = []
@@ -322,13 +326,19 @@ def _training_verdicts(table: pd.DataFrame) -> tuple[list[verdicts.Verdict], lis
             continue
         own = rows.set_index("seed")["val_loss"]
         seeds = sorted(set(own.index) & set(mha.index))
+        claim = f"{name} costs no quality against {mha_name} at equal parameters"
+        if len(seeds) < 2 and (name in cut or mha_name in cut):
+            found.append(verdicts.untrained(claim, seeds=len(seeds), epochs=float(rows["epochs"].mean())))
+            continue
         found.append(
             verdicts.equivalence(
-                f"{name} costs no quality against {mha_name} at equal parameters",
-                [own[s] for s in seeds], [mha[s] for s in seeds], delta=GQA_DELTA, scale="nats",
+                claim, [own[s] for s in seeds], [mha[s] for s in seeds], delta=GQA_DELTA, scale="nats",
                 epochs=float(rows["epochs"].mean()),
             )
         )  # fmt: skip
+    trained = set(arms["variant"])
+    missing = [name for name in dict.fromkeys(cut) if name.startswith(("GQA", "MQA")) and name not in trained]
+    found += [verdicts.untrained(f"{name} costs no quality against {mha_name} at equal parameters") for name in missing]
     summary = training_summary(table)
     facts = [
         f"- {name} ({row['params (M)']:.1f}M parameters, untied embeddings, {row['epochs']:.1f} epochs): "
@@ -348,13 +358,14 @@ def conclusion(
     """Markdown, judged by `workbench.verdicts` from the measured tables: which of GEB-1.3B's claims held at
     this scale (ratios by their spread, "no quality cost" as an equivalence over seeds); smoke judges nothing."""
     found, facts = _precision_verdicts(precisions)
+    not_trained = trained.attrs.get("not_trained", []) if trained is not None else []
     for part, judge in ((gqa, _gqa_verdicts), (trained, _training_verdicts)):
-        if part is not None and not part.empty:
+        if part is not None and (not part.empty or part.attrs.get("not_trained")):
             more, more_facts = judge(part)
             found, facts = found + more, facts + more_facts
     preamble = (
         f"**What the numbers say** on {precisions.attrs.get('cpu', 'this CPU')} (CPU speeds on a shared machine are "
         "noisy: every speed is judged by its interquartile range over interleaved rounds)."
     )
-    text = verdicts.conclusion(found, profile=profile, preamble=preamble)
+    text = verdicts.conclusion(found, profile=profile, preamble=preamble, not_trained=not_trained)
     return text if getattr(profile, "name", profile) == "smoke" else "\n".join([text, *facts])

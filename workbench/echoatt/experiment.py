@@ -16,7 +16,7 @@ import copy
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -27,6 +27,7 @@ from .. import cards, runs
 from ..attention.analysis import analyze
 from ..attention.sharing import followers
 from ..data import batches, blocks, check_epochs, token_splits
+from ..deadline import ArmClock
 from ..distill import DistillationLoss, DistillConfig
 from ..models import count_parameters, load_model, resolve_device, tiny_llama
 from ..runs import Run, RunKind, start_run
@@ -55,6 +56,7 @@ class ExperimentResult:
     run_ids: dict[str, int]
     device: str
     seeds: pd.DataFrame | None = None  # ppl per seed of the continued teacher and the student at the paper's cut
+    not_trained: list[str] = field(default_factory=list)  # arms a time limit left out (`workbench.deadline`)
 
 
 def teacher_similarity(
@@ -151,15 +153,26 @@ class EchoAttExperiment:
         zero-shot and distilled perplexity and parameters, each arm trained on the same fixed tokens.
 
         `callback(arm, step, metrics)` receives the held-out perplexity during training (live curves).
+
+        Under a time limit (`workbench.deadline`) an arm that would end past it is not started (the teacher,
+        only evaluated, always is): the similarity arms and the continued teacher, which the verdicts need,
+        go first as planned; a random or last arm, which no verdict pairs, starts only if the paired seeds
+        (`seed_arms`: the continued teacher and the similarity student once more per extra seed) still fit
+        after it. The order of the arms is the same with or without a limit.
         """
         arms = self.arms or self.choose_arms()
         profile = self.profile
+        clock = ArmClock()
+        paired = ("continued", "similarity") * (profile.quality_seeds - 1)  # kept time for, before unpaired arms
         with self._threads():
             speeds = self.measure_speeds(arms)
             sweep = f"echoatt-{profile.name}-{time.strftime('%Y%m%d-%H%M%S')}"
             teacher_params = count_parameters(self.teacher)
             rows, run_ids = [], {}
             for arm in tqdm(arms, desc="EchoAtt arms", disable=not self.progress):
+                later = paired if arm.kind in ("random", "last") else ()
+                if arm.kind != "teacher" and not clock.admit(arm.run_name, arm.kind, *later):
+                    continue
                 params = profile.as_dict() | {"arm": arm.kind, "n_shared": arm.n_shared, "groups": arm.groups,
                                               "draw": arm.draw, "labels": [n for n, _ in arm.labels]}  # fmt: skip
                 with start_run(KIND, arm.run_name, params, sweep=sweep) as run:
@@ -167,14 +180,16 @@ class EchoAttExperiment:
                         run_ids[name] = run.id
                     if arm.kind == "teacher":
                         run.mark_reference()
-                    new_rows = self.run_arm(arm, speeds, run, callback)
+                    with clock.timing(arm.kind):
+                        new_rows = self.run_arm(arm, speeds, run, callback)
                     for row in new_rows:
                         row["params_change_pct"] = 100 * (row["params"] / teacher_params - 1)
                     run.update_summary(ppl=new_rows[0]["ppl"], rows=new_rows)
                 rows += new_rows
                 free(self.device)
-            seeds = self.seed_arms(arms, pd.DataFrame(rows), speeds, sweep)
+            seeds = self.seed_arms(arms, pd.DataFrame(rows), speeds, sweep, clock)
         table = with_ratios(pd.DataFrame(rows))
+        table.attrs["not_trained"] = not_trained = clock.announce()
         with start_run(KIND, "table", profile.as_dict(), sweep=sweep) as run:
             run.log_artifact("table.json", table.to_dict(orient="records"))
             run.log_artifact("similarity.npy", self.similarity)
@@ -184,14 +199,23 @@ class EchoAttExperiment:
             run.log_artifact("results.md", results_markdown(table, profile, self.device_name, seeds).encode())
             run.update_summary(device=self.device_name, conclusion=conclusion(table, seeds, profile=profile))
             run_ids["table"] = run.id
-        return ExperimentResult(profile, table, self.similarity, sweep, run_ids, self.device_name, seeds)
+        return ExperimentResult(profile, table, self.similarity, sweep, run_ids, self.device_name, seeds, not_trained)
 
-    def seed_arms(self, arms: list[Arm], table: pd.DataFrame, speeds: dict[str, dict], sweep: str) -> pd.DataFrame:
+    def seed_arms(
+        self, arms: list[Arm], table: pd.DataFrame, speeds: dict[str, dict], sweep: str, clock: ArmClock | None = None
+    ) -> pd.DataFrame:
         """Held-out perplexity per seed (batch order) of the continued teacher and of the similarity student at
         the paper's cut, for the paired "no loss in quality" verdict: seed `profile.seed` is the main arms',
-        `quality_seeds - 1` more are trained here on the same number of tokens."""
-        p, n = self.profile, paper_cut(table)
+        `quality_seeds - 1` more are trained here on the same number of tokens. Under a time limit (`clock`) a
+        seed starts only when both of its arms fit (half a pair judges nothing), and none without both main arms."""
+        p, clock = self.profile, clock or ArmClock()
+        kinds = set(table["kind"]) if not table.empty else set()
+        n = paper_cut(table) if "similarity" in kinds else None
         chosen = [a for a in arms if a.kind == "continued" or (a.kind == "similarity" and a.n_shared == n)]
+        if "continued" not in kinds or n is None:  # the main arms of the pair were not trained: no seed is paired
+            extra = range(p.seed + 1, p.seed + p.quality_seeds)
+            clock.skipped += [f"continued teacher and similarity student seed={seed}" for seed in extra]
+            return pd.DataFrame([])
 
         def row(arm: Arm, seed: int, ppl: float) -> dict:
             return {"arm": arm.name, "kind": arm.kind, "n_shared": arm.n_shared, "seed": seed, "ppl": ppl,
@@ -199,10 +223,13 @@ class EchoAttExperiment:
 
         rows = [row(a, p.seed, float(table.loc[table["arm"] == a.name, "ppl"].iloc[0])) for a in chosen]
         for seed in range(p.seed + 1, p.seed + p.quality_seeds):
+            if not clock.fits(*(arm.kind for arm in chosen)):
+                clock.skipped += [f"{arm.run_name} seed={seed}" for arm in chosen]
+                continue
             for arm in chosen:
                 params = p.as_dict() | {"arm": arm.kind, "n_shared": arm.n_shared, "groups": arm.groups,
                                         "train_seed": seed}  # fmt: skip
-                with start_run(KIND, f"{arm.run_name} seed={seed}", params, sweep=sweep) as run:
+                with start_run(KIND, f"{arm.run_name} seed={seed}", params, sweep=sweep) as run, clock.timing(arm.kind):
                     ppl = self.run_arm(arm, speeds, run, seed=seed)[0]["ppl"]
                     run.update_summary(ppl=ppl)
                 rows.append(row(arm, seed, ppl))

@@ -90,15 +90,19 @@ def results_markdown(
     return "\n".join(section) + "\n"
 
 
-def _parts(table: pd.DataFrame) -> tuple[pd.Series, pd.Series, pd.DataFrame, pd.Series, pd.DataFrame]:
+def _first(rows: pd.DataFrame) -> pd.Series | None:
+    return rows.iloc[0] if not rows.empty else None
+
+
+def _parts(table: pd.DataFrame) -> tuple[pd.Series, pd.Series | None, pd.DataFrame, pd.Series | None, pd.DataFrame]:
     """teacher (sdpa), continued-trained teacher, student rows (sdpa), the similarity arm of the largest
-    budget, and its all-eager row (maybe empty)."""
+    trained budget, and its all-eager row (maybe empty); None for an arm a time limit left out."""
     teacher = table[table["arm"] == "teacher (sdpa)"].iloc[0]
-    continued = table[table["kind"] == "continued"].iloc[0]
+    continued = _first(table[table["kind"] == "continued"])
     students = table[table["kind"].isin(["similarity", "random", "last"]) & ~table["arm"].str.endswith("(eager)")]
-    sharpest = students[students["n_shared"] == students["n_shared"].max()]
-    top = sharpest[sharpest["kind"] == "similarity"].iloc[0]
-    eager = table[table["arm"] == f"{top['arm']} (eager)"]
+    similar = students[students["kind"] == "similarity"]
+    top = _first(similar[similar["n_shared"] == similar["n_shared"].max()])
+    eager = table[table["arm"] == f"{top['arm']} (eager)"] if top is not None else table.iloc[0:0]
     return teacher, continued, students, top, eager
 
 
@@ -137,43 +141,67 @@ def claims(table: pd.DataFrame, seeds: pd.DataFrame | None = None, profile=None)
     Speed claims are judged against the fused-attention (sdpa) teacher, the fastest model a user would
     otherwise deploy, each ratio by the range its spreads allow; decode is launch-bound at this model size
     (`speed`), so its ratio counts kernel launches per token rather than FLOPs. Quality is judged at the
-    paper's cut against the fair baseline (the teacher trained on the same tokens), paired over seeds.
+    paper's cut against the fair baseline (the teacher trained on the same tokens), paired over seeds. A claim
+    whose arms or seeds a time limit left out (`table.attrs["not_trained"]`) is not testable for that reason.
     """
     teacher, continued, students, top, _ = _parts(table)
+    found = {key: verdicts.untrained(claim) for key, claim in CLAIMS.items()}
+    if top is not None:
+        found |= _size_and_speed(teacher, top, _rounds(profile))
+    if top is None or continued is None:
+        return found
     n = paper_cut(table)
     cut = students[(students["kind"] == "similarity") & (students["n_shared"] == n)].iloc[0]
-    rounds = _rounds(profile)
-    speed = dict(seeds=rounds, unit="round", scale="× the sdpa teacher", detail="range: both spreads (IQR) combined")
     student, baseline, common = _seed_values(table, seeds, n)
     epochs = continued.get("epochs", np.nan)
     epochs = None if np.isnan(epochs) else float(epochs)
+    at_cut = '"no loss in quality" at the paper\'s cut'
+    against = {
+        "no_quality_loss": (f'{at_cut} ({cut["arm"]}, {cut["params_change_pct"]:+.2f}% parameters) against the '
+                            "continued teacher", baseline),
+        "no_quality_loss_vs_teacher": (f'{at_cut} ({cut["arm"]}) against the teacher as is',
+                                       [float(teacher["ppl"])] * len(student)),
+    }  # fmt: skip
+    cut_short = len(common) < 2 and any("seed=" in name for name in table.attrs.get("not_trained", []))
+    for key, (claim, reference) in against.items():
+        found[key] = (
+            verdicts.untrained(claim, seeds=len(common), epochs=epochs)
+            if cut_short
+            else verdicts.equivalence(claim, student, reference, delta=QUALITY_DELTA, scale="log", epochs=epochs)
+        )
+    return found
+
+
+CLAIMS = {  # the paper's claims, in the order the conclusion lists them
+    "fewer_parameters": '"about 4% fewer parameters"', "prefill_speed": '"+15% inference speed", prefill',
+    "decode_speed": '"+15% inference speed", decode', "training_speed": '"+25% training speed", KD step',
+    "no_quality_loss": '"no loss in quality" at the paper\'s cut against the continued teacher',
+    "no_quality_loss_vs_teacher": '"no loss in quality" at the paper\'s cut against the teacher as is',
+}  # fmt: skip
+
+
+def _size_and_speed(teacher: pd.Series, top: pd.Series, rounds: int) -> dict[str, verdicts.Verdict]:
+    """The parameter count and the three speed ratios of the similarity student of the largest budget."""
+    speed = dict(seeds=rounds, unit="round", scale="× the sdpa teacher", detail="range: both spreads (IQR) combined")
     pct = float(top["params_change_pct"])
     return {
         "fewer_parameters": verdicts.against_bar(
-            f'"about 4% fewer parameters" ({top["arm"]})', pct, pct, pct, bar=PARAMS_CLAIM_PCT, goal="min",
+            f'{CLAIMS["fewer_parameters"]} ({top["arm"]})', pct, pct, pct, bar=PARAMS_CLAIM_PCT, goal="min",
             seeds=1, unit="model", scale="Δparams %", detail="counted; KV cache "
             f"{100 * (top['kv_cache_mb'] / teacher['kv_cache_mb'] - 1):+.1f}% (followers cache values only)",
         ),
         "prefill_speed": verdicts.against_bar(
-            f'"+15% inference speed", prefill ({top["arm"]})', *_ratio_range(top, teacher, "prefill"),
+            f'{CLAIMS["prefill_speed"]} ({top["arm"]})', *_ratio_range(top, teacher, "prefill"),
             bar=INFERENCE_CLAIM, **speed,
         ),
         "decode_speed": verdicts.against_bar(
-            f'"+15% inference speed", decode ({top["arm"]}; launch-bound)', *_ratio_range(top, teacher, "decode"),
+            f'{CLAIMS["decode_speed"]} ({top["arm"]}; launch-bound)', *_ratio_range(top, teacher, "decode"),
             bar=INFERENCE_CLAIM, **speed | {"detail": speed["detail"] + "; decode of a model this small is "
             "launch-bound: the ratio counts kernel launches per token, not FLOPs"},
         ),
         "training_speed": verdicts.against_bar(
-            f'"+25% training speed", KD step ({top["arm"]})', *_ratio_range(top, teacher, "train"),
+            f'{CLAIMS["training_speed"]} ({top["arm"]})', *_ratio_range(top, teacher, "train"),
             bar=TRAINING_CLAIM, **speed,
-        ),
-        "no_quality_loss": verdicts.equivalence(
-            f'"no loss in quality" at the paper\'s cut ({cut["arm"]}, {cut["params_change_pct"]:+.2f}% parameters) '
-            "against the continued teacher", student, baseline, delta=QUALITY_DELTA, scale="log", epochs=epochs,
-        ),
-        "no_quality_loss_vs_teacher": verdicts.equivalence(
-            f'"no loss in quality" at the paper\'s cut ({cut["arm"]}) against the teacher as is',
-            student, [float(teacher["ppl"])] * len(student), delta=QUALITY_DELTA, scale="log", epochs=epochs,
         ),
     }  # fmt: skip
 
@@ -192,43 +220,60 @@ def _overfitting_line(continued: pd.Series) -> str | None:
     )
 
 
-def _budget_line(n: int, rows: pd.DataFrame, teacher: pd.Series, continued: pd.Series) -> str:
-    chosen, last = rows[rows["kind"] == "similarity"].iloc[0], rows[rows["kind"] == "last"].iloc[0]
+def _budget_line(n: int, rows: pd.DataFrame, teacher: pd.Series, continued: pd.Series | None) -> str:
+    """One budget: zero-shot → distilled perplexity by how the layers were chosen (an arm a time limit left
+    out is absent), the best arm, and whether the similarity choice beat the random draws."""
+    chosen, last = _first(rows[rows["kind"] == "similarity"]), _first(rows[rows["kind"] == "last"])
     rand = rows[rows["kind"] == "random"]
     best = rows.loc[rows["ppl"].idxmin()]
-    if chosen["ppl"] < rand["ppl"].min():
-        versus = "beat random draw"
-    elif chosen["ppl"] < rand["ppl"].mean():
-        versus = "did not beat every random draw (it beat the random mean)"
-    else:
-        versus = "did not beat every random draw nor the random mean"
-    same = str(chosen.get("trained_as", "")).split(" = ")[1:]
-    identical = f" (identical groups to {', '.join(same)}: trained once)" if same else ""
+    parts = []
+    if chosen is not None:
+        same = str(chosen.get("trained_as", "")).split(" = ")[1:]
+        identical = f" (identical groups to {', '.join(same)}: trained once)" if same else ""
+        parts.append(
+            f"similarity-chosen{identical} {chosen['zero_shot_ppl']:.2f} → {chosen['ppl']:.2f} after distillation"
+        )
+    if not rand.empty:
+        parts.append(
+            f"random {rand['zero_shot_ppl'].mean():.2f} → {rand['ppl'].mean():.2f} (mean of {len(rand)}, range "
+            f"{rand['ppl'].min():.2f}–{rand['ppl'].max():.2f})"
+        )
+    if last is not None:
+        parts.append(f"last inner layers {last['zero_shot_ppl']:.2f} → {last['ppl']:.2f}")
+    versus = ""
+    if chosen is not None and not rand.empty:
+        if chosen["ppl"] < rand["ppl"].min():
+            versus = " Similarity choice beat random draw."
+        elif chosen["ppl"] < rand["ppl"].mean():
+            versus = " Similarity choice did not beat every random draw (it beat the random mean)."
+        else:
+            versus = " Similarity choice did not beat every random draw nor the random mean."
+    fair = f"{100 * (best['ppl'] / continued['ppl'] - 1):+.1f}% vs the fair baseline, " if continued is not None else ""
+    pct = (chosen if chosen is not None else rows.iloc[0])["params_change_pct"]
     return (
-        f"- {n} shared layers ({chosen['params_change_pct']:+.2f}% parameters): similarity-chosen{identical} "
-        f"{chosen['zero_shot_ppl']:.2f} → {chosen['ppl']:.2f} after distillation; random "
-        f"{rand['zero_shot_ppl'].mean():.2f} → {rand['ppl'].mean():.2f} (mean of {len(rand)}, range "
-        f"{rand['ppl'].min():.2f}–{rand['ppl'].max():.2f}); last inner layers {last['zero_shot_ppl']:.2f} → "
-        f"{last['ppl']:.2f}. Best: {best['arm']} ({best['ppl']:.2f}, "
-        f"{100 * (best['ppl'] / continued['ppl'] - 1):+.1f}% vs the fair baseline, "
-        f"{100 * (best['ppl'] / teacher['ppl'] - 1):+.1f}% vs the teacher as is). Similarity choice {versus}."
+        f"- {n} shared layers ({pct:+.2f}% parameters): {'; '.join(parts)}. Best: {best['arm']} ({best['ppl']:.2f}, "
+        f"{fair}{100 * (best['ppl'] / teacher['ppl'] - 1):+.1f}% vs the teacher as is).{versus}"
     )
 
 
 def conclusion(table: pd.DataFrame, seeds: pd.DataFrame | None = None, *, profile) -> str:
     """What the measured numbers say, budget by budget, and each of the paper's claims judged by
     `workbench.verdicts`; a smoke profile gets only the notice that it judges nothing."""
+    not_trained = table.attrs.get("not_trained", [])
     if getattr(profile, "name", profile) == "smoke":
-        return verdicts.conclusion([], profile=profile)
+        return verdicts.conclusion([], profile=profile, not_trained=not_trained)
     teacher, continued, students, _, eager = _parts(table)
-    seen = continued.get("epochs", np.nan)
-    epochs = "" if np.isnan(seen) else f" ({continued['train_tokens']:,.0f} tokens, {seen:.2g} epochs)"
-    lines = [
-        f"- Teacher: held-out perplexity {teacher['ppl']:.2f}; continued-trained on the same tokens{epochs} (the fair "
-        f"baseline): {continued['ppl']:.2f}."
-    ]
-    overfit = _overfitting_line(continued)
-    lines += [overfit] if overfit else []
+    lines = [f"- Teacher: held-out perplexity {teacher['ppl']:.2f}; continued-trained on the same tokens: not trained "
+             "within the time limit."]  # fmt: skip
+    if continued is not None:
+        seen = continued.get("epochs", np.nan)
+        epochs = "" if np.isnan(seen) else f" ({continued['train_tokens']:,.0f} tokens, {seen:.2g} epochs)"
+        lines = [
+            f"- Teacher: held-out perplexity {teacher['ppl']:.2f}; continued-trained on the same tokens{epochs} (the "
+            f"fair baseline): {continued['ppl']:.2f}."
+        ]
+        overfit = _overfitting_line(continued)
+        lines += [overfit] if overfit else []
     lines += [_budget_line(n, rows, teacher, continued) for n, rows in students.groupby("n_shared")]
     if not eager.empty:
         row = eager.iloc[0]
@@ -237,7 +282,7 @@ def conclusion(table: pd.DataFrame, seeds: pd.DataFrame | None = None, *, profil
             f"decode ×{row['decode_vs_teacher']:.3f}, KD step ×{row['train_vs_teacher']:.3f}."
         )
     found = list(claims(table, seeds, profile).values())
-    return verdicts.conclusion(found, profile=profile, preamble="\n".join(lines))
+    return verdicts.conclusion(found, profile=profile, preamble="\n".join(lines), not_trained=not_trained)
 
 
 # -- figures -----------------------------------------------------------------------------------
