@@ -9,8 +9,9 @@ store keeps the sweep as a group the dashboard can show:
 - one run of kind "sweep" (the whole grid, its axes, and at the end how many points finished),
   tagged `sweep = <sweep id>`;
 - per point one run of kind "sweep_point": the point's parameters, its status (a failed point keeps
-  papermill's `ename: evalue`), its executed notebook as an artifact, and in its summary the final
-  numbers of the runs the notebook itself wrote; tagged `sweep = <sweep id>/<point index>`;
+  papermill's `ename: evalue`), its executed notebook and its HTML copy as artifacts (the dashboard's
+  Run page links both), and in its summary the final numbers of the runs the notebook itself wrote;
+  tagged `sweep = <sweep id>/<point index>`;
 - the notebook's own runs carry the same `<sweep id>/<point index>` tag: the point executes the
   notebook with `run_notebook(..., sweep=tag)`, whose `setup()` makes the kernel's runs join it.
 
@@ -90,9 +91,10 @@ def point_name(stem: str, params: dict) -> str:
 def run_point(spec: dict) -> dict:
     """Execute one point (in a worker process): its run, its notebook, its outcome.
 
-    `spec`: sweep id, index, notebook path, profile, params, home (the store's folder), and
-    optionally html (also keep an HTML copy: the Ray backend's points leave their machine). Returns
-    {index, run_id, status, error, seconds}; never raises for a failing notebook.
+    `spec`: sweep id, index, notebook path, profile, params, home (the store's folder). The point
+    keeps its executed notebook and its HTML copy (written by `run_notebook`, as a single run's) in
+    its run's folder, both registered as its artifacts. Returns {index, run_id, status, error,
+    seconds}; never raises for a failing notebook.
     """
     from .notebook import NotebookFailed, run_notebook
 
@@ -110,7 +112,6 @@ def run_point(spec: dict) -> dict:
             profile=spec["profile"],
             output_dir=output.parent,
             output_name=output.name,
-            html=bool(spec.get("html")),
             progress=False,
             sweep=tag,
         )

@@ -117,7 +117,7 @@ def remote_point(spec: dict, mirror) -> dict:
     previous = signal.signal(signal.SIGINT, signal.default_int_handler) if in_main else None
     stream.start()
     try:
-        outcome = run_point({**spec, "home": str(folder), "html": True})
+        outcome = run_point({**spec, "home": str(folder)})
     finally:
         stream.stop()  # joined: every push has arrived before the result leaves
         if in_main:
