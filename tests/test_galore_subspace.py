@@ -82,6 +82,7 @@ def test_one_side_only():
         iteration_basis(torch.randn(1, 8, 6), 2, "full", None, iters=1)
 
 
+@pytest.mark.slow  # 60 training steps per optimizer: ~10 s quiet, ~30 s on a loaded machine
 @pytest.mark.parametrize("optimizer", [GaLoreAdamW, NaturalGaLoreAdamW])
 def test_training_with_iteration_follows_training_with_the_svd(optimizer):
     """Same tiny LLaMA, same batches, refresh every 5 steps: the loss curves agree."""
