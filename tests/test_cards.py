@@ -128,6 +128,12 @@ def test_frontier_figure_marks_pareto_points_and_never_mixes_devices():
     assert len(frontier.select(table, ideas=["cpu"], device_kind="cpu")) == 2
     empty = frontier.frontier_figure(frontier.select(table, ideas=["none"]), "non_embedding_params")
     assert len(empty.data) == 0
+    low, high = figure.layout.yaxis.range  # log10 units: room beyond the extreme points for the ringed markers
+    assert low <= math.log10(20.0 / 1.1) and high >= math.log10(40.0 * 1.1)
+    flops = frontier.conclusion(
+        table.assign(training_flops=[6.45e13, 9.4e13, 2.6e14, 1e15, 1.9e15, 3e15]), "training_flops"
+    )
+    assert "arm0 (6.45e+13: 20)" in flops and "64,450" not in flops  # FLOPs in scientific notation, not 14 digits
 
 
 def test_composition_says_multiply_add_or_cancel():
