@@ -208,6 +208,7 @@ def test_unmasking_view_shows_the_prompt_at_step_zero_and_colours_by_probability
     words = list(view.figure.data[2].text)
     assert words[2:] == ["▢"] * 3 and all(w != "▢" and w for w in words[:2])  # the prompt shows at step 0
     view.step.value = 2
+    assert "(mean p 0.001)" in view.status.value  # not rounded to 0.00
     cells = [v for row in view.figure.data[0].z for v in row if v is not None]
     assert len(set(cells)) == 3  # prompt grey, p 0.9 and p 0.001 apart on the log scale
     static = view.snapshots(points=3)

@@ -25,10 +25,20 @@ COLORBAR = dict(
 )
 MASK, FONT = "▢", dict(size=13, color="#111")
 ROW_PX, HEADER_PX = 44, 200  # the header leaves the colour legend room to read
+# A fixed cell width (the figure's width follows from it, not from its container: a widget's container may be narrow
+# when the figure is first drawn) and at most MAX_CHARS characters drawn per cell, so a long token ("·operations")
+# stays inside its cell at 13 px instead of running over its neighbours; the hover shows the whole token.
+CELL_PX, LEGEND_PX, MAX_CHARS = 72, 110, 8
+MARGIN = dict(l=10, r=20, t=50, b=20)  # no axis labels to leave room for
 
 
 def _cell_text(tokenizer, token: int) -> str:
     return tokenizer.decode([token]).replace("\n", "⏎").replace(" ", "·") or "∅"
+
+
+def _fit(text: str) -> str:
+    """A cell's text cut to MAX_CHARS characters (the last one "…")."""
+    return text if len(text) <= MAX_CHARS else text[: MAX_CHARS - 1] + "…"
 
 
 class UnmaskingView:
@@ -37,7 +47,7 @@ class UnmaskingView:
     legend on the right); grey cells are the prompt; an open red square marks the tokens revealed at
     the current step; ▢ is a still-masked position."""
 
-    def __init__(self, traces: dict[str, Trace], tokenizer, prompt_len: int, row: int = 0, columns: int = 12):
+    def __init__(self, traces: dict[str, Trace], tokenizer, prompt_len: int, row: int = 0, columns: int = 10):
         self.traces, self.tokenizer, self.prompt_len = traces, tokenizer, prompt_len
         self.row, self.columns = row, columns
         self.model = widgets.ToggleButtons(options=list(traces), description="model", style={"button_width": "auto"})
@@ -58,7 +68,10 @@ class UnmaskingView:
         return math.ceil(length / self.columns)
 
     def _axes(self) -> dict:
-        return dict(yaxis=self._y_axis(), xaxis=self._x_axis(), **LAYOUT)
+        return dict(yaxis=self._y_axis(), xaxis=self._x_axis(), width=self._width(), **(LAYOUT | {"margin": MARGIN}))
+
+    def _width(self) -> int:
+        return MARGIN["l"] + CELL_PX * self.columns + MARGIN["r"] + LEGEND_PX
 
     def _x_axis(self) -> dict:  # fixed ranges: every step's grid lines up, whatever its markers cover
         return dict(range=[-0.5, self.columns - 0.5], showticklabels=False, showgrid=False, zeroline=False)
@@ -106,7 +119,8 @@ class UnmaskingView:
         return dict(
             z=np.where(np.isnan(z), None, z).tolist(),  # None, not NaN: widget messages are JSON
             new_x=new % self.columns, new_y=new // self.columns,
-            text_x=position % self.columns, text_y=position // self.columns, texts=texts, hover=hover,
+            text_x=position % self.columns, text_y=position // self.columns, texts=[_fit(t) for t in texts],
+            hover=hover,
         )  # fmt: skip
 
     def _on_model(self, _) -> None:
@@ -140,7 +154,7 @@ class UnmaskingView:
         mean_new = float(np.nanmean(confidence[new])) if len(new) else math.nan
         self.status.value = (
             f"<b>{self.model.value}</b>, step {self.step.value}/{self.step.max}: {len(new)} token(s) revealed now"
-            f"{f' (mean p {mean_new:.2f})' if len(new) else ''}, {masked} still masked"
+            f"{f' (mean p {mean_new:.2g})' if len(new) else ''}, {masked} still masked"
         )
 
     def snapshots(self, name: str | None = None, points: int = 4) -> go.Figure:
@@ -163,7 +177,8 @@ class UnmaskingView:
             figure.update_xaxes(**self._x_axis(), row=index, col=1)
         title = "How the sample was written (grey: prompt; ▢: still masked; red: revealed at that step)"
         height = HEADER_PX + (ROW_PX * rows + 60) * len(steps)
-        figure.update_layout(height=height, showlegend=False, title=title, **LAYOUT)
+        figure.update_layout(height=height, width=self._width(), showlegend=False, title=title,
+                             **(LAYOUT | {"margin": MARGIN}))
         return figure
 
 
