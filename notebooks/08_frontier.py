@@ -33,6 +33,7 @@ echoatt_arm = None  # the stored EchoAtt arm to compose with int8 ("" : a tiny s
 recursive_arm = None  # the stored recursive arm to compose with int8 ("" : a tiny relaxed model built here)
 eval_windows = None  # windows of each held-out set on every card
 live_seconds = None  # keep redrawing from the store this long while other notebooks run
+llamacpp_card = None  # llama.cpp's Q4_1 reference card where llama-cpp-python is installed (full: on; minutes)
 
 # %%
 import math
@@ -43,18 +44,19 @@ from IPython.display import Markdown, display
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from workbench import cards, frontier, notebook, runs
+from workbench.cpu import llamacpp
 from workbench.cpu.quantize import quantize
 from workbench.echoatt.student import build_student
 from workbench.frontier import FrontierProfile
 from workbench.measure import model_speeds
-from workbench.models import chat, load_model, resolve_device, tiny_llama
+from workbench.models import GGUF_FILE, chat, gguf_dir, load_model, resolve_device, tiny_llama
 from workbench.recursive.convert import convert
 from workbench.recursive.relax import relax
 
 notebook.setup()
 settings = FrontierProfile.resolve(
     profile, reference=reference, precisions=precisions, echoatt_arm=echoatt_arm, recursive_arm=recursive_arm,
-    eval_windows=eval_windows, live_seconds=live_seconds,
+    eval_windows=eval_windows, live_seconds=live_seconds, llamacpp_card=llamacpp_card,
 )  # fmt: skip
 store = runs.store()
 KIND = runs.RunKind("frontier", headline="code_ppl", goal="min", description="reference and composed models' cards")
@@ -66,6 +68,13 @@ sweep = f"frontier-{settings.name}"
 # The default model at float32, bfloat16, int8 (weights per row, `cpu.quantize`) and int4 (groups of 32,
 # output layer int8) on the CPU, all timed in the same interleaved rounds; on a GPU machine also
 # bfloat16 on the GPU. In smoke, a random tiny LLaMA stands in (it checks the code path only).
+#
+# Where llama-cpp-python is installed, also **llama.cpp Q4_1**: SmolLM2-135M's own GGUF file (the one
+# the float32 model is de-quantised from) in llama.cpp's kernels, timed in the same rounds at the same
+# thread count and scored on the same windows (`cpu.llamacpp.write_card`; it runs one sequence, so its
+# batch > 1 speeds are n/a, and its KV bytes are derived from the file: f16, llama.cpp's default). Full
+# profile only (`-p llamacpp_card true` in smoke): scoring 2 × 32 windows of 512 tokens through llama.cpp's
+# logits takes minutes on a CPU, and in smoke its scoring and zero-shot alone take about a minute.
 
 # %%
 if settings.reference == "tiny":
@@ -76,7 +85,8 @@ base = base.eval()
 name = "SmolLM2-135M" if settings.reference == "smollm2-135m" else settings.reference
 cpu_shapes = settings.shapes(torch.device("cpu"))
 variants = {precision: quantize(base, precision) for precision in settings.precisions}
-speeds = model_speeds(variants, cpu_shapes)  # all precisions in the same rounds
+llama = llamacpp.engine(gguf_dir() / GGUF_FILE) if settings.llamacpp_card and llamacpp.installed() else None
+speeds = model_speeds(variants | ({llamacpp.NAME: llama} if llama else {}), cpu_shapes)  # all in the same rounds
 reference_cards = {}
 for precision, model in variants.items():
     with runs.start_run(KIND, f"reference {name} {precision}", {"precision": precision}, sweep=sweep) as run:
@@ -89,9 +99,19 @@ if resolve_device("auto").type == "cuda":
         cards.write_card(run, base.to("cuda"), idea="reference", arm=f"{name} bfloat16", tokenizer=tokenizer,
                          profile=settings, precision="bfloat16")  # fmt: skip
     base = base.to("cpu")
+if not settings.llamacpp_card:
+    print("llama.cpp reference: not in this profile (-p llamacpp_card true)")
+elif llama is None:
+    print("llama.cpp reference: not installed (pip install 'workbench[llamacpp]')")
+else:
+    with runs.start_run(KIND, f"reference SmolLM2-135M {llamacpp.NAME}", {"precision": "Q4_1"}, sweep=sweep) as run:
+        reference_cards[llamacpp.NAME] = llamacpp.write_card(
+            run, llama.gguf_file, tokenizer, settings, arm=f"SmolLM2-135M {llamacpp.NAME}", threads=llama.threads,
+            speed=speeds[llamacpp.NAME],
+        )  # fmt: skip
 pd.DataFrame([c.as_row() for c in reference_cards.values()])[
     ["arm", "weight_bytes", "code_ppl", "english_ppl", "decode_latency_ms", "prefill_tok_s"]
-]
+].astype(object).fillna("n/a")  # n/a: not measurable there (llama.cpp runs one sequence)
 
 # %% [markdown]
 # ## Composition: do two ideas' gains multiply, add or cancel?
@@ -184,14 +204,18 @@ def compose(idea: str, make, axes: tuple[str, ...]) -> list[str]:
 
 
 composition_lines = compose("echoatt", echoatt_student, ("decode_latency_ms", "weight_bytes", "code_ppl"))
-composition_lines += compose("recursive", recursive_model, ("weight_bytes", "prefill_tok_s", "code_ppl"))
+composition_lines += compose(
+    "recursive", recursive_model, ("decode_latency_ms", "weight_bytes", "prefill_tok_s", "code_ppl")
+)
 display(Markdown("\n".join(composition_lines)))
 
 # %% [markdown]
 # ## The frontier, per budget axis
 #
 # Points are coloured by idea; composed models are stars, MDM bounds open circles; the Pareto-optimal
-# points are ringed and joined. Hover names the run and the arm. The figure below reads the store and
+# points are ringed and joined. Hover names the run and the arm. A looped (recursive) model keeps one
+# KV-cache entry per effective layer, so on the KV axis it sits with the full model it came from:
+# recursion saves parameters, not KV memory. The figure below reads the store and
 # redraws as cards land (`live_seconds` keeps it watching while notebooks 02-06 run).
 
 # %%
