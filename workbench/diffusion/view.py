@@ -177,8 +177,9 @@ class UnmaskingView:
             figure.update_xaxes(**self._x_axis(), row=index, col=1)
         title = "How the sample was written (grey: prompt; ▢: still masked; red: revealed at that step)"
         height = HEADER_PX + (ROW_PX * rows + 60) * len(steps)
-        figure.update_layout(height=height, width=self._width(), showlegend=False, title=title,
-                             **(LAYOUT | {"margin": MARGIN}))
+        figure.update_layout(
+            height=height, width=self._width(), showlegend=False, title=title, **(LAYOUT | {"margin": MARGIN})
+        )
         return figure
 
 
