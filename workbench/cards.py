@@ -233,10 +233,11 @@ def train_flops(model: nn.Module, tokens: int, context: int) -> float:
     return 3 * forward_flops(model, tokens, context)
 
 
-def device_name(device: torch.device) -> str:
+def device_name(device: torch.device, threads: int | None = None) -> str:
+    """The device a card was measured on; a CPU with its thread count (torch's, unless another engine's given)."""
     if device.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(device)}"
-    return f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    return f"cpu: {platform.processor() or platform.machine()}, {threads or torch.get_num_threads()} threads"
 
 
 _HELDOUT: dict[tuple[str, str], torch.Tensor] = {}
@@ -257,6 +258,18 @@ def _tasks(tokenizer, items: int, context: int) -> zeroshot.ZeroShotTasks:
     if key not in _TASKS:
         _TASKS[key] = zeroshot.build_tasks(_heldout("english", tokenizer), tokenizer, n_items=items, context=context)
     return _TASKS[key]
+
+
+def heldout_windows(tokenizer, settings: CardProfile) -> dict[str, torch.Tensor]:
+    """{"code": [W, T], "english": [W, T]}: the disjoint windows every card is scored on (`common_quality` scores
+    these through `perplexity`), for a model outside torch (llama.cpp) that scores them itself."""
+    return {which: data.blocks(_heldout(which, tokenizer), settings.eval_context)[: settings.eval_windows]
+            for which in ("code", "english")}  # fmt: skip
+
+
+def zeroshot_tasks(tokenizer, settings: CardProfile) -> zeroshot.ZeroShotTasks:
+    """The zero-shot items every card is scored on (for a model outside torch, with its own log-likelihood)."""
+    return _tasks(tokenizer, settings.zeroshot_items, settings.zeroshot_context)
 
 
 def _autocast(device: torch.device):
@@ -368,6 +381,11 @@ def write_card(
     )  # fmt: skip
     if card.weights_kept:
         keep_weights(run, model)
+    return save_card(run, card)
+
+
+def save_card(run: Run, card: Card) -> Card:
+    """Store `card` as `run`'s card artifact (what `load_cards` reads back)."""
     run.log_artifact(CARD, dataclasses.asdict(card))
     return card
 

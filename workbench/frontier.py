@@ -269,9 +269,11 @@ class FrontierProfile(CardProfile):
     echoatt_arm: str = "n=12 similarity"  # "": build a tiny student here (smoke)
     recursive_arm: str = "SVD LoRA"
     live_seconds: float = 0.0  # keep redrawing the figure from the store this long (0: draw once)
+    llamacpp_card: bool = True  # llama.cpp's Q4_1 reference card where llama-cpp-python is installed (CPU minutes)
 
 
 FrontierProfile.presets = {
-    "smoke": CardProfile.presets["smoke"] | dict(reference="tiny", echoatt_arm="", recursive_arm=""),
+    "smoke": CardProfile.presets["smoke"]
+    | dict(reference="tiny", echoatt_arm="", recursive_arm="", llamacpp_card=False),
     "full": {},
 }

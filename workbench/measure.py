@@ -22,6 +22,7 @@ import statistics
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -210,13 +211,30 @@ class SpeedShapes:
             raise ValueError(f"new_tokens must be >= 2 (decode is generate minus prefill), got {self.new_tokens}")
 
 
+class Engine(Protocol):
+    """A model outside torch (llama.cpp) timed by the same measure, in the same rounds as the torch models: its
+    calls at a shape, or None for a shape it cannot run (a batch > 1 of one-sequence engine): NaN there, not 0."""
+
+    vocab_size: int
+
+    def phase_calls(self, prompt: torch.Tensor, new_tokens: int) -> PhaseCalls | None: ...
+
+
+def _calls(model: nn.Module | Engine, prompt: torch.Tensor, new_tokens: int = 0) -> PhaseCalls | None:
+    if isinstance(model, nn.Module):
+        return phase_calls(model, prompt, new_tokens)
+    return model.phase_calls(prompt, new_tokens)
+
+
 def has_kv_cache(model: nn.Module) -> bool:
     """Whether `model`'s forward takes a KV cache (decode then runs one token per step)."""
     return cache_keyword(model) in inspect.signature(model.forward).parameters
 
 
 def model_speeds(
-    models: dict[str, nn.Module], shapes: SpeedShapes = SpeedShapes(), device: torch.device | str | None = None
+    models: dict[str, nn.Module | Engine],
+    shapes: SpeedShapes = SpeedShapes(),
+    device: torch.device | str | None = None,
 ) -> dict[str, dict[str, float]]:
     """Name → {prefill_tok_s, prefill_spread, decode_b{B}_tok_s, decode_b{B}_spread for each decode batch}.
 
@@ -224,24 +242,28 @@ def model_speeds(
     `perf_counter` on a CPU), inputs random tokens (speed does not depend on their values), each model
     run as given (its dtype is its precision). A model without a KV cache (a masked diffusion model) gets
     prefill only: its decode keys are NaN, not a number of another kind.
+    An `Engine` (llama.cpp) runs through its own calls in the same rounds; a shape it cannot run is NaN.
     """
-    first = next(iter(models.values()))
-    device = torch.device(device or next(first.parameters()).device)
+    first = next((m for m in models.values() if isinstance(m, nn.Module)), None)
+    device = torch.device(device or (next(first.parameters()).device if first is not None else "cpu"))
     generator = torch.Generator().manual_seed(0)
     contenders: dict[tuple[str, int], PhaseCalls] = {}
     for name, model in models.items():
-        vocab = model.config.vocab_size
+        vocab = model.config.vocab_size if isinstance(model, nn.Module) else model.vocab_size
         prompt = torch.randint(vocab, (shapes.prefill_batch, shapes.prefill_len), generator=generator).to(device)
-        contenders[(name, 0)] = phase_calls(model, prompt)
-        if has_kv_cache(model):
+        if (calls := _calls(model, prompt)) is not None:
+            contenders[(name, 0)] = calls
+        if not isinstance(model, nn.Module) or has_kv_cache(model):
             for batch in shapes.decode_batches:
                 start = torch.randint(vocab, (batch, shapes.decode_prompt), generator=generator).to(device)
-                contenders[(name, batch)] = phase_calls(model, start, shapes.new_tokens)
+                if (calls := _calls(model, start, shapes.new_tokens)) is not None:
+                    contenders[(name, batch)] = calls
     speeds = time_phases(contenders, device, shapes.rounds, shapes.warmup)
     rows: dict[str, dict[str, float]] = {}
     for name in models:
-        prefill = speeds[(name, 0)]
-        row = {"prefill_tok_s": prefill.prefill_tok_s, "prefill_spread": prefill.prefill.spread}
+        prefill = speeds.get((name, 0))
+        row = {"prefill_tok_s": prefill.prefill_tok_s if prefill else math.nan,
+               "prefill_spread": prefill.prefill.spread if prefill else math.nan}  # fmt: skip
         for batch in shapes.decode_batches:
             decode = speeds.get((name, batch))
             row[f"decode_b{batch}_tok_s"] = decode.decode_tok_s if decode else math.nan
