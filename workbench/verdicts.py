@@ -31,6 +31,7 @@ NOT_HELD = "did not hold"
 NO_DIFFERENCE = "no difference detected"
 NOT_TESTABLE = "not testable here"
 OUTCOMES = (HELD, NOT_HELD, NO_DIFFERENCE, NOT_TESTABLE)
+TOO_FEW = "not judged"  # the detail of a claim with fewer seeds than its test needs
 
 SMOKE_NOTICE = (
     "**Smoke run: no verdicts.** A smoke run trains tiny models for a few steps to check that the code "
@@ -177,7 +178,7 @@ def _effect(method, baseline, scale: str, confidence: float) -> Interval:
 
 
 def _too_few(claim: str, n: int, min_seeds: int, epochs: float | None, scale: str, effect: float | None) -> Verdict:
-    why = "one seed: not judged" if n == 1 else f"{n} seeds: not judged (at least {min_seeds} needed)"
+    why = f"one seed: {TOO_FEW}" if n == 1 else f"{n} seeds: {TOO_FEW} (at least {min_seeds} needed)"
     return Verdict(claim, NOT_TESTABLE, effect, None, None, n, epochs, SCALES[scale], why)
 
 
@@ -330,6 +331,15 @@ def not_testable(claim: str, why: str, *, seeds: int = 0, epochs: float | None =
 def untrained(claim: str, *, seeds: int = 0, epochs: float | None = None) -> Verdict:
     """A claim whose arms or seeds were not trained within the time limit (`workbench.deadline`)."""
     return not_testable(claim, NOT_TRAINED, seeds=seeds, epochs=epochs)
+
+
+def time_limited(found: Sequence[Verdict]) -> list[Verdict]:
+    """For a run that planned several seeds and whose time limit cut some: a claim left with too few seeds to
+    judge says so (`untrained`) instead of blaming the design."""
+    return [
+        untrained(v.claim, seeds=v.seeds, epochs=v.epochs) if v.outcome == NOT_TESTABLE and TOO_FEW in v.detail else v
+        for v in found
+    ]
 
 
 def conclusion(

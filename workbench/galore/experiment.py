@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from .. import cards
 from ..data import batches, check_epochs, token_splits
+from ..deadline import ArmClock
 from ..errors import WorkbenchError
 from ..evaluate import perplexity
 from ..measure import interleaved, synchronize
@@ -263,7 +264,9 @@ def _time_steps(
     return rows
 
 
-def _pretrain(profile: GaloreProfile, device, sweep: str, on_eval, progress) -> tuple[list, list, list, Run | None]:
+def _pretrain(
+    profile: GaloreProfile, device, sweep: str, on_eval, progress, clock: ArmClock
+) -> tuple[list, list, list, Run | None]:
     if profile.size not in MODEL_SIZES:
         raise WorkbenchError(f"unknown size {profile.size!r}: use one of {', '.join(MODEL_SIZES)}")
     shape = MODEL_SIZES[profile.size]
@@ -301,7 +304,13 @@ def _pretrain(profile: GaloreProfile, device, sweep: str, on_eval, progress) -> 
 
     rows, curves, runs = [], [], {}
 
-    def arm(method: str, lr: float, seed: int) -> dict:
+    def arm(method: str, lr: float, seed: int) -> dict | None:
+        if not clock.admit(f"pretrain {METHODS[method]} lr={lr:g} seed={seed}", f"pretrain {method}"):
+            return None
+        with clock.timing(f"pretrain {method}"):
+            return trained(method, lr, seed)
+
+    def trained(method: str, lr: float, seed: int) -> dict:
         start(seed)
         optimizer = _optimizer(
             method, model, lr, profile, profile.rank, profile.scale, profile.update_proj_gap, pretrain=True
@@ -314,22 +323,32 @@ def _pretrain(profile: GaloreProfile, device, sweep: str, on_eval, progress) -> 
 
     best = {}  # per method, its learning rate swept on the first seed (final held-out loss); the best on every seed
     for method, lrs in (("adamw", profile.adamw_lrs), ("galore", profile.galore_lrs), ("natural", profile.natural_lrs)):
-        swept = [arm(method, lr, 0) for lr in lrs]
+        swept = [row for row in (arm(method, lr, 0) for lr in lrs) if row is not None]  # a time limit may cut some
+        if not swept:
+            continue
         best[method] = min(swept, key=lambda r: r["val_loss"])["lr"]
         for row in swept:
             row["swept"] = row["lr"] != best[method]
     methods = ["adamw", "galore", "natural"] + (["natural_official"] if profile.reset_history else [])
-    best["natural_official"] = best["natural"]  # the same method and lr; only the history on refresh differs
+    if "natural" in best:
+        best["natural_official"] = best["natural"]  # the same method and lr; only the history on refresh differs
     for seed in range(profile.seeds):
         for method in methods:
-            if seed > 0 or method == "natural_official":
-                arm(method, best[method], seed)["swept"] = False
-    reference = runs[("adamw", best["adamw"], 0)]
-    reference.mark_reference()
-
+            if seed == 0 and method != "natural_official":
+                continue  # trained in the sweep
+            if method not in best:  # no learning rate of its sweep trained within the time limit
+                clock.skipped.append(f"pretrain {METHODS[method]} seed={seed}")
+            elif row := arm(method, best[method], seed):
+                row["swept"] = False
+    reference = runs.get(("adamw", best.get("adamw"), 0))
+    if reference is not None:
+        reference.mark_reference()
+    if "galore" not in best:  # the step timing is relative to GaLore's refresh
+        return rows, curves, [], reference
     optimizers = {
         METHODS[m]: _optimizer(m, model, best[m], profile, profile.rank, profile.scale, profile.update_proj_gap, True)
         for m in ("adamw", "galore", "natural")
+        if m in best
     }
     refresh = {"GaLore": _optimizer("galore", model, best["galore"], profile, profile.rank, profile.scale, 1, True)}
     timing = _time_steps(optimizers, refresh, profile.update_proj_gap, device, profile.timing_rounds, "pretrain")
@@ -356,13 +375,19 @@ def lora_rank(model: torch.nn.Module, rank: int) -> int:
     return max(1, round(galore / sum(3 * (m + n) for m, n in shapes)))
 
 
-def _finetune(profile: GaloreProfile, device, sweep: str, on_eval, progress) -> tuple[list, list, list]:
+def _finetune(
+    profile: GaloreProfile, device, sweep: str, on_eval, progress, clock: ArmClock
+) -> tuple[list, list, list]:
     try:
         from peft import LoraConfig, get_peft_model  # imported here: only this part needs it
     except ImportError as error:
         LoraConfig = None  # noqa: N806
         warnings.warn(f"LoRA arm skipped: peft cannot be imported ({error}); pip install peft", stacklevel=2)
 
+    methods = ("adamw", "galore", "natural", "lora") if LoraConfig else ("adamw", "galore", "natural")
+    if not clock.fits("finetune"):  # not even one arm: not worth loading the model
+        clock.skipped += [f"finetune {METHODS[method]}" for method in methods]
+        return [], [], []
     model, tokenizer = _finetune_model(profile, device)
     splits = token_splits(profile.corpus, tokenizer)
     check_epochs(profile, profile.ft_tokens_per_arm, splits.n_train)
@@ -374,7 +399,9 @@ def _finetune(profile: GaloreProfile, device, sweep: str, on_eval, progress) -> 
     before = _val_loss(model, val_tokens, profile.ft_block_len, profile.ft_eval_windows, device)
     r_lora = lora_rank(model, profile.ft_rank)
     rows, curves, optimizers, galore_model = [], [], {}, None
-    for method in ("adamw", "galore", "natural", "lora") if LoraConfig else ("adamw", "galore", "natural"):
+    for method in methods:
+        if not clock.admit(f"finetune {METHODS[method]}", "finetune"):
+            continue
         if method != "adamw":
             model, _ = _finetune_model(profile, device)  # fresh weights
         lr, extra_bytes, extra = profile.ft_lr, 0, dict(val_loss_before=before)
@@ -385,9 +412,10 @@ def _finetune(profile: GaloreProfile, device, sweep: str, on_eval, progress) -> 
             lr, extra = profile.lora_lr, extra | dict(lora_rank=r_lora)
         gap = profile.ft_update_proj_gap
         optimizer = _optimizer(method, model, lr, profile, profile.ft_rank, profile.ft_scale, gap, pretrain=False)
-        row, curve, run = _train_arm(
-            model, part, method, lr, 0, optimizer, profile, sweep, on_eval, progress, extra_bytes, extra
-        )
+        with clock.timing("finetune"):
+            row, curve, run = _train_arm(
+                model, part, method, lr, 0, optimizer, profile, sweep, on_eval, progress, extra_bytes, extra
+            )
         row["swept"] = False
         if method == "adamw":
             run.mark_reference()
@@ -395,6 +423,8 @@ def _finetune(profile: GaloreProfile, device, sweep: str, on_eval, progress) -> 
         curves.extend(curve)
         optimizers[METHODS[method]] = optimizer
         galore_model = model if method == "galore" else galore_model
+    if galore_model is None:  # not trained within the time limit: the step timing is relative to GaLore's refresh
+        return rows, curves, []
     every_step = _optimizer("galore", galore_model, profile.ft_lr, profile, profile.ft_rank, profile.ft_scale, 1, False)
     timing = _time_steps(
         optimizers, {"GaLore": every_step}, profile.ft_update_proj_gap, device, profile.timing_rounds, "finetune"
@@ -405,7 +435,12 @@ def _finetune(profile: GaloreProfile, device, sweep: str, on_eval, progress) -> 
 def run_experiment(
     profile: GaloreProfile, on_eval: OnEval | None = None, device: str | None = None, progress: bool = True
 ) -> GaloreResults:
-    """Train every arm of `profile.part`, time the optimizers, compare with galore-torch; draws nothing."""
+    """Train every arm of `profile.part`, time the optimizers, compare with galore-torch; draws nothing.
+
+    Under a time limit (`workbench.deadline`) an arm that would end past it is not started (estimate: the longest
+    arm of its method and part); the order stays: each method's learning-rate sweep on the first seed, then
+    the seeds one after another (every method in a seed), so a cut run loses whole later seeds first and
+    the paired verdicts keep the seeds that trained. The skipped arms are in `table.attrs["not_trained"]`."""
     if profile.part not in PARTS:
         raise WorkbenchError(f"unknown part {profile.part!r}: use one of {', '.join(PARTS)}")
     device = resolve_device(device or "auto")
@@ -413,22 +448,28 @@ def run_experiment(
     threads = torch.get_num_threads()
     if device.type == "cpu" and profile.cpu_threads:
         torch.set_num_threads(profile.cpu_threads)
+    clock = ArmClock()
     try:
         rows, curves, timing = [], [], []
         reference, note = None, "not run (finetune part only)"
         parts = ("pretrain", "finetune") if profile.part == "all" else (profile.part,)
         for name in tqdm(parts, desc="parts", disable=not progress):
             if name == "pretrain":
-                part_rows, part_curves, part_timing, _ = _pretrain(profile, device, sweep, on_eval, progress)
+                part_rows, part_curves, part_timing, _ = _pretrain(profile, device, sweep, on_eval, progress, clock)
                 try:
-                    reference, note = loss_curves(steps=profile.reference_steps, device=device)
+                    if clock.fits("reference"):
+                        reference, note = loss_curves(steps=profile.reference_steps, device=device)
+                    else:
+                        note = "not run: it would end past the time limit"
                 except WorkbenchError as error:
                     note = str(error)
             else:
-                part_rows, part_curves, part_timing = _finetune(profile, device, sweep, on_eval, progress)
+                part_rows, part_curves, part_timing = _finetune(profile, device, sweep, on_eval, progress, clock)
             rows += part_rows
             curves += part_curves
             timing += part_timing
     finally:
         torch.set_num_threads(threads)
-    return GaloreResults(pd.DataFrame(rows), pd.DataFrame(curves), pd.DataFrame(timing), reference, note, sweep)
+    table = pd.DataFrame(rows)
+    table.attrs["not_trained"] = clock.announce()
+    return GaloreResults(table, pd.DataFrame(curves), pd.DataFrame(timing), reference, note, sweep)

@@ -229,14 +229,16 @@ def _at(column: str) -> str:
 def conclusion(table: pd.DataFrame, *, profile) -> str:
     """Markdown: the papers' claims judged by `workbench.verdicts` on the measured run table (paired over
     seeds, nats); a smoke profile gets only the notice that it judges nothing."""
+    not_trained = table.attrs.get("not_trained", [])
     if getattr(profile, "name", profile) == "smoke":
-        return verdicts.conclusion([], profile=profile)
+        return verdicts.conclusion([], profile=profile, not_trained=not_trained)
     parts = []
-    if "pretrain" in set(table["part"]):
+    done = set(table["part"]) if "part" in table else set()
+    if "pretrain" in done:
         parts.append(_pretrain_conclusion(table, profile))
-    if "finetune" in set(table["part"]):
+    if "finetune" in done:
         parts.append(_finetune_conclusion(table, profile))
-    return "\n\n".join(parts)
+    return "\n\n".join([*parts, verdicts.conclusion([], profile=profile, not_trained=not_trained)]).strip()
 
 
 def _pretrain_verdicts(rows: pd.DataFrame, epochs: float) -> list[verdicts.Verdict]:
@@ -292,6 +294,11 @@ def _pretrain_verdicts(rows: pd.DataFrame, epochs: float) -> list[verdicts.Verdi
 def _pretrain_conclusion(table: pd.DataFrame, profile) -> str:
     rows = table[(table["part"] == "pretrain") & ~table["swept"].astype(bool)]
     methods = [m for m in ("AdamW", "GaLore", "Natural GaLore", NG_OFFICIAL) if m in set(rows["method"])]
+    if not {"AdamW", "GaLore", "Natural GaLore"} <= set(methods):  # a time limit cut a whole method
+        return verdicts.conclusion(
+            [verdicts.untrained("Pretraining: Natural GaLore, GaLore and AdamW compared")],
+            profile=profile, preamble=f"**Pretraining from scratch**: trained {', '.join(methods) or 'no method'}.",
+        )  # fmt: skip
     by = rows.groupby("method")
     epochs = float(rows["epochs"].mean())
     seeds = "/".join(str(by.get_group(m)["seed"].nunique()) for m in methods)
@@ -331,6 +338,8 @@ def _pretrain_conclusion(table: pd.DataFrame, profile) -> str:
             galore_ms, adamw_ms, bar=PAPER["speed_target"], goal="min", scale="step-time ratio", unit="seed",
         )
     )  # fmt: skip
+    if table.attrs.get("not_trained") and getattr(profile, "seeds", 1) > 1:  # seeds planned, cut by the time limit
+        found = verdicts.time_limited(found)
     text = verdicts.conclusion(found, profile=profile, preamble=preamble)
     overfit = rows[rows["val_loss"] - rows["best_val_loss"] > 0.01]
     if len(overfit):

@@ -302,7 +302,11 @@ def conclusion(
         f"{epochs:.2f} epochs, {seeds}; {loss}; effects are paired differences of log-perplexity, "
         "95% t intervals):"
     )
-    text = verdicts.conclusion(claims(table, throughput, thresholds, costs), profile=profile, preamble=preamble)
+    found = claims(table, throughput, thresholds, costs)
+    not_trained = table.attrs.get("not_trained", [])
+    if not_trained and getattr(profile, "seeds", 1) > 1:  # seeds planned, cut by the time limit
+        found = verdicts.time_limited(found)
+    text = verdicts.conclusion(found, profile=profile, preamble=preamble, not_trained=not_trained)
     if getattr(profile, "name", profile) == "smoke":
         return text
     return "\n".join(

@@ -43,6 +43,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from .. import cards, data
 from ..data import batches, check_epochs, token_splits
+from ..deadline import ArmClock
 from ..distill import DistillationLoss, DistillConfig
 from ..errors import WorkbenchError
 from ..evaluate import perplexity
@@ -460,10 +461,21 @@ class RecursiveExperiment:
         )
 
     def run(self) -> RecursiveResult:
+        """Every arm, seed after seed, then the early exit and the batching simulation on the first seed's
+        Stepwise model. Under a time limit (`workbench.deadline`) an arm that would end past it is not started
+        (the estimate: the longest arm of its kind, LoRA or not); once the early-exit model exists, each arm
+        also keeps time for the early exit, whose verdicts (batching) no other arm gives. The seed-major order
+        means a cut run loses whole later seeds first, and the paired verdicts keep the seeds trained."""
         rows = [self.teacher_row()]
         exit_model = None
+        clock = ArmClock()
         for arm in self.arms:
-            row, model = self.train_arm(arm)
+            kind = f"{arm.kind} {arm.lora or 'plain'}"
+            later = ("early exit",) if exit_model is not None and self.profile.exit_steps > 0 else ()
+            if not clock.admit(arm.name, kind, *later):
+                continue
+            with clock.timing(kind):
+                row, model = self.train_arm(arm)
             rows.append(row)
             first_stepwise = (
                 arm.kind == "recursive"
@@ -477,7 +489,9 @@ class RecursiveExperiment:
                 del model
         result = RecursiveResult(pd.DataFrame(rows), sweep=self.sweep)
         if exit_model is not None and self.profile.exit_steps > 0:
-            self.early_exit(exit_model, result)
+            if clock.admit("early exit (post-training, exits, batching)", "early exit"):
+                self.early_exit(exit_model, result)
+        result.table.attrs["not_trained"] = clock.announce()
         return result
 
 
