@@ -11,10 +11,13 @@ installed: `pip install 'workbench[llamacpp]'`) is timed in the same interleaved
 processes make single timings meaningless. The target (GEB-1.3B's "quantisation makes it faster"
 at this scale): int8 decodes at least 1.5x as fast as float32 with held-out perplexity within 2%.
 
-`--static` adds, for int8 and int4, the same weights decoding through a static KV cache with the
-one-token step compiled (`workbench.cpu.static_decode`; same tokens, same perplexity), and prints
-each against llama.cpp at every thread count (issue 26's target: within 1.5x of llama.cpp). The
-machine's load average is printed next to the numbers.
+`--static` adds, for int8 and int4, "static fused": the model with its q/k/v and gate/up projections
+fused (`workbench.cpu.fuse`, quantised after fusing, so every row keeps its scales) decoding through a
+static KV cache with the one-token step compiled (`workbench.cpu.static_decode`; its perplexity is
+measured, not assumed), and prints each against llama.cpp at every thread count (issue 26's target:
+within 1.5x of llama.cpp). `--unfused-static` also times the unfused weights through the same static
+step ("static"), so what fusing buys is measured in the same rounds. The machine's load average is
+printed next to the numbers.
 """
 
 from __future__ import annotations
@@ -30,9 +33,11 @@ import torch
 from workbench.cpu import llamacpp
 from workbench.cpu.decode import measure_phases
 from workbench.cpu.experiment import cpu_label
+from workbench.cpu.fuse import fuse_projections
 from workbench.cpu.quantize import PRECISIONS, available, next_token_quality, quantize, weight_bytes
 from workbench.cpu.static_decode import static_phases
 from workbench.data import blocks, load_corpus, tokenize, train_val_split
+from workbench.generate import SampleConfig, sample
 from workbench.models import GGUF_FILE, gguf_dir, load_model, tiny_llama
 
 TARGET_SPEEDUP, TARGET_PPL_PCT, TARGET_LLAMACPP = 1.5, 2.0, 1.5
@@ -43,7 +48,8 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--precisions", nargs="+", default=[p for p in PRECISIONS if available(p)])
     parser.add_argument("--threads", type=int, nargs="+", default=[os.cpu_count()], help="thread counts, e.g. 1 2")
-    parser.add_argument("--static", action="store_true", help="also int8/int4 with a static cache, compiled step")
+    parser.add_argument("--static", action="store_true", help="also int8/int4 fused, static cache, compiled step")
+    parser.add_argument("--unfused-static", action="store_true", help="with --static: also the unfused static step")
     parser.add_argument("--prompt-len", type=int, default=128)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5)
@@ -75,9 +81,19 @@ def main() -> None:
         quality[llamacpp.NAME] = llamacpp.quality(gguf, windows, quality["float32"]["argmax"])
         external[llamacpp.NAME] = llamacpp.phases(gguf, prompt[0].tolist(), args.new_tokens)
     static = [p for p in ("int8", "int4") if args.static and p in models]
-    for p in static:  # same weights, same numbers: the quantised copy's quality
-        quality[f"{p} static"] = quality[p]
-        external[f"{p} static"] = static_phases(models[p], prompt, args.new_tokens)
+    fused = {f"{p} static fused": quantize(fuse_projections(model), p) for p in static}
+    same_tokens = {}
+    for p in static:
+        if args.unfused_static:  # same weights, same numbers: the quantised copy's quality
+            quality[f"{p} static"] = quality[p]
+            external[f"{p} static"] = static_phases(models[p], prompt, args.new_tokens)
+        name = f"{p} static fused"
+        quality[name] = next_token_quality(fused[name], windows, quality["float32"]["argmax"])
+        external[name] = static_phases(fused[name], prompt, args.new_tokens)
+        # the decode step's own code (one-row int8 loops, one-query attention) against the eager sampler's tokens
+        got = external[name](max(args.threads))["generate"]()[0, prompt.shape[1] :]  # compiles the step
+        want = sample(models[p], prompt, SampleConfig(max_new_tokens=args.new_tokens))[0, prompt.shape[1] :]
+        same_tokens[name] = f"{int((got == want).sum())}/{len(want)} greedy tokens equal to the eager {p} sampler's"
     load_before = os.getloadavg()
     speeds = measure_phases(models, prompt, args.new_tokens, tuple(args.threads), args.rounds, 1, external)
     load_after = os.getloadavg()
@@ -85,7 +101,7 @@ def main() -> None:
     rows = []
     for threads in args.threads:
         for name in quality:
-            model_of = models.get(name.removesuffix(" static"))
+            model_of = fused.get(name, models.get(name.removesuffix(" static")))
             weights = weight_bytes(model_of) if model_of is not None else gguf.stat().st_size
             rows.append(
                 {"precision": name, "threads": threads, "weight_mb": weights / 1e6, "ppl": quality[name]["ppl"]}
@@ -120,6 +136,8 @@ def main() -> None:
         "python-docs tokens"
     )
     print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    for name, same in same_tokens.items():
+        print(f"{name}: {same}")
     if not gguf:
         print("llama.cpp: not measured (pip install 'workbench[llamacpp]' builds llama-cpp-python from source)")
     for _, row in table[table["precision"] == "int8"].iterrows():

@@ -42,3 +42,11 @@ def test_fused_model_gives_the_unfused_logits_and_greedy_tokens(model_and_prompt
 def test_fusing_a_quantised_model_is_refused(model_and_prompt):
     with pytest.raises(WorkbenchError, match="fuse first, quantise after"):
         fuse_projections(quantize(model_and_prompt[0], "int8"))
+
+
+@pytest.mark.slow
+def test_compiled_fused_step_decodes_the_eager_unfused_tokens(model_and_prompt):
+    model, prompt = model_and_prompt
+    expected = StaticDecoder(quantize(model, "int8"), max_len=22, compile=False).generate(prompt, 10)
+    decoder = StaticDecoder(quantize(fuse_projections(model), "int8"), max_len=22)  # one-row int8 loops, packed GQA
+    assert torch.equal(decoder.generate(prompt, 10), expected)
