@@ -140,3 +140,64 @@ def test_a_smoke_notebook_past_its_deadline_still_ends_with_its_conclusion(tmp_p
     text = "\n".join("".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/markdown", "")) for o in outputs)
     assert text.count("arms not trained: teacher + CE (continued), n=2 similarity") == 2  # printed; in the conclusion
     assert verdicts.SMOKE_NOTICE in text
+
+
+class Counter:
+    """A clock that advances one unit per reading: `ArmClock` reads it once to admit an arm and twice to time
+    it, so every arm lasts one unit and a deadline of 3n admits exactly n arms."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 1
+        return self.now
+
+
+@pytest.mark.slow
+def test_galore_cut_by_its_deadline_keeps_the_sweep_and_reports_the_rest(monkeypatch):
+    """Smoke GaLore with room for five arms: the learning-rate sweep and the official-history arm train; the
+    second seed and the fine-tuning do not, and the report (summary, figures, conclusion) still builds."""
+    from types import SimpleNamespace
+
+    from workbench.galore import experiment as galore_experiment
+    from workbench.galore import report as galore_report
+    from workbench.galore.profile import GaloreProfile
+
+    monkeypatch.setattr(galore_experiment, "ArmClock", lambda: ArmClock(deadline=3 * 5, clock=Counter()))
+    results = galore_experiment.run_experiment(GaloreProfile.resolve("smoke"), progress=False)
+    assert len(results.table) == 5 and results.reference is None
+    skipped = results.table.attrs["not_trained"]
+    assert sum(name.startswith("pretrain") for name in skipped) == 4 and sum("finetune" in n for n in skipped) == 4
+    galore_report.summary(results), galore_report.loss_curves(results), galore_report.cost_bars(results)
+    text = galore_report.conclusion(results.table, profile=SimpleNamespace(name="full", seeds=2))
+    assert deadline.NOT_TRAINED in text and "time limit: 8 arms not trained" in text
+
+
+@pytest.mark.slow
+def test_recursive_cut_by_its_deadline_loses_later_seeds_first(monkeypatch):
+    """Smoke recursive over two seeds (four arms each) with room for five arms: the first seed's arms and the
+    second seed's first train (seed-major order); the paired verdicts left with one seed say why, and the report
+    builds."""
+    from types import SimpleNamespace
+
+    from workbench.recursive import experiment as recursive_experiment
+    from workbench.recursive import report as recursive_report
+    from workbench.recursive.claims import conclusion as recursive_conclusion
+
+    monkeypatch.setattr(recursive_experiment, "ArmClock", lambda: ArmClock(deadline=3 * 5, clock=Counter()))
+    result = recursive_experiment.run_experiment(
+        "smoke", progress=False, loops=(2,), inits=("stepwise", "average"), arms="no_lora", seeds=2, teacher_steps=20
+    )
+    table = result.table
+    assert len(table) == 6 and list(table.loc[table["kind"] != "teacher", "seed"]) == [0, 0, 0, 0, 1]
+    assert table.attrs["not_trained"] == [
+        "B=2 stepwise (seed 1)",
+        "B=2 average (seed 1)",
+        "reduced depth K=3, scratch (seed 1)",
+    ]
+    recursive_report.summary_table(table), recursive_report.params_figure(table), recursive_report.rank_figure(table)
+    full = SimpleNamespace(name="full", seeds=2)
+    text = recursive_conclusion(table, result.throughput, result.thresholds, profile=full)
+    assert "Stepwise is the best initialisation" in text and deadline.NOT_TRAINED in text
+    assert "time limit: 3 arms not trained" in text
