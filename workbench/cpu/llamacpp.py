@@ -48,8 +48,9 @@ def installed() -> bool:
 def _load(gguf_file: Path, n_ctx: int, n_batch: int, threads: int | None = None, logits_all: bool = False):
     from llama_cpp import Llama
 
-    return Llama(str(gguf_file), n_ctx=n_ctx, n_batch=n_batch, n_threads=threads, logits_all=logits_all,
-                 verbose=False)  # fmt: skip
+    # n_threads_batch too: llama-cpp-python runs prompts on every core otherwise, whatever n_threads says
+    return Llama(str(gguf_file), n_ctx=n_ctx, n_batch=n_batch, n_threads=threads, n_threads_batch=threads,
+                 logits_all=logits_all, verbose=False)  # fmt: skip
 
 
 @dataclass(frozen=True)
