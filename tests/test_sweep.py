@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from workbench.dashboard import Dashboard
 from workbench.errors import WorkbenchError
 from workbench.runs import RunStore
-from workbench.sweep import grid, load_points, point_tag, run_sweep, sweep_group
+from workbench.sweep import grid, load_points, run_sweep, sweep_group
 
 PROBE = Path(__file__).parent / "notebooks" / "sweep_probe.ipynb"
 
@@ -86,6 +87,7 @@ def test_grid_of_four_two_in_parallel_one_fails(tmp_path):
     assert sweep_row["params"]["axes"] == {"x": [0.0, 1.0, 2.0, 3.0], "fail": [True]}
 
     points_runs = frame[frame["kind"] == "sweep_point"].set_index("sweep").sort_index()
+    dashboard = Dashboard(store, file_urls=True)
     assert list(points_runs["status"]) == ["finished", "finished", "failed", "finished"]
     failed = points_runs.loc[f"{sweep}/2"]
     assert failed["error"].startswith("ValueError: failed on purpose at x=2.0"), failed["error"]
@@ -97,35 +99,19 @@ def test_grid_of_four_two_in_parallel_one_fails(tmp_path):
         assert row["summary"]["loss"] == pytest.approx((x - 2.0) ** 2 + 1 / 5)
         executed = store.artifacts(int(row["id"]))["sweep_probe.ipynb"]
         assert json.loads(executed.read_text())["cells"]  # the executed notebook is kept, error and all
+        # its HTML copy too, offline, in the point's folder, with the executed output; the notebook's run links it
+        copy = store.artifacts(int(row["id"]))["sweep_probe.html"]
+        text = copy.read_text()
+        assert copy.parent == store.artifact_dir / str(row["id"]) and "<script src=" not in text
+        assert (f"x={x}: final loss" if x != 2.0 else "failed on purpose at x=2.0") in text
+        assert store.artifacts(int(notebook_runs.iloc[0]["id"]))["sweep_probe.html"] == copy
+        dashboard.open_run(int(row["id"]))
+        links = dashboard.run_page.links.object
+        assert f"[HTML copy: sweep_probe.html](/artifacts/{row['id']}/sweep_probe.html)" in links, links
     # two at a time: some points overlapped in time, never more than two
     spans = sorted(zip(points_runs["started_at"], points_runs["ended_at"]))
     overlaps = [sum(s <= start < e for s, e in spans) for start, _ in spans]
     assert max(overlaps) == 2, spans
-
-
-@pytest.mark.slow
-def test_every_point_writes_its_html_copy_and_the_run_page_links_it(tmp_path, monkeypatch):
-    from workbench.dashboard import Dashboard
-
-    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path))
-    result = run_sweep(PROBE, [{"x": 1.0}, {"x": 3.0, "fail": True}], parallel=2, progress=False)
-    assert [o["status"] for o in result.outcomes] == ["finished", "failed"]
-    store = RunStore(tmp_path / "runs.db")
-    dashboard = Dashboard(store, file_urls=True)
-    for outcome, x in zip(result.outcomes, (1.0, 3.0)):
-        point = outcome["run_id"]
-        copy = store.artifacts(point)["sweep_probe.html"]
-        text = copy.read_text()
-        assert copy.parent == store.artifact_dir / str(point) and "<script src=" not in text  # offline, in its folder
-        # the executed outputs: the finished point's printed loss, (x - 2)^2 + 1/5; the failed point's error
-        assert ("x=1.0: final loss 1.2000" if x == 1.0 else "failed on purpose at x=3.0") in text
-        (probe,) = store.runs(kind="probe", sweep=point_tag(result.sweep, outcome["index"]))["id"]
-        assert store.artifacts(int(probe))["sweep_probe.html"] == copy  # the notebook's own run links the same copy
-        for run_id in (point, int(probe)):
-            dashboard.open_run(run_id)
-            links = dashboard.run_page.links.object
-            assert f"[HTML copy: sweep_probe.html](/artifacts/{point}/sweep_probe.html)" in links, links
-            assert "not written" not in links, links
 
 
 @pytest.mark.slow
