@@ -118,7 +118,9 @@ def test_llama_cpp_card_is_float32_smollm2_within_q4_1s_gap(tmp_path):
 
     tolerance = 0.01  # measured gap: see docs/results.md (frontier, llama.cpp reference)
     model, tokenizer = load_model(dtype="float32", device="cpu")
-    settings = dataclasses.replace(cards.CardProfile.resolve("smoke"), eval_windows=8, eval_context=128)
+    settings = dataclasses.replace(
+        cards.CardProfile.resolve("smoke"), eval_windows=8, eval_context=128, cpu_zeroshot=False
+    )  # zero-shot: the unit tests check its scoring; here minutes
     store = RunStore(tmp_path / "runs.db")
     with store.start_run("test", "float32") as run:
         reference = cards.write_card(run, model.eval(), idea="reference", arm="float32", tokenizer=tokenizer,
