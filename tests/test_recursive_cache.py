@@ -5,10 +5,11 @@ import math
 import torch
 from test_recursive_convert import ids, tiny
 
-from workbench.cards import kv_bytes_per_token
+from workbench.cards import forward_flops, kv_bytes_per_token
 from workbench.generate import SampleConfig, sample
 from workbench.measure import SpeedShapes, model_speeds
 from workbench.recursive.convert import convert
+from workbench.recursive.model import EffectiveLayer
 from workbench.recursive.relax import relax
 
 
@@ -50,3 +51,17 @@ def test_the_one_speed_measure_times_its_decode():
                          rounds=3)  # fmt: skip
     row = model_speeds({"relaxed": model}, shapes)["relaxed"]
     assert all(math.isfinite(row[k]) and row[k] > 0 for k in ("prefill_tok_s", "decode_b1_tok_s", "decode_b2_tok_s"))
+
+
+def test_training_flops_count_every_loop_its_attention_and_its_lora():
+    """A looped model applies as many weights and attentions per token as its original, plus r·(in+out) per
+    relaxed linear and depth (the card's training-FLOPs axis once left the attention and the LoRA out)."""
+    original, model = relaxed()
+    plain = convert(original, 2, "average")
+    tokens, context = 1000, 512
+    assert forward_flops(plain, tokens, context) == forward_flops(original, tokens, context)
+    layers = [layer for layer in model.modules() if isinstance(layer, EffectiveLayer) and layer.lora is not None]
+    lora_weights = sum(layer.lora.A[n].numel() + layer.lora.B[n].numel() for layer in layers for n in layer.lora.A)
+    assert lora_weights > 0
+    extra = forward_flops(model, tokens, context) - forward_flops(plain, tokens, context)
+    assert extra == 2 * tokens * lora_weights

@@ -199,7 +199,9 @@ def kv_bytes_per_token(model: nn.Module, tokens: int = 16) -> float | None:
 @torch.no_grad()
 def forward_flops(model: nn.Module, tokens: int, context: int) -> float:
     """FLOPs of forward passes over `tokens` tokens in windows of `context`: per token 2·N_c (every linear
-    layer's weights times the times one forward applies it) + 4·context·d_attn per attention application."""
+    layer's weights times the times one forward applies it) + 4·context·d_attn per attention application.
+    Counted by forward hooks: modules named *Linear, modules named *Attention (the innermost), and any module
+    with `weights_applied(*args)` (weights it multiplies per token, e.g. a per-depth LoRA)."""
     model = unwrap(model)
     config = model.config
     d_attn = config.num_attention_heads * getattr(config, "head_dim", config.hidden_size // config.num_attention_heads)
@@ -211,9 +213,14 @@ def forward_flops(model: nn.Module, tokens: int, context: int) -> float:
     def on_attention(module: nn.Module, args, output) -> None:
         counts["attention"] += 1
 
+    def on_weights(module: nn.Module, args, output) -> None:  # a module that says what it multiplies (a LoRA)
+        counts["linear"] += module.weights_applied(*args)
+
     hooks = []
     for module in model.modules():
-        if hasattr(module, "in_features") and type(module).__name__.endswith("Linear"):
+        if hasattr(module, "weights_applied"):
+            hooks.append(module.register_forward_hook(on_weights))
+        elif hasattr(module, "in_features") and type(module).__name__.endswith("Linear"):
             hooks.append(module.register_forward_hook(on_linear))
         elif "Attention" in type(module).__name__ and not any(
             "Attention" in type(child).__name__ for child in module.modules() if child is not module

@@ -111,6 +111,37 @@ class LoRA(nn.Module):
     def ranks(self) -> dict[str, int]:
         return {name: a.shape[0] for name, a in self.A.items()}
 
+    def forward(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """B_ℓ A_ℓ x for the relaxed linear `name`; called as a module so that `cards.forward_flops` counts it."""
+        return F.linear(F.linear(x, self.A[name]), self.B[name])
+
+    def weights_applied(self, name: str, x: torch.Tensor) -> int:
+        """Weights one call multiplies per token, r·(in + out): what `cards.forward_flops` adds for it."""
+        return self.A[name].numel() + self.B[name].numel()
+
+
+class GroupedAttention(nn.Module):
+    """Causal grouped-query attention of t queries against the last s keys/values (s > t: a cached prefix).
+    No weights; a module so that `cards.forward_flops` counts one attention application per effective layer."""
+
+    def __init__(self, n_heads: int, n_kv_heads: int):
+        super().__init__()
+        self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        groups = self.n_heads // self.n_kv_heads  # each KV head serves `groups` query heads
+        k = k.repeat_interleave(groups, dim=1)  # [b, H, s, hd]
+        v = v.repeat_interleave(groups, dim=1)
+        t, s = q.shape[2], k.shape[2]
+        if t == s:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # [b, H, t, hd]
+        elif t == 1:  # one new token sees every position
+            out = F.scaled_dot_product_attention(q, k, v)
+        else:  # query i sits at position s − t + i (SDPA's is_causal would align it to position i)
+            mask = torch.ones(t, s, dtype=torch.bool, device=q.device).tril(s - t)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return out.transpose(1, 2).flatten(2)  # [b, t, H·hd]
+
 
 class EffectiveLayer(nn.Module):
     """Effective layer ℓ: the shared block Φ′_{ℓ mod K} plus what depth ℓ owns (LoRA, untied norms)."""
@@ -124,13 +155,14 @@ class EffectiveLayer(nn.Module):
         self.eps = config.rms_norm_eps
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         self.n_heads, self.n_kv_heads = config.num_attention_heads, config.num_key_value_heads
+        self.attention = GroupedAttention(self.n_heads, self.n_kv_heads)
 
     def linear(self, name: str, x: torch.Tensor) -> torch.Tensor:
         """W′x (+ B_ℓ A_ℓ x when depth ℓ relaxes this linear). The shared linear is called as a module, so a
         quantised copy of it (an int8 layer without a float `weight`) runs its own kernel."""
         y = getattr(self.shared, name)(x)
         if self.lora is not None and name in self.lora.A:
-            y = y + F.linear(F.linear(x, self.lora.A[name]), self.lora.B[name])
+            y = y + self.lora(name, x)
         return y
 
     def _norms(self) -> Norms:
@@ -144,21 +176,6 @@ class EffectiveLayer(nn.Module):
         cos, sin = position_embeddings
         q, k = apply_rotary_pos_emb(q, k, cos, sin)
         return q, k, v
-
-    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Causal attention of t queries, the last t of the s positions in k/v (s > t: a cached prefix)."""
-        groups = self.n_heads // self.n_kv_heads  # grouped-query attention: each KV head serves `groups` query heads
-        k = k.repeat_interleave(groups, dim=1)  # [b, H, s, hd]
-        v = v.repeat_interleave(groups, dim=1)
-        t, s = q.shape[2], k.shape[2]
-        if t == s:
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # [b, H, t, hd]
-        elif t == 1:  # one new token sees every position
-            out = F.scaled_dot_product_attention(q, k, v)
-        else:  # query i sits at position s − t + i (SDPA's is_causal would align it to position i)
-            mask = torch.ones(t, s, dtype=torch.bool, device=q.device).tril(s - t)
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        return out.transpose(1, 2).flatten(2)  # [b, t, H·hd]
 
     def _mlp(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear("down_proj", F.silu(self.linear("gate_proj", x)) * self.linear("up_proj", x))  # SwiGLU
@@ -196,7 +213,7 @@ class EffectiveLayer(nn.Module):
         q, k, v = self._qkv(rms_norm(hidden_states, norms.attn, self.eps), position_embeddings)
         if extend is not None:
             k, v = extend(k, v)
-        hidden_states = hidden_states + self.linear("o_proj", self._attend(q, k, v))
+        hidden_states = hidden_states + self.linear("o_proj", self.attention(q, k, v))
         return hidden_states + self._mlp(rms_norm(hidden_states, norms.mlp, self.eps)), k, v
 
 
