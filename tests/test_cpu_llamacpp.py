@@ -21,7 +21,7 @@ class TorchLlama:
 
     model = None
 
-    def __init__(self, path, n_ctx, n_batch, n_threads=None, logits_all=False, verbose=True):
+    def __init__(self, path, n_ctx, n_batch, n_threads=None, n_threads_batch=None, logits_all=False, verbose=True):
         self.tokens: list[int] = []
         self.scores = None
 
