@@ -30,7 +30,17 @@ class TorchLlama:
     tokenizer = None
     shift = 0  # > 0: a file whose tokenizer numbers text otherwise
 
-    def __init__(self, path, n_ctx=512, n_batch=512, n_threads=None, logits_all=False, verbose=True, vocab_only=False):
+    def __init__(
+        self,
+        path,
+        n_ctx=512,
+        n_batch=512,
+        n_threads=None,
+        n_threads_batch=None,
+        logits_all=False,
+        verbose=True,
+        vocab_only=False,
+    ):
         self.ids: list[int] = []
         self.n_tokens = 0
         self.scores = None
