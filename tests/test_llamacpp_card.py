@@ -79,6 +79,7 @@ def stand_in(monkeypatch):
     return model, tokenizer, facts
 
 
+@pytest.mark.slow  # two cards with zero-shot and speed rounds: 24-28 s of test-fast under load
 def test_card_matches_the_torch_card_of_the_same_model_and_round_trips(tmp_path, stand_in):
     model, tokenizer, facts = stand_in
     store = RunStore(tmp_path / "runs.db")

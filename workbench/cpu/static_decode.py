@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from transformers import StaticCache
 
+from ..generate import cache_keyword
 from .decode import Phases
 
 
@@ -31,13 +32,14 @@ class StaticDecoder:
     def __init__(self, model: nn.Module, max_len: int, batch: int = 1, compile: bool = True):
         self.model, self.max_len, self.batch = model, max_len, batch
         self.cache = StaticCache(config=model.config, max_cache_len=max_len)
+        self.cache_keyword = cache_keyword(model)  # `cache` in transformers >= 5.24 (`past_key_values` warns)
         self.step = torch.compile(self._step, dynamic=False) if compile else self._step
 
     def _step(self, token: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
         """One token [B, 1] at cache position `position` [1] → the next greedy token [B, 1]."""
         logits = self.model(
             input_ids=token,
-            past_key_values=self.cache,
+            **{self.cache_keyword: self.cache},
             cache_position=position,
             position_ids=position[None],
             use_cache=True,
@@ -50,7 +52,11 @@ class StaticDecoder:
         self.cache.reset()
         positions = torch.arange(prompt.shape[1])
         logits = self.model(
-            input_ids=prompt, past_key_values=self.cache, cache_position=positions, use_cache=True, logits_to_keep=1
+            input_ids=prompt,
+            **{self.cache_keyword: self.cache},
+            cache_position=positions,
+            use_cache=True,
+            logits_to_keep=1,
         ).logits
         return logits[:, -1].argmax(-1, keepdim=True)
 
