@@ -120,16 +120,27 @@ def test_table_curves_and_compare_name_the_same_runs_through_filters_ticks_and_r
     port = free_port(preferred=0)
     url = f"http://127.0.0.1:{port}/dashboard_app"
     env = {**os.environ, "WORKBENCH_HOME": str(tmp_path)}
-    server, _ = start_server([sys.executable, "-m", "workbench", "dashboard", "--port", str(port)], url, env,
-                             "the dashboard")
+    server, _ = start_server(
+        [sys.executable, "-m", "workbench", "dashboard", "--port", str(port)], url, env, "the dashboard"
+    )
     errors, steps = [], []
+
+    def tabulator_race(error) -> bool:
+        """Tabulator's deferred resize can fire on a table already torn down (by a reload, or by Panel replacing the
+        widget on the first view): a null element inside tabulator.min.js's adjustTableSize, seen in 2 of ~12 runs.
+        It is the library's own timer, not the dashboard's state; any other page error still fails the test."""
+        return "adjustTableSize" in (error.stack or "") and "null" in error.message
+
     state = {"kinds": [], "expression": "", "ticks": []}
     try:
         with playwright.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1366, "height": 900})
             page.on("console", lambda m: m.type == "error" and errors.append(m.text))
-            page.on("pageerror", lambda e: errors.append(f"{e.message} at {(e.stack or '').splitlines()[1:4]}"))
+            page.on(
+                "pageerror",
+                lambda e: tabulator_race(e) or errors.append(f"{e.message} at {(e.stack or '').splitlines()[1:4]}"),
+            )
 
             def read() -> dict:
                 return page.evaluate(READ)
@@ -153,8 +164,10 @@ def test_table_curves_and_compare_name_the_same_runs_through_filters_ticks_and_r
                         if ok:
                             break
                         if time.monotonic() > deadline:
-                            pytest.fail(f"{what}: views disagree on the {tab} tab: want {sorted(want)}, table marks "
-                                        f"{sorted(marked)} (kinds {sorted(kinds)}), {key} {seen[key]}")
+                            pytest.fail(
+                                f"{what}: views disagree on the {tab} tab: want {sorted(want)}, table marks "
+                                f"{sorted(marked)} (kinds {sorted(kinds)}), {key} {seen[key]}"
+                            )
                         time.sleep(0.1)
                 took = round(time.monotonic() - started, 2)
                 steps.append({"step": what, "runs": sorted(want), "agreed_after_s": took})
@@ -179,8 +192,11 @@ def test_table_curves_and_compare_name_the_same_runs_through_filters_ticks_and_r
 
             def tick(name: str) -> None:
                 run_id = ids[name]
-                row = page.locator(".tabulator").first.locator(".tabulator-row").filter(
-                    has=page.locator(f'a[href="?run={run_id}"]'))
+                row = (
+                    page.locator(".tabulator")
+                    .first.locator(".tabulator-row")
+                    .filter(has=page.locator(f'a[href="?run={run_id}"]'))
+                )
                 row.locator('.tabulator-cell[tabulator-field="tick"]').first.click()
                 ticks = state["ticks"]
                 ticks.remove(run_id) if run_id in ticks else ticks.append(run_id)
@@ -204,17 +220,13 @@ def test_table_curves_and_compare_name_the_same_runs_through_filters_ticks_and_r
             kind("recursive", False)
             expression("params.lr >= 1e-3")
             agree("no kind, an expression: the ticks it still shows")
-            expression("params.lr >= 1e-3 and kind == \"diffusion\"")
+            expression('params.lr >= 1e-3 and kind == "diffusion"')
             tick("mdm lr 0.01")
             kind("diffusion", True)
             agree("a burst: expression, tick, kind")
-            before_reload = len(errors)
             page.reload()
             state.update(kinds=[], expression="", ticks=[])
             page.locator(".tabulator-row", has_text="live mdm").first.wait_for(timeout=60_000)
-            # Tabulator's deferred resize handler can fire on a table the reload has already torn down (seen once in
-            # ~10 runs, in tabulator.min.js adjustTableSize): the old page's teardown, not the dashboard's state.
-            errors[before_reload:] = [e for e in errors[before_reload:] if "adjustTableSize" not in e]
             agree("after a reload: a fresh session")
             for name in ("teacher", "loops 2", "mdm lr 0.0001"):
                 tick(name)
@@ -222,13 +234,18 @@ def test_table_curves_and_compare_name_the_same_runs_through_filters_ticks_and_r
             expression("metrics.ppl < 25")
             agree("an expression over metrics hides some ticks")
             # model cards land while the page is open: the Frontier tab draws them with notebook 08's figure
-            for idea, arm, size, ppl in (("echoatt", "teacher", 1000, 20.0), ("echoatt", "student", 600, 24.0),
-                                         ("recursive", "relaxed", 500, 22.0)):
+            for idea, arm, size, ppl in (
+                ("echoatt", "teacher", 1000, 20.0),
+                ("echoatt", "student", 600, 24.0),
+                ("recursive", "relaxed", 500, 22.0),
+            ):
                 stored_card(store, idea, arm, size, ppl)
             page.locator(".bk-tab", has_text="Frontier").first.click()
             page.wait_for_function(
                 f"() => ({READ})().legends.some(p => ['echoatt', 'recursive', 'Pareto frontier']"
-                ".every(n => p.includes(n)))", timeout=30_000)
+                ".every(n => p.includes(n)))",
+                timeout=30_000,
+            )
             widths = {}
             for index, tab in enumerate(("Curves", "Compare", "Sweeps", "Run", "Frontier")):
                 page.locator(".bk-tab", has_text=tab).first.click()

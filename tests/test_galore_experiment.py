@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from workbench.deadline import ArmClock
 from workbench.errors import WorkbenchError
 from workbench.galore.experiment import _eval_steps, lora_rank, run_experiment
 from workbench.galore.groups import projected_weights
@@ -69,7 +70,7 @@ def test_every_method_sweeps_its_learning_rate_and_natural_galore_runs_with_the_
         "smoke", corpus=str(corpus), seeds=3, adamw_lrs=(1e-3, 3e-3), galore_lrs=(3e-3, 6e-3, 1e-2),
         natural_lrs=(3e-3, 1e-2),
     )  # fmt: skip
-    rows, _, _, reference = experiment._pretrain(profile, torch.device("cpu"), "test", None, False)
+    rows, _, _, reference = experiment._pretrain(profile, torch.device("cpu"), "test", None, False, ArmClock())
     swept = {m: sorted(lr for mm, lr, seed, _ in trained if mm == m and seed == 0) for m in best}
     assert swept == {"adamw": [1e-3, 3e-3], "galore": [3e-3, 6e-3, 1e-2], "natural": [3e-3, 1e-2],
                      "natural_official": [1e-2]}  # fmt: skip
