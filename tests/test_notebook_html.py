@@ -146,3 +146,22 @@ def test_a_progress_bar_reads_as_one_tqdm_line_in_the_html_copy(tmp_path):
     html = to_html(path).read_text()
     assert "training: 100% 272/272 [00:00&lt;00:00, 990.1it/s]" in html  # "<" escaped once: the browser shows "<"
     assert "100% 100%" not in html and "&amp;lt;" not in html
+
+
+def test_a_bar_closed_with_leave_false_leaves_nothing_in_the_copy(tmp_path):
+    """tqdm hides a bar it closes with leave=False (its layout's visibility); the arm's summary line stays alone."""
+    state = {
+        "bar": {"model_name": "HBoxModel", "state": {"children": ["IPY_MODEL_a"], "layout": "IPY_MODEL_l"}},
+        "a": {"model_name": "HTMLModel", "state": {"value": "training run #3: 100%"}},
+        "l": {"model_name": "LayoutModel", "state": {"visibility": "hidden"}},
+    }
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata["widgets"] = {WIDGET_STATE: {"state": state, "version_major": 2, "version_minor": 0}}
+    view = {WIDGET_VIEW: {"model_id": "bar", "version_major": 2}, "text/plain": "HBox"}
+    summary = nbformat.v4.new_output("stream", name="stdout", text="trained run #3: 144 steps in 2.0 s\n")
+    outputs = [nbformat.v4.new_output("display_data", data=view), summary]
+    notebook.cells = [nbformat.v4.new_code_cell("train()", outputs=outputs)]
+    path = tmp_path / "run.ipynb"
+    nbformat.write(notebook, path)
+    html = to_html(path).read_text()
+    assert "trained run #3: 144 steps" in html and "training run #3: 100%" not in html

@@ -180,6 +180,18 @@ def _leaves(models: dict, model_id: str) -> list[dict]:
     return [model]
 
 
+def _view_id(output: dict) -> str:
+    """The widget model an output shows ("" for any other output)."""
+    return output.get("data", {}).get(WIDGET_VIEW, {}).get("model_id", "")
+
+
+def _hidden(models: dict, model_id: str) -> bool:
+    """Whether the widget's layout was hidden by the end of the run (tqdm hides a bar it closes with leave=False)."""
+    layout = models.get(model_id, {}).get("state", {}).get("layout", "")
+    layout_id = layout.removeprefix("IPY_MODEL_") if isinstance(layout, str) else ""
+    return models.get(layout_id, {}).get("state", {}).get("visibility") == "hidden"
+
+
 def _control_text(model: dict) -> str:
     """A widget's final state as text: a control's description and value, an HTML label's text."""
     state = model["state"]
@@ -232,7 +244,9 @@ def compact_notebook(path: str | Path) -> None:
                 if "text/plain" in data:
                     outputs.append({"output_type": "display_data", "metadata": {}, "data": {"text/plain": PANEL_NOTE}})
                 continue
-            model_id = data.get(WIDGET_VIEW, {}).get("model_id")
+            model_id = _view_id(output)
+            if _hidden(models, model_id):
+                continue  # hidden by the end of the run (a bar closed with leave=False): the live view shows nothing
             leaves = _leaves(models, model_id) if model_id else []
             if any(_is_figure(leaf) for leaf in leaves):
                 controls = [text for leaf in leaves if not _is_figure(leaf) and (text := _control_text(leaf))]
@@ -320,6 +334,8 @@ def to_html(path: str | Path) -> Path:
     for cell in notebook.cells:
         if cell.cell_type == "markdown":
             cell.source = render_math(cell.source)
+        if "outputs" in cell:  # widgets hidden by the end of the run show nothing live: nothing here either
+            cell.outputs = [o for o in cell.outputs if not _hidden(models, _view_id(o))]
         for output in cell.get("outputs", []):
             data = output.get("data", {})
             if "text/markdown" in data:
