@@ -48,6 +48,8 @@ profile = "smoke"  # "smoke": CPU, tiny random teacher, ~1 min; "full": GPU, Smo
 budgets = None  # numbers of shared layers, e.g. [6, 12]
 random_draws = None  # random arms per budget
 steps = None  # training steps per arm (the same for every arm)
+quality_seeds = None  # seeds of the continued teacher and the similarity student at the paper's cut (paired verdict)
+eval_windows = None  # held-out windows of the final evaluation (None: the whole split; fewer: a shorter GPU job)
 attention_run = None  # an attention-lab run of notebook 01 (its run id, or "latest"): use its similarity, metric and groups
 metric = None  # similarity that chooses the layers when attention_run is None: "cosine", "cosine_map" (the paper's), "jsd", "cka"
 drop_sink = None  # remove the attention-sink column before comparing maps
@@ -70,7 +72,8 @@ from workbench.echoatt.profile import EchoAttProfile
 workbench.notebook.setup()
 settings = EchoAttProfile.resolve(
     profile, corpus=corpus, allow_repeats=allow_repeats,
-    budgets=budgets, random_draws=random_draws, steps=steps, metric=metric,
+    budgets=budgets, random_draws=random_draws, steps=steps, quality_seeds=quality_seeds, eval_windows=eval_windows,
+    metric=metric,
     attention_run=None if attention_run is None else str(attention_run),
     drop_sink=drop_sink, max_block=max_block,
 )
