@@ -29,6 +29,10 @@ axes every other model shares:
 A card is written by ONE call at the end of an arm (`write_card`), stored as the run's `card.json`
 artifact, and read back for all runs by `load_cards`. A card never holds NaN: a number that was not
 measured is None, and a measured one that is not finite (a diverged model) is refused.
+
+Over 400 lines because every axis of a card is measured here, once for all five ideas (sizes, KV bytes,
+FLOPs, the common evaluation, speed, kept weights): splitting it would spread one definition of "the same
+axes" over several modules that each idea would then have to call in the right order.
 """
 
 from __future__ import annotations
