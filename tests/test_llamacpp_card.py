@@ -69,7 +69,7 @@ def stand_in(monkeypatch):
     """A tiny model behind the stand-in, its facts as a GGUF header would give them, short held-out text."""
     model, tokenizer = tiny_llama(n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, d_ff=128)
     TorchLlama.model, TorchLlama.tokenizer, TorchLlama.shift = model.eval(), tokenizer, 0
-    monkeypatch.setitem(sys.modules, "llama_cpp", types.SimpleNamespace(Llama=TorchLlama))
+    monkeypatch.setitem(sys.modules, "llama_cpp", types.SimpleNamespace(Llama=TorchLlama, __version__="stand-in"))
     total, non_embedding = cards.parameter_counts(model)
     facts = llamacpp.GgufFacts(total, non_embedding, tensor_bytes=total // 2, file_bytes=total,
                                vocab_size=len(tokenizer), layers=2, kv_heads=2, head_dim=16)  # fmt: skip

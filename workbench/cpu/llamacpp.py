@@ -20,7 +20,6 @@ layers × 2 × KV heads × head dim × 2 bytes, all read from the file's header.
 from __future__ import annotations
 
 import datetime
-import importlib.metadata
 import importlib.util
 import math
 from collections.abc import Callable, Sequence
@@ -212,6 +211,12 @@ def check_tokenizer(gguf_file: Path, tokenizer, windows: dict[str, torch.Tensor]
                                  "model")  # fmt: skip
 
 
+def _llama_cpp_version() -> str:
+    import llama_cpp
+
+    return llama_cpp.__version__
+
+
 def write_card(
     run: Run,
     gguf_file: Path,
@@ -245,7 +250,7 @@ def write_card(
         speed={k: None if v is None or math.isnan(v) else float(v) for k, v in speed.items()},
         speed_shapes=f"prefill {shapes.prefill_batch}x{shapes.prefill_len}, decode {shapes.new_tokens} tokens",
         cloze_acc=shot.get("cloze_acc"), choice_acc=shot.get("choice_acc"), profile=settings.name,
-        extra={"engine": f"llama-cpp-python {importlib.metadata.version('llama-cpp-python')}",
+        extra={"engine": f"llama-cpp-python {_llama_cpp_version()}",
                "gguf": gguf_file.name, "tensor_bytes": facts.tensor_bytes,
                "kv_cache": "f16, derived: layers x 2 x KV heads x head dim x 2 bytes",
                "not_measured": "batch > 1 (one-sequence engine)"},
