@@ -130,7 +130,8 @@ if speed is not None:
 # ### Watch one sample being written
 #
 # Slide through the steps: the MDM reveals tokens anywhere, most confident first; the ARM writes left to right. Colour: the
-# probability the model gave the token it wrote, when it wrote it.
+# probability the model gave the token it wrote, when it wrote it. Both models are trained at `trace_budget` FLOPs (default: the
+# grid's largest budget; smoke trains two more above its grid, where a few steps leave every token at $p \approx 1/49{,}152$).
 
 # %%
 if settings.runs("sampling"):

@@ -367,18 +367,22 @@ class DiffusionExperiment:
         return rows.sort_values("budget").iloc[-1].to_dict()
 
     def traces(self, steps: int) -> dict[str, Trace]:
-        """One prompt written by the largest MDM (low-confidence, `steps` steps) and the largest ARM, step by step."""
+        """One prompt written by the largest MDM (low-confidence, `steps` steps) and the largest ARM, step by step,
+        both at `trace_budget` FLOPs (trained now where that is not a budget of the grid)."""
         s = self.settings
-        models = self.sampling_models()
+        size, budget, seed = s.sizes[-1], s.trace_budget or max(s.budgets), s.seeds[0]
+        for arm in ("MDM", "ARM"):
+            if (arm, size, budget, seed) not in self.models:
+                self.models[(arm, size, budget, seed)] = self.train_arm(arm, size, budget, seed=seed)[0]
         prompt = self.prompts()[0][:1]
-        mdm_name = next(n for n in models if n.startswith("MDM"))
-        arm_name = [n for n in models if n.startswith("ARM")][-1]
-        mdm_config = SamplerConfig(steps=steps, temperature=s.temperature)
-        arm_config = SamplerConfig(steps=s.gen_len, temperature=s.temperature)
-        return {
-            f"{mdm_name}, {steps} steps": self._generate(mdm_name, models[mdm_name], prompt, mdm_config, trace=True),
-            f"{arm_name}, left to right": self._generate(arm_name, models[arm_name], prompt, arm_config, trace=True),
-        }
+        configs = {"MDM": SamplerConfig(steps=steps, temperature=s.temperature),
+                   "ARM": SamplerConfig(steps=s.gen_len, temperature=s.temperature)}  # fmt: skip
+        traces = {}
+        for arm, how in (("MDM", f"{steps} steps"), ("ARM", "left to right")):
+            name = f"{arm} {size} C={budget:.1e}"
+            model = self.models[(arm, size, budget, seed)]
+            traces[f"{name}, {how}"] = self._generate(name, model, prompt, configs[arm], trace=True)
+        return traces
 
     # -- 3. guidance ---------------------------------------------------------------------------
     def guidance(self) -> pd.DataFrame:

@@ -81,6 +81,9 @@ class DiffusionProfile(Profile):
     judge: str = "smollm2-135m"
     # nats: "matched diversity" = unigram entropy within this of the ARM's or the text's
     entropy_tolerance: float = setting(0.2, low=0)
+    # FLOPs of the two models the unmasking view traces (None: the largest budget's, trained already); smoke
+    # sets one above its grid, where a few steps leave every token at p ~ 1/49,152 and the view one colour
+    trace_budget: float | None = setting(None, above=0)
     timing_batches: tuple[int, ...] = setting((1, 32), low=1)
     timing_rounds: int = setting(3, low=1)
     # guidance: likelihood of the true continuation, and generation quality, against w
@@ -131,12 +134,13 @@ DiffusionProfile.presets = {
     # CPU, about a minute: tiny models, a few steps each; every code path of the full run.
     "smoke": {
         "corpus": "python-docs",
-        "sizes": ("t1", "t2", "t3"),
+        "sizes": ("t1", "t3"),
         "budgets": (1.5e8, 3e8),
         "seeds": (0,),
         "batch_size": 8,
         "block_len": 32,
-        "lr": 3e-3,
+        "lr": 3e-2,  # a dozen steps of the traced models move p off uniform (3e-3: every token at log10 p ~ -4.6)
+        "trace_budget": 2e9,
         "eval_blocks": 4,
         "elbo_samples": 4,
         "curve_points": 2,
@@ -156,7 +160,7 @@ DiffusionProfile.presets = {
         "choice_len": 8,
         "n_people": 8,
         "paraphrases": 2,
-        "reversal_size": "t2",
+        "reversal_size": "t1",
         "reversal_steps": 20,
         "reversal_batch": 16,
         "reversal_seeds": (0,),
