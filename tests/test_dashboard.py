@@ -191,7 +191,7 @@ def test_view_follows_new_rows_the_filter_and_the_selection(store):
         # nothing ticked: the newest experiment (the newest run's kind, no sweep), never two kinds mixed
         assert traces == {f"#{run.id} new": [5.0, 4.0, 3.5], f"#{old} old": [3.0, 2.0]}
     dashboard.refresh()
-    assert list(dashboard.table.value["status"]) == ["finished", "finished", "finished"]  # patched in place
+    assert list(dashboard.table.value["status"]) == ["finished", "finished", "finished"]  # the rows, replaced
     dashboard.kinds.value = ["tour"]  # the filter: every view follows it
     assert dashboard.names()["curves"] == dashboard.names()["table"] == [f"#{other} other-kind"]
     dashboard.kinds.value = ["probe"]
@@ -212,6 +212,20 @@ def test_view_follows_new_rows_the_filter_and_the_selection(store):
     dashboard.refresh()
     names = dashboard.names()
     assert set(names["table"]) == set(names["compare"]) == {f"#{run.id} new", f"#{old} old"}
+
+
+def test_a_filter_that_matches_nothing_changes_the_rows_and_not_the_tables_setup(store):
+    """The browser tears down and rebuilds a Tabulator whose setup changes (its columns, or a column's kind: a
+    number sorts as one), and a live update reaching a table still being built throws in Tabulator."""
+    for lr in (1e-4, 1e-2):
+        logged(store, f"lr{lr}", [1.0], {"ppl": 10.0}, params={"lr": lr})
+    dashboard = Dashboard(store)
+    model = dashboard.table.get_root()
+    setup = (model.configuration, [c.field for c in model.columns])
+    dashboard.expression.value = "params.lr > 1"
+    assert dashboard.table.value.empty and (model.configuration, [c.field for c in model.columns]) == setup
+    dashboard.expression.value = ""
+    assert len(dashboard.table.value) == 2 and (model.configuration, [c.field for c in model.columns]) == setup
 
 
 def test_ticks_hidden_by_the_filter_come_back_and_a_bad_expression_says_why(store):

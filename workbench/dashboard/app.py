@@ -11,9 +11,10 @@ asked for; CSV export), and tabs that all draw the same runs: **Curves**, **Comp
 Every change (a filter, a tick, a baseline, new rows in the store) goes through `State.update`, and
 the table and the tab in view are redrawn from the snapshot it returns. A tick is a click on a row's
 ☐ cell, kept as a run id; the ☑ shown is the state's, never the browser's own selection (Tabulator's
-row selection is echoed back by the browser when the rows are replaced, which dropped ticks). Rows
-whose values change in place (a running run's duration and status) are patched, not replaced, so a
-click the browser sends meanwhile still names the row it named.
+row selection is echoed back by the browser when the rows are replaced, which dropped ticks). A click
+names a row by its position, read against the rows the server holds; a refresh that changes only values
+(a running run's duration and status) keeps every row where it was, so a click sent meanwhile still
+names the row it named.
 
 Live: every `REFRESH_MS` a periodic callback reads the runs table and only the metric rows logged
 since the last read. The store is SQLite in WAL mode: these reads never block the writers.
@@ -159,22 +160,25 @@ class Dashboard:
         return list(self.columns.value)
 
     def _sync_table(self, snapshot: Snapshot) -> None:
-        """The table shows `snapshot.shown`, its ticks `snapshot.ticks`: patched in place where only values
-        changed, replaced where rows did, its columns changed only by the column chooser."""
+        """The table shows `snapshot.shown`, its ticks `snapshot.ticks`, sent when a value or a row changed;
+        its columns are changed only by the column chooser.
+
+        Sent as a new `value`, never as a `Tabulator.patch`: Panel's browser side applies a patch by calling
+        Tabulator's `setData` at once, even on a table that is still being built (Tabulator builds a table
+        on a timer after Panel renders it, at the first view of a page), and Tabulator then throws "Cannot
+        read properties of null" from `adjustTableSize`: a live run's duration, patched every refresh, hit
+        that window in 1 of 8 browser-test runs. A new value goes through Panel's data handler, which leaves
+        a table being built alone. A patch saved nothing: the browser replaced all rows for it too."""
         frame = views.runs_table(snapshot.shown, self.feed.finals(), self.feed.kinds, self._table_columns())
-        frame.insert(0, "view", [IN_VIEW if i in snapshot.chosen else "" for i in frame["id"]])
-        frame.insert(0, TICK, [TICKED if i in snapshot.ticks else UNTICKED for i in frame["id"]])
-        current = self.table.value
+        marks = {"view": [IN_VIEW if i in snapshot.chosen else "" for i in frame["id"]],
+                 TICK: [TICKED if i in snapshot.ticks else UNTICKED for i in frame["id"]]}
+        for column, values in marks.items():  # text even with no rows: a column's kind is part of the table's setup
+            frame.insert(0, column, pd.Series(values, index=frame.index, dtype="str"))
+        if frame.equals(self.table.value):
+            return
         self._syncing = True
         try:
-            if list(frame.columns) == list(current.columns) and list(frame.index) == list(current.index):
-                patch = {c: [(i, frame.at[i, c]) for i in frame.index if not _same(frame.at[i, c], current.at[i, c])]
-                         for c in frame.columns}
-                patch = {c: rows for c, rows in patch.items() if rows}
-                if patch:
-                    self.table.patch(patch, as_index=True)
-            else:
-                self.table.value = frame
+            self.table.value = frame
         finally:
             self._syncing = False
 
@@ -233,10 +237,6 @@ class Dashboard:
         table = self.table.value
         marked = [views.label({"id": i, "name": n}) for i, n, v in zip(table["id"], table["name"], table["view"]) if v]
         return {"table": marked, "curves": self.curves.legend(), "compare": self.compare.run_labels()}
-
-
-def _same(a, b) -> bool:
-    return a == b or (pd.isna(a) and pd.isna(b)) if not isinstance(a, (list, tuple)) else list(a) == list(b)
 
 
 def _ticked_style(frame: pd.DataFrame) -> pd.DataFrame:

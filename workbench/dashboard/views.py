@@ -142,10 +142,17 @@ def runs_table(runs: pd.DataFrame, finals: pd.DataFrame, kinds: dict[str, RunKin
                columns: list[str] | None = None) -> pd.DataFrame:
     """The runs as a sortable table: who, when, how long, tags, then `params.*` and `metrics.*`
     (rounded) columns, indexed by run id. `columns`: exactly these (blank where a run has none);
-    default: `table_columns` of these runs."""
+    default: `table_columns` of these runs. No runs: no rows, but the same columns of the same kinds
+    (numbers stay numbers), so that a filter matching nothing changes the dashboard's table's rows and
+    not its columns, which would make the browser tear the table down and build it again."""
     base = ["id", "kind", "name", "sweep", "status", "tags", "started", "duration_s"]
     if runs.empty:
-        return pd.DataFrame(columns=base)
+        numeric = {"id": "int64", "duration_s": "float64"}
+        return pd.DataFrame(
+            {c: pd.Series(dtype=numeric.get(c, "float64" if c.startswith("metrics.") else "str"))
+             for c in base + list(columns or [])},
+            index=pd.Index([], dtype="int64"),
+        )
     table = pd.DataFrame(
         {
             "id": runs["id"].to_numpy(),
