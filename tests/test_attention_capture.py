@@ -7,6 +7,7 @@ from workbench.attention.analysis import analyze
 from workbench.attention.capture import attention_maps, attention_modules, capture_attention, eager_attention
 
 
+@pytest.mark.slow  # 0.8 s quiet: too long for test-fast's minute
 def test_eager_only_inside_the_block_even_after_an_error():
     from workbench.models import tiny_llama
 

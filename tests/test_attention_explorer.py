@@ -1,6 +1,7 @@
 """The notebook's explorer: every control redraws from the stored result."""
 
 import numpy as np
+import pytest
 
 from workbench.attention.analysis import SimilarityResult
 from workbench.attention.explorer import Explorer, View
@@ -34,6 +35,7 @@ def constructed_result(n_layers: int = 6, n_heads: int = 2, tokens: int = 5) -> 
     )
 
 
+@pytest.mark.slow  # 0.6 s quiet: too long for test-fast's minute
 def test_controls_redraw_groups_status_and_figures():
     explorer = Explorer(constructed_result(), View("cosine", "dropped", first=2, second=3, head=None, threshold=0.8))
     assert explorer.groups() == [[2, 3, 4]] and "2 layers share attention" in explorer.status.value

@@ -45,6 +45,7 @@ def test_diffusion_budget_counts_the_parameters_the_model_has(size):
     assert profile.train_tokens_per_arm == max(1, steps) * profile.batch_size * profile.block_len
 
 
+@pytest.mark.slow  # 5.3 s quiet: too long for test-fast's minute
 def test_corpus_command_prints_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
     text = tmp_path / "code.txt"

@@ -33,6 +33,7 @@ def heldout(monkeypatch):
     getattr(cards._tasks, "cache_clear", lambda: None)()
 
 
+@pytest.mark.slow  # 1.1 s quiet: too long for test-fast's minute
 def test_card_of_a_tiny_model_and_its_kept_weights(tmp_path, heldout):
     model, tokenizer = tiny_llama(n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, d_ff=128)
     model.eval()
@@ -57,6 +58,7 @@ def test_card_of_a_tiny_model_and_its_kept_weights(tmp_path, heldout):
 
 
 @pytest.mark.parametrize("kv_heads", [4, 2, 1])  # MHA, GQA, MQA
+@pytest.mark.slow  # 0.8 s quiet: too long for test-fast's minute
 def test_kv_bytes_per_token_follow_the_attention_layout(kv_heads):
     model, _ = tiny_llama(n_layers=3, d_model=64, n_heads=4, n_kv_heads=kv_heads)
     assert cards.kv_bytes_per_token(model.eval()) == 2 * 3 * kv_heads * 16 * 4

@@ -28,6 +28,7 @@ def test_peft_lora_wrapping_prints_no_deprecation_box_but_other_future_warnings_
     assert "a FutureWarning of our own stays" in shown
 
 
+@pytest.mark.slow  # 0.8 s quiet: too long for test-fast's minute
 def test_the_filtered_warning_is_real():
     """Without the filter, transformers' deprecation is what peft triggers (so the filter above is not idle)."""
     peft = pytest.importorskip("peft")

@@ -1,6 +1,7 @@
 """CPU generation: streaming callbacks see exactly the generated tokens, streamed text equals the
 decoded answer, sampling is reproducible, and the prefill/decode arithmetic."""
 
+import pytest
 import torch
 
 from workbench.cpu.decode import PhaseSpeed, TextStream, measure_phases, stream_chat
@@ -9,6 +10,7 @@ from workbench.measure import Timing
 from workbench.models import tiny_llama
 
 
+@pytest.mark.slow  # 0.9 s quiet: too long for test-fast's minute
 def test_on_token_sees_every_generated_token_of_every_row():
     model, _ = tiny_llama(seed=0)
     prompt = torch.randint(0, 1000, (2, 6), generator=torch.Generator().manual_seed(0))  # batch 2
@@ -18,6 +20,7 @@ def test_on_token_sees_every_generated_token_of_every_row():
     assert torch.equal(torch.stack(seen, dim=1), out[:, 6:])
 
 
+@pytest.mark.slow  # 2.6 s quiet: too long for test-fast's minute
 def test_sampled_decoding_is_reproducible_with_a_generator():
     model, _ = tiny_llama(seed=0)
     prompt = torch.randint(0, 1000, (3, 4), generator=torch.Generator().manual_seed(1))
@@ -41,6 +44,7 @@ def test_text_stream_pieces_add_up_to_the_decoded_text_across_multibyte_characte
     assert len(pieces) > 3  # it streamed, not one piece at the end
 
 
+@pytest.mark.slow  # 1.6 s quiet: too long for test-fast's minute
 def test_stream_chat_streams_the_greedy_answer():
     model, tokenizer = tiny_llama(seed=2)
     pieces = []

@@ -69,6 +69,7 @@ def test_int4_error_is_bounded_by_half_a_step():
     assert ((recovered - linear.weight.detach()).abs() <= half_step * 1.05 + 4e-3).all()
 
 
+@pytest.mark.slow  # 0.9 s quiet: too long for test-fast's minute
 def test_quantize_copies_and_rejects_unknown_precisions():
     model, _ = tiny_llama(seed=0)
     before = {k: v.clone() for k, v in model.state_dict().items()}

@@ -16,6 +16,7 @@ def model_and_prompt(precision: str = "float32"):
 
 
 @pytest.mark.parametrize("precision", ["float32", "int8"])
+@pytest.mark.slow  # 0.7 s quiet: too long for test-fast's minute
 def test_static_cache_decoding_equals_the_sampler(precision):
     model, prompt = model_and_prompt(precision)
     want = sample(model, prompt, SampleConfig(max_new_tokens=10))

@@ -175,6 +175,7 @@ def test_artifacts_are_shown_by_what_they_hold(store):
     assert views["sample"] == "The cat sat on the mat."
 
 
+@pytest.mark.slow  # 0.9 s quiet: too long for test-fast's minute
 def test_view_follows_new_rows_the_filter_and_the_selection(store):
     old = logged(store, "old", [3.0, 2.0], reference=True)
     other = logged(store, "other-kind", [9.0], kind="tour")
@@ -243,6 +244,7 @@ def test_ticks_hidden_by_the_filter_come_back_and_a_bad_expression_says_why(stor
     assert set(dashboard.names()["table"]) == {f"#{ids[2]} lr0.01", f"#{ids[0]} lr0.0001"}
 
 
+@pytest.mark.slow  # 0.6 s quiet: too long for test-fast's minute
 def test_tags_note_rename_archive_and_delete_from_the_run_page(store):
     keep = logged(store, "keep", [1.0], {"ppl": 3.0})
     gone = logged(store, "gone", [2.0], {"ppl": 4.0})

@@ -37,6 +37,7 @@ def test_missing_corpus_is_one_line(tmp_path):
         data.load_corpus(str(tmp_path / "missing.txt"))
 
 
+@pytest.mark.slow  # 0.9 s quiet: too long for test-fast's minute
 def test_tokenize_is_cached(tmp_path, monkeypatch, tokenizer, wikitext_path):
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
     corpus = data.load_corpus(str(wikitext_path))

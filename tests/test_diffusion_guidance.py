@@ -1,5 +1,6 @@
 """The MDM's zero-shot likelihood is SMDM's chain rule (guided or not); N counts the body only."""
 
+import pytest
 import torch
 
 from workbench import zeroshot
@@ -42,6 +43,7 @@ def test_zero_shot_loglik_pads_with_masks_to_the_training_length():
     assert not torch.allclose(zero_shot_loglik(model, length=5)([context], [continuation]).float(), expected[None])
 
 
+@pytest.mark.slow  # 0.7 s quiet: too long for test-fast's minute
 def test_non_embedding_parameters_leave_out_the_tied_embedding():
     model, _ = tiny_llama(vocab_size=1000, n_layers=2, d_model=32, n_heads=2, n_kv_heads=2, d_ff=64)
     body = sum(

@@ -100,6 +100,7 @@ def test_elbo_is_reproducible_and_stable_across_seeds(tiny):
     assert spread.std() / spread.mean() < 0.05
 
 
+@pytest.mark.slow  # 0.7 s quiet: too long for test-fast's minute
 def test_loss_falls_in_training():
     model, _ = mdm.masked_diffusion_llama(
         vocab_size=VOCAB, n_layers=1, d_model=32, n_heads=2, n_kv_heads=2, d_ff=64, seed=1

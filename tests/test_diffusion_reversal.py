@@ -1,6 +1,7 @@
 """The reversal-curse data set (Berglund et al. / SMDM): one-direction and both-direction subsets, 30
 paraphrases, containment scoring."""
 
+import pytest
 import torch
 
 from workbench.diffusion import reversal
@@ -14,6 +15,7 @@ def test_people_are_unique_and_split_in_three_subsets():
     assert trained.count("N2D") == trained.count("D2N") == 13 and trained.count(reversal.BOTH) == 14
 
 
+@pytest.mark.slow  # 0.7 s quiet: too long for test-fast's minute
 def test_thirty_paraphrases_per_direction_each_a_prefix_of_its_sentence():
     tokenizer = load_tokenizer()
     assert len(reversal.NAME_TO_DESCRIPTION) == len(reversal.DESCRIPTION_TO_NAME) == 30

@@ -60,6 +60,7 @@ def test_kd_loss_and_gradient_equal_the_unchunked_definition():
     assert torch.allclose(chunked_grad, student.model.layers[1].mlp.up_proj.weight.grad, atol=1e-6)
 
 
+@pytest.mark.slow  # 0.7 s quiet: too long for test-fast's minute
 def test_kl_and_hidden_terms_vanish_for_a_copy_of_the_teacher_and_not_for_a_student():
     teacher, x = model(seed=1).eval(), batch()
     only_kl = DistillConfig(alpha=0.0, beta=1.0)

@@ -41,6 +41,7 @@ def test_no_sharing_and_length_one_groups_change_nothing(attn):
 
 @pytest.mark.parametrize("path", ["fused", "explicit"])
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.slow  # 0.8 s quiet: too long for test-fast's minute
 def test_group_head_computes_the_teachers_attention(attn, path):
     """The head equals the teacher's kernel on either path; a follower then changes the output."""
     model, x = teacher(attn), tokens()
@@ -124,6 +125,7 @@ def reference_forward(model, x: torch.Tensor, head_of: dict[int, int]) -> torch.
 
 
 @pytest.mark.parametrize("path", ["fused", "explicit"])
+@pytest.mark.slow  # 0.8 s quiet: too long for test-fast's minute
 def test_shared_forward_equals_the_reference_computation(path):
     model, x = teacher(), tokens()
     groups = [[1, 2], [3, 4, 5]]
@@ -150,6 +152,7 @@ def test_fused_and_explicit_paths_give_the_same_logits_and_gradients(attn):
 
 @pytest.mark.parametrize("path", ["fused", "explicit"])
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.slow  # 0.8 s quiet: too long for test-fast's minute
 def test_cached_decoding_equals_uncached_and_followers_cache_only_values(attn, path):
     student, x = build_student(teacher(attn), [[1, 2], [3, 4, 5]], path=path).eval(), tokens()
     cache = DynamicCache()

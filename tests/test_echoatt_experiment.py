@@ -31,6 +31,7 @@ def test_groups_from_followers_reuse_the_layer_before_each_run():
 
 
 @pytest.mark.parametrize("n_shared, max_block", [(6, 2), (12, 2), (12, 3)])
+@pytest.mark.slow  # 4.0 s quiet: too long for test-fast's minute
 def test_random_and_last_arms_have_the_budget_and_the_structure(n_shared, max_block):
     draws = [random_groups(30, n_shared, max_block, None, seed=s) for s in range(3)]
     for groups in [*draws, last_groups(30, n_shared, max_block, None)]:

@@ -39,6 +39,7 @@ def test_profile_presets_and_bad_settings():
         run_experiment(GaloreProfile.resolve("smoke", part="both"))
 
 
+@pytest.mark.slow  # 2.0 s quiet: too long for test-fast's minute
 def test_every_method_sweeps_its_learning_rate_and_natural_galore_runs_with_the_official_history(
     monkeypatch, tmp_path
 ):

@@ -24,6 +24,7 @@ def test_greedy_matches_transformers_generate(default_model):
     assert torch.equal(ours, theirs)
 
 
+@pytest.mark.slow  # 0.7 s quiet: too long for test-fast's minute
 def test_rows_that_end_are_padded_and_the_loop_stops():
     model, _ = tiny_llama(seed=0)
     prompt = torch.randint(0, 1000, (3, 5), generator=torch.Generator().manual_seed(0))

@@ -33,6 +33,7 @@ def test_summary_is_median_and_quartiles():
         interleaved({"a": lambda: None}, "cpu", rounds=0)
 
 
+@pytest.mark.slow  # 0.8 s quiet: too long for test-fast's minute
 def test_model_speeds_time_prefill_and_each_decode_batch_in_the_same_rounds():
     import math
 

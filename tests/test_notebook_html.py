@@ -8,6 +8,7 @@ import json
 import nbformat
 import numpy as np
 import plotly.graph_objects as go
+import pytest
 from plotly.offline import get_plotlyjs
 
 from workbench.notebook_html import (
@@ -103,6 +104,7 @@ def test_compact_notebook_replaces_widgets_by_their_final_state_and_drops_panel_
     assert path.stat().st_size < before / 2
 
 
+@pytest.mark.slow  # 0.7 s quiet: too long for test-fast's minute
 def test_html_copy_is_self_contained(tmp_path):
     path = widget_notebook(tmp_path / "run.ipynb")
     compact_notebook(path)

@@ -50,6 +50,7 @@ def test_make_install_configures_the_output_stripping_filter():
     assert re.search(r"^test: install\b", makefile, re.M) and "make test" in (REPO / ".ci" / "run").read_text()
 
 
+@pytest.mark.slow  # 1.7 s quiet: too long for test-fast's minute
 def test_the_filter_strips_outputs(tmp_path):
     """What the filter command does to a notebook executed with outputs: no outputs, no counts, same cells."""
     path = NOTEBOOKS[0]

@@ -53,6 +53,7 @@ def small_chunks(monkeypatch):
     monkeypatch.setattr(train_module, "LOSS_CHUNK_TOKENS", CHUNK)  # 4 × 32 = 128 tokens: 4 chunks, the last short
 
 
+@pytest.mark.slow  # 3.8 s quiet: too long for test-fast's minute
 def test_compiled_loss_and_gradients_equal_the_materialised_logits(small_chunks):
     model, tokens = llama(), batch()
     want_loss, want = plain_loss_and_grads(model, tokens)
@@ -70,6 +71,7 @@ def test_compiled_loss_and_gradients_equal_the_materialised_logits(small_chunks)
     assert largest_tensor(backward) < n_tokens * VOCAB  # the backward only scales gradients kept from the forward
 
 
+@pytest.mark.slow  # 3.9 s quiet: too long for test-fast's minute
 def test_the_materialised_path_would_fail_that_check():
     """The check above can fail: the plain loss, traced the same way, holds all [B·T, V] logits."""
     model, tokens = llama(), batch()
@@ -83,6 +85,7 @@ def test_the_materialised_path_would_fail_that_check():
     assert largest_tensor(graphs[0]) >= tokens[:, 1:].numel() * VOCAB
 
 
+@pytest.mark.slow  # 3.8 s quiet: too long for test-fast's minute
 def test_compiled_loss_under_bf16_autocast_matches_the_plain_one(small_chunks):
     model, tokens = llama(), batch()
     with torch.autocast("cpu", dtype=torch.bfloat16):

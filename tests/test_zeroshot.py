@@ -43,6 +43,7 @@ def _find(stream: torch.Tensor, piece: torch.Tensor) -> list[int]:
     return [i for i in range(len(stream) - n + 1) if torch.equal(stream[i : i + n], piece)]
 
 
+@pytest.mark.slow  # 1.5 s quiet: too long for test-fast's minute
 def test_items_come_from_the_held_out_text_and_passages_end_before_the_truth(tasks, held_out, tokenizer):
     assert len(tasks.cloze) == 40 and len(tasks.choice) == 40
     for item in tasks.cloze:
