@@ -47,6 +47,8 @@ def test_tracker_api(store):
     assert list(history["step"]) == [1, 2] and list(history["loss"]) == [2.0, 1.5]
     assert np.array_equal(store.load_artifact(run.id, "matrix.npy"), np.eye(3))
     assert store.load_artifact(run.id, "groups.json") == [[3, 4], [7, 8]]
+    # a run id read from a pandas table is a numpy integer (sqlite binds it as a BLOB that matches no row)
+    assert store.load_artifact(np.int64(run.id), "groups.json") == [[3, 4], [7, 8]]
 
 
 def test_failed_run_records_error(store):

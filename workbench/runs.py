@@ -444,7 +444,8 @@ class RunStore:
         return [run_id for (run_id,) in rows.fetchall()]
 
     def artifacts(self, run_id: int) -> dict[str, Path]:
-        rows = self.db.execute("SELECT name, path FROM artifacts WHERE run_id = ?", (run_id,)).fetchall()
+        # int(): a run id read from a pandas table is a numpy integer, which sqlite binds as a BLOB (no row matches)
+        rows = self.db.execute("SELECT name, path FROM artifacts WHERE run_id = ?", (int(run_id),)).fetchall()
         return {name: Path(path) for name, path in rows}
 
     def artifact_paths(self, name: str) -> dict[int, Path]:
