@@ -144,4 +144,4 @@ def test_composition_says_multiply_add_or_cancel():
     assert frontier.composition(base, a, b, {"decode_latency_ms": 3.0}, "decode_latency_ms").verdict == "add"
     assert frontier.composition(base, a, b, {"decode_latency_ms": 5.0}, "decode_latency_ms").verdict == "cancel"
     noisy = frontier.composition(base, a, b, {"decode_latency_ms": 2.5}, "decode_latency_ms", spread=0.5)
-    assert noisy.verdict == "cannot tell apart (within spread)" and "×6" in noisy.sentence()
+    assert noisy.verdict == "cannot be told apart (within spread)" and "×6" in noisy.sentence()

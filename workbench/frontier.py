@@ -194,7 +194,7 @@ class Composition:
 
     @property
     def verdict(self) -> str:
-        """"multiply" / "add" / "cancel" / "cannot tell apart (within spread)", whichever the composed gain is
+        """"multiply" / "add" / "cancel" / "cannot be told apart (within spread)", whichever the composed gain is
         nearest on a log scale; "cancel" when a single change gains and the composed gain is below the better
         one by more than the noise (at least 1%: a ratio of two measurements is never exact)."""
         tolerance, best = max(self.spread, 0.01), max(self.gain_a, self.gain_b)
@@ -202,7 +202,7 @@ class Composition:
             return "cancel"
         multiply, add = self.gain_a * self.gain_b, 1 + (self.gain_a - 1) + (self.gain_b - 1)
         if add <= 0 or abs(math.log(multiply / add)) < tolerance:
-            return "cannot tell apart (within spread)"
+            return "cannot be told apart (within spread)"
         return "multiply" if abs(math.log(self.gain_both / multiply)) < abs(math.log(self.gain_both / add)) else "add"
 
     def sentence(self) -> str:
