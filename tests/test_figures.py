@@ -16,13 +16,18 @@ from workbench import plots
 )
 def test_log_ticks_stay_few_and_inside(low, high):
     ticks = plots.log_ticks(low, high)
-    assert 1 <= len(ticks) <= 9 or high / low < 1.5  # a span under 1.5x may hold no 1-1.5-2-3-5-7 tick
+    assert 3 <= len(ticks) <= 9
     assert all(low <= t <= high for t in ticks)
     assert ticks == sorted(ticks)
 
 
 def test_a_short_span_gets_mantissa_ticks_not_bare_decades():
     assert plots.log_ticks(12.0, 40.0) == [15.0, 20.0, 30.0]
+
+
+def test_a_narrow_span_gets_round_ticks_not_one_label():
+    assert plots.log_ticks(7.58, 14.4) == [8.0, 10.0, 12.0, 14.0]  # the 1-1.5-2-3-5-7 set holds only 10 here
+    assert plots.log_ticks(8.77e7, 1.22e8) == [9e7, 1e8, 1.1e8, 1.2e8]
 
 
 def test_log_axis_range_is_in_log10_units_and_ignores_non_finite():

@@ -23,12 +23,25 @@ SYMBOLS = ("circle", "square", "diamond", "triangle-up", "x", "star")
 LOG_MANTISSAS = ((1, 1.5, 2, 3, 5, 7), (1, 2, 5), (1, 3), (1,))
 
 
+def round_ticks(low: float, high: float, count: int = 4) -> list[float]:
+    """About `count` evenly spaced round values (1, 2, 2.5 or 5 × 10^k apart) inside [low, high]."""
+    raw = (high - low) / count
+    power = 10.0 ** np.floor(np.log10(raw))
+    step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
+    values = np.arange(np.ceil(low / step), np.floor(high / step) + 1) * step
+    return [float(f"{v:.12g}") for v in values]
+
+
 def log_ticks(low: float, high: float, max_ticks: int = 9) -> list[float]:
     """Tick values for a log axis over [low, high]: the densest mantissa set that leaves at most `max_ticks`
-    inside (one per decade, thinned to every k-th decade, when even that is too many)."""
+    inside (one per decade, thinned to every k-th decade, when even that is too many). A span too narrow to hold
+    three of the densest set (8.7-12.5 holds only 10) gets round, evenly spaced values instead: a log axis takes
+    any value as a tick, and one label cannot be read as a scale."""
     first, last = int(np.floor(np.log10(low))), int(np.ceil(np.log10(high)))
     for mantissas in LOG_MANTISSAS:
         ticks = [m * 10.0**k for k in range(first, last + 1) for m in mantissas if low <= m * 10.0**k <= high]
+        if mantissas == LOG_MANTISSAS[0] and len(ticks) < 3:
+            return round_ticks(low, high)
         if len(ticks) <= max_ticks:
             return ticks
     stride = int(np.ceil(len(ticks) / max_ticks))
