@@ -333,4 +333,5 @@ def test_parameter_values_are_never_executed(case_dir):
     for payload in ["__import__('os').system('touch pwned')", "open('pwned', 'w')", "exec('1')", "[x for x in ()]"]:
         assert notebook.parse_value(payload) == payload
     assert notebook.parse_value("[8, 32]") == [8, 32] and notebook.parse_value("3e-4") == 3e-4
+    assert notebook.parse_value("false") is False and notebook.parse_value("True") is True  # JSON's and Python's
     assert not (case_dir / "pwned").exists()

@@ -249,8 +249,13 @@ def list_notebooks() -> list[dict]:
     ]
 
 
+JSON_WORDS = {"true": True, "false": False, "null": None}  # `-p train false` as JSON and YAML habits write it
+
+
 def parse_value(text: str) -> object:
-    """A command-line value as Python would read it (3e-4, [8, 32], True), else the string."""
+    """A command-line value as Python would read it (3e-4, [8, 32], True; JSON's true, false, null), else the string."""
+    if text in JSON_WORDS:
+        return JSON_WORDS[text]
     return ast.literal_eval(text) if _is_literal(text) else text
 
 
