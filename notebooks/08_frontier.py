@@ -135,9 +135,9 @@ def newest_kept(idea: str, arm: str) -> pd.Series | None:
 
 
 def echoatt_student() -> tuple[torch.nn.Module, torch.nn.Module, str]:
-    """(teacher, student) on the CPU in float32: a stored EchoAtt arm, or a tiny one (smoke)."""
+    """(teacher, student) on the CPU in float32: a stored EchoAtt arm, or an untrained one (smoke)."""
     if not settings.echoatt_arm:
-        return base, build_student(base, [[0, 1], [2, 3]]), "tiny EchoAtt student (layers 1, 3 share)"
+        return base, build_student(base, [[0, 1], [2, 3]]), "untrained EchoAtt student (layers 1, 3 share)"
     card = newest_kept("echoatt", settings.echoatt_arm)
     if card is None:
         raise LookupError(f"no EchoAtt card with kept weights whose arm contains {settings.echoatt_arm!r}")
@@ -149,9 +149,9 @@ def echoatt_student() -> tuple[torch.nn.Module, torch.nn.Module, str]:
 
 
 def recursive_model() -> tuple[torch.nn.Module, torch.nn.Module, str]:
-    """(full model, relaxed recursive model) on the CPU in float32: a stored arm, or a tiny one (smoke)."""
+    """(full model, relaxed recursive model) on the CPU in float32: a stored arm, or an untrained one (smoke)."""
     if not settings.recursive_arm:
-        return base, relax(convert(base, loops=2), base, ranks=8), "tiny relaxed recursive model (2 loops, rank 8)"
+        return base, relax(convert(base, loops=2), base, ranks=8), "untrained relaxed recursive model (2 loops, rank 8)"
     card = newest_kept("recursive", settings.recursive_arm)
     if card is None:
         raise LookupError(f"no recursive card with kept weights whose arm contains {settings.recursive_arm!r}")
@@ -196,8 +196,10 @@ def compose(idea: str, make, axes: tuple[str, ...]) -> list[str]:
         if not all(measured(rows[k].get(axis)) for k in rows):
             lines.append(f"- {label} ∘ int8, {axis}: not measured for every model (no KV-cache decode).")
             continue
-        spread = speeds["A∘B"].get("decode_b1_spread") if axis == "decode_latency_ms" else 0.0
-        spread = spread if measured(spread) else 0.0
+        # a timed axis is as noisy as the noisiest of the four timings; bytes and perplexity are exact
+        timing = {"decode_latency_ms": "decode_b1_spread", "prefill_tok_s": "prefill_spread"}.get(axis)
+        spreads = [speeds[k].get(timing) for k in models] if timing else []
+        spread = max((s for s in spreads if measured(s)), default=0.0)
         result = frontier.composition(rows["base"], rows["A"], rows["B"], rows["A∘B"], axis, spread=spread)
         lines.append(f"- {label} ∘ int8, {result.sentence()}")
     return lines
