@@ -52,6 +52,9 @@ lr = None  # uptraining learning rate
 exit_steps = None  # early-exit post-training steps
 seeds = None  # data orders per arm: every arm runs once per seed (a claim needs 2 at least)
 lora_inits = None  # initialisations relaxed with SVD-LoRA at every rank, e.g. ["average", "stepwise"]
+inits = None  # initialisations of the plain recursive arms, e.g. ["stepwise", "average", "lower"]
+eval_windows = None  # held-out windows of block_len for each arm's final perplexity (None: all)
+zeroshot_items = None  # items of each zero-shot task per arm
 corpus = None  # None: the profile's ("python-code" full, "python-docs" smoke), a text file or folder, or "hf:NAME"
 allow_repeats = None  # True lets a full run train more than one epoch of its corpus
 
@@ -69,7 +72,7 @@ settings = RecursiveProfile.resolve(
     profile, corpus=corpus, allow_repeats=allow_repeats,
     arms=arms, loops=loops, ranks=ranks, zero_rank=zero_rank,
     tie_norms=tie_norms, steps=steps, lr=lr, exit_steps=exit_steps, seeds=seeds,
-    lora_inits=lora_inits,
+    lora_inits=lora_inits, inits=inits, eval_windows=eval_windows, zeroshot_items=zeroshot_items,
 )
 
 # %%

@@ -29,8 +29,8 @@
 profile = "smoke"  # "smoke": tiny models, seconds; "full": SmolLM2-135M references, compositions from stored arms
 reference = None  # "smollm2-135m", or "tiny"
 precisions = None  # the reference model's precisions (CPU kernels for int8/int4)
-echoatt_arm = None  # the stored EchoAtt arm to compose with int8 ("" : a tiny student built here)
-recursive_arm = None  # the stored recursive arm to compose with int8 ("" : a tiny relaxed model built here)
+echoatt_arm = None  # the stored EchoAtt arm to compose with int8 ("": an untrained student built here)
+recursive_arm = None  # the stored recursive arm to compose with int8 ("": an untrained relaxed model built here)
 eval_windows = None  # windows of each held-out set on every card
 live_seconds = None  # keep redrawing from the store this long while other notebooks run
 llamacpp_card = None  # llama.cpp's Q4_1 reference card where llama-cpp-python is installed (full: on; minutes)
