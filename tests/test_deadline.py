@@ -199,5 +199,5 @@ def test_recursive_cut_by_its_deadline_loses_later_seeds_first(monkeypatch):
     recursive_report.summary_table(table), recursive_report.params_figure(table), recursive_report.rank_figure(table)
     full = SimpleNamespace(name="full", seeds=2)
     text = recursive_conclusion(table, result.throughput, result.thresholds, profile=full)
-    assert "Stepwise is the best initialisation" in text and deadline.NOT_TRAINED in text
+    assert "Stepwise beats Average without LoRA (B=2; Lower not run)" in text and deadline.NOT_TRAINED in text
     assert "time limit: 3 arms not trained" in text

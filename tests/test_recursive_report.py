@@ -238,3 +238,13 @@ def test_conclusion_names_numbers_and_figures_build():
     live("B=2 stepwise", 0, {"val_ppl": 30.0})
     live("B=2 stepwise", 10, {"val_ppl": 25.0})
     assert list(live.figure.data[0].y) == [30.0, 25.0]
+
+
+def test_the_best_initialisation_is_claimed_only_among_every_initialisation():
+    """A GPU job ran Stepwise and Lower only (Average left out for time) and the notebook said "Stepwise is
+    the best initialisation"; the claim now names the initialisation it beat and the one that did not run."""
+    frame = table()
+    frame = frame[frame["init"] != "average"]
+    found = outcomes(frame)
+    assert "Stepwise is the best initialisation without LoRA (B=2)" not in found
+    assert found["Stepwise beats Lower without LoRA (B=2; Average not run)"] == "held"
