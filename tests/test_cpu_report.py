@@ -152,3 +152,17 @@ def test_profile_presets_and_errors():
         CpuProfile.resolve("smoke", thread=2)
     with pytest.raises(WorkbenchError, match="steps"):
         CpuProfile.resolve("smoke", steps="ten")
+
+
+@pytest.mark.slow
+def test_every_trained_seed_is_its_own_frontier_point(tmp_path, monkeypatch):
+    """The H200 run of 2026-12-03 put two cards named "train MQA 8/1" (seeds 0 and 1, 4.29 and 4.65 ms) on
+    one frontier: a trained arm's card names its seed."""
+    from workbench import cards, runs
+    from workbench.cpu.experiment import CpuExperiment
+
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path))
+    experiment = CpuExperiment("smoke", progress=False, train_kv_heads=(4,), seeds=(0, 1))
+    experiment.train_table()
+    arms = set(cards.load_cards(runs.store())["arm"])
+    assert {"train MHA 4/4 seed 0", "train MHA 4/4 seed 1"} <= arms

@@ -306,7 +306,7 @@ class CpuExperiment:
                 "epochs": tokens_seen / train_unique,
             }
             run.update_summary(**{k: v for k, v in row.items() if k not in ("variant", "seed")})
-            cards.write_card(run, model, idea="cpu", arm=f"train {name}", tokenizer=self.tokenizer,
+            cards.write_card(run, model, idea="cpu", arm=f"train {label}", tokenizer=self.tokenizer,
                              profile=p.name, training_tokens=tokens_seen, training_context=p.block_len,
                              corpus=p.corpus, extra={"n_kv_heads": shape.n_kv_heads})  # fmt: skip
         del model
