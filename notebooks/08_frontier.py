@@ -196,10 +196,7 @@ def compose(idea: str, make, axes: tuple[str, ...]) -> list[str]:
         if not all(measured(rows[k].get(axis)) for k in rows):
             lines.append(f"- {label} ∘ int8, {axis}: not measured for every model (no KV-cache decode).")
             continue
-        # a timed axis is as noisy as the noisiest of the four timings; bytes and perplexity are exact
-        timing = {"decode_latency_ms": "decode_b1_spread", "prefill_tok_s": "prefill_spread"}.get(axis)
-        spreads = [speeds[k].get(timing) for k in models] if timing else []
-        spread = max((s for s in spreads if measured(s)), default=0.0)
+        spread = frontier.timing_spread(speeds.values(), axis)
         result = frontier.composition(rows["base"], rows["A"], rows["B"], rows["A∘B"], axis, spread=spread)
         lines.append(f"- {label} ∘ int8, {result.sentence()}")
     return lines

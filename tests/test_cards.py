@@ -145,3 +145,16 @@ def test_composition_says_multiply_add_or_cancel():
     assert frontier.composition(base, a, b, {"decode_latency_ms": 5.0}, "decode_latency_ms").verdict == "cancel"
     noisy = frontier.composition(base, a, b, {"decode_latency_ms": 2.5}, "decode_latency_ms", spread=0.5)
     assert noisy.verdict == "cannot be told apart (within spread)" and "×6" in noisy.sentence()
+
+
+def test_a_timed_composition_is_as_noisy_as_its_noisiest_timing():
+    """The 2-core check of 2026-12-02 judged prefill with no spread at all, and one timing read "cancel"
+    (×1.01 and ×1.02 alone, ×0.90 together); with the four timings' 9% spread it is not told apart."""
+    speeds = [{"prefill_spread": s, "decode_b1_spread": 0.02} for s in (0.03, 0.09, 0.05, math.nan)]
+    assert frontier.timing_spread(speeds, "prefill_tok_s") == 0.09
+    assert frontier.timing_spread(speeds, "decode_latency_ms") == 0.02
+    assert frontier.timing_spread(speeds, "weight_bytes") == 0.0  # exact: the same bytes every time
+    base, a, b, both = ({"prefill_tok_s": v} for v in (100.0, 101.0, 102.0, 90.1))
+    assert frontier.composition(base, a, b, both, "prefill_tok_s").verdict == "cancel"
+    spread = frontier.timing_spread(speeds, "prefill_tok_s")
+    assert frontier.composition(base, a, b, both, "prefill_tok_s", spread=spread).verdict != "cancel"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -211,6 +211,18 @@ class Composition:
                 f"B alone ×{self.gain_b:.3g}, together ×{self.gain_both:.3g} (multiplied: ×{product:.3g}, "
                 f"added: ×{self.gain_a + self.gain_b - 1:.3g}; spread ±{self.spread:.0%}): the gains "
                 f"**{self.verdict}**.")  # fmt: skip
+
+
+SPREADS = {"decode_latency_ms": "decode_b1_spread", "prefill_tok_s": "prefill_spread"}  # timed axis -> its spread
+
+
+def timing_spread(speeds: Iterable[dict], axis: str) -> float:
+    """The noise of a composed gain on `axis` from the four models' `measure.model_speeds` rows: a ratio of
+    ratios is as noisy as its noisiest timing, so the largest interquartile spread; 0 on an axis that is not
+    timed (bytes and perplexity are exact on the same windows)."""
+    key = SPREADS.get(axis)
+    spreads = [row.get(key) for row in speeds] if key else []
+    return max((s for s in spreads if s is not None and not math.isnan(s)), default=0.0)
 
 
 def composition(base: dict, a: dict, b: dict, both: dict, axis: str, spread: float = 0.0) -> Composition:
